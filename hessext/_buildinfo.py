@@ -1,0 +1,47 @@
+"""What this installation of hessext actually provides (``hessext.info()``; the command line is
+``python -m hessext.info``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import torch
+
+from hessext import _extension
+from hessext._version import __version__
+
+
+def info() -> dict:
+    """Build and runtime information: the version, the torch the core was built against, which
+    ops have CPU and CUDA kernels, CUDA architectures, and the CPU thread count."""
+    C = _extension._C
+    ops = _extension.registered_ops()
+    return {
+        "hessext": __version__,
+        "torch": torch.__version__,
+        "compiled_core": _extension.status,
+        "built_against_torch": C.torch_version if C else None,
+        "openmp": bool(C.with_openmp) if C else False,
+        "threads": C.num_threads() if C else torch.get_num_threads(),
+        "cuda_kernels_built": bool(C.with_cuda) if C else False,
+        "cuda_archs": (C.cuda_archs.split(";") if C and C.cuda_archs else []),
+        "cuda_available": torch.cuda.is_available(),
+        "cpu_kernels": [op for op in ops if _extension.has_kernel(op, "cpu")],
+        "cuda_kernel_ops": [op for op in ops if _extension.has_kernel(op, "cuda")],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    data = info()
+    if "--json" in argv:
+        print(json.dumps(data, indent=2))
+        return 0
+    width = max(map(len, data))
+    for key, value in data.items():
+        if isinstance(value, list):
+            value = ", ".join(map(str, value)) or "-"
+        print(f"{key:<{width}}  {value}")
+    return 0
+
