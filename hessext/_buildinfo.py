@@ -25,7 +25,7 @@ def info() -> dict:
         "openmp": bool(C.with_openmp) if C else False,
         "threads": C.num_threads() if C else torch.get_num_threads(),
         "cuda_kernels_built": bool(C.with_cuda) if C else False,
-        "cuda_archs": (C.cuda_archs.split(";") if C and C.cuda_archs else []),
+        "cuda_archs": (C.cuda_archs.split(",") if C and C.cuda_archs else []),
         "cuda_available": torch.cuda.is_available(),
         "cpu_kernels": [op for op in ops if _extension.has_kernel(op, "cpu")],
         "cuda_kernel_ops": [op for op in ops if _extension.has_kernel(op, "cuda")],
