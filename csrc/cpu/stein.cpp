@@ -36,14 +36,18 @@ at::Tensor stein_perturb_cpu(const at::Tensor& x_in, double sigma, int64_t seed,
     scalar_t* out_ptr = out.data_ptr<scalar_t>();
     // one task per (point, pair): a row of D coordinates for each sign
     at::parallel_for(0, B * n_pairs, std::max<int64_t>(1, 8192 / D), [&](int64_t lo, int64_t hi) {
+      std::vector<float> z(4 * Q);
       for (int64_t row = lo; row < hi; ++row) {
         const int64_t b = row / n_pairs, j = row % n_pairs;
         scalar_t* plus = out_ptr + ((b * A) * n_pairs + j) * D;
         scalar_t* minus = antithetic ? plus + n_pairs * D : nullptr;
-        for (int64_t q = 0; q < Q; ++q) {
-          stein_perturb_block<scalar_t>(uint64_t(seed), uint64_t(point_offset + b),
-                                        uint64_t(pair_offset + j), q, D, s, x_ptr + b * D,
-                                        plus, minus);
+        philox::normals_row(uint64_t(seed), uint64_t(point_offset + b),
+                            uint64_t(pair_offset + j), D, z.data());
+        const scalar_t* x_row = x_ptr + b * D;
+        for (int64_t d = 0; d < D; ++d) {
+          const scalar_t step = s * scalar_t(z[d]);
+          plus[d] = x_row[d] + step;
+          if (minus != nullptr) minus[d] = x_row[d] - step;
         }
       }
     });
@@ -92,11 +96,11 @@ void stein_accumulate_cpu(const at::Tensor& h_in, at::Tensor hess_acc, at::Tenso
           const int64_t task = w0 + i, b = task / n_tiles, t = task % n_tiles;
           const int64_t j0 = t * tile_pairs, np = std::min(tile_pairs, P - j0);
           scalar_t* z = z_buf[i].data_ptr<scalar_t>();
+          std::vector<float> z_row(4 * Q);
           for (int64_t j = 0; j < np; ++j) {
-            for (int64_t q = 0; q < Q; ++q) {
-              stein_direction_block<scalar_t>(uint64_t(seed), uint64_t(point_offset + b),
-                                              uint64_t(pair_offset + j0 + j), q, D, z + j * D);
-            }
+            philox::normals_row(uint64_t(seed), uint64_t(point_offset + b),
+                                uint64_t(pair_offset + j0 + j), D, z_row.data());
+            for (int64_t d = 0; d < D; ++d) z[j * D + d] = scalar_t(z_row[d]);
           }
           const scalar_t* hp = h_ptr + ((b * A) * P + j0) * K;
           const scalar_t* hm = hp + P * K;
