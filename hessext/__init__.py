@@ -10,3 +10,8 @@ from hessext import _extension  # loads the compiled core (or says why not) befo
 from hessext._buildinfo import info
 
 __all__ = ["__version__", "info"]
+
+from hessext.smoothhess import smooth_hessian, softplus_hessian, pmse  # noqa: E402
+from hessext.trust_region import second_order_step  # noqa: E402
+
+__all__ += ["smooth_hessian", "softplus_hessian", "pmse", "second_order_step"]

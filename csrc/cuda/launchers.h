@@ -15,4 +15,16 @@ void launch_linear_weight_grad(const scalar_t* a, int64_t a_stride_n, int64_t a_
                                scalar_t* out, int64_t out_stride_n, int64_t N, int64_t T,
                                int64_t O, int64_t I, cudaStream_t stream);
 
+// Stein sampler: out [B, A, P, D] = x [B, D] +- s z (A = 2) or + s z (A = 1); z from
+// philox::normals4 keyed by (seed, point_offset + b, pair_offset + j).
+template <typename scalar_t>
+void launch_stein_perturb(const scalar_t* x, scalar_t* out, uint64_t seed, int64_t point_offset,
+                          int64_t pair_offset, int64_t B, int64_t P, int64_t D, int64_t A,
+                          scalar_t s, cudaStream_t stream);
+
+// z [P, D] (contiguous) for pairs pair_offset .. pair_offset + P of one point.
+template <typename scalar_t>
+void launch_stein_directions(scalar_t* z, uint64_t seed, int64_t point, int64_t pair_offset,
+                             int64_t P, int64_t D, cudaStream_t stream);
+
 }  // namespace hessext
