@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -35,13 +36,15 @@ def run_python(code: str, *, disable_ext: bool, timeout: float = 300) -> str:
     """Run ``code`` in a fresh interpreter (optionally with HESSEXT_DISABLE_EXT=1) and return its
     stdout. Used to check that the pure-torch fallback gives the same answers as the kernels."""
     env = dict(os.environ)
-    env.pop("HESSEXT_REQUIRE_EXT", None)
     if disable_ext:
+        env.pop("HESSEXT_REQUIRE_EXT", None)
         env["HESSEXT_DISABLE_EXT"] = "1"
     else:
         env.pop("HESSEXT_DISABLE_EXT", None)
+    # not the repository as working directory: `python -c` would import the source tree's hessext
+    # (which has no compiled core) instead of the installed package
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                            timeout=timeout, cwd=str(REPO))
+                            timeout=timeout, cwd=tempfile.gettempdir())
     if result.returncode != 0:
         raise AssertionError(f"subprocess failed:\n{result.stderr}")
     return result.stdout

@@ -3,10 +3,6 @@ quadratics) at the Monte-Carlo rate, its reproducibility, the model guard and ba
 SoftPlus/vanilla baselines; P-MSE; the exact trust-region step against brute force."""
 
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +10,7 @@ from torch import nn
 
 import hessext
 from hessext.smoothhess import vanilla_hessian
+from conftest import run_python
 
 PHI = lambda t: torch.exp(-0.5 * t ** 2) / math.sqrt(2 * math.pi)  # noqa: E731
 
@@ -271,12 +268,9 @@ torch.save([r.hessian, r.grad, r.hessian_stderr], {path!r})
 
 def test_fallback_parity(tmp_path):
     results = []
-    for disable in ("0", "1"):
-        path = str(tmp_path / f"r{disable}.pt")
-        env = dict(os.environ, HESSEXT_DISABLE_EXT=disable)
-        env.pop("HESSEXT_REQUIRE_EXT", None) if disable == "1" else None
-        subprocess.run([sys.executable, "-c", _PARITY.format(path=path)], env=env, check=True,
-                       cwd=Path(__file__).resolve().parents[1])
+    for disable in (False, True):
+        path = str(tmp_path / f"r{int(disable)}.pt")
+        run_python(_PARITY.format(path=path), disable_ext=disable)
         results.append(torch.load(path))
     for a, b in zip(*results):
         assert torch.allclose(a, b, rtol=1e-12, atol=1e-15)
