@@ -10,3 +10,12 @@ from hessext import _extension  # loads the compiled core (or says why not) befo
 from hessext._buildinfo import info
 
 __all__ = ["__version__", "info"]
+
+# the Hessian toolbox: influence functions, RelatIF, RUE, local ensembles
+from hessext._curvature_solve import SolveInfo
+from hessext.influence import influence, relatif, self_influence, most_helpful, most_harmful
+from hessext.rue import rue
+from hessext.local_ensembles import extrapolation_score
+
+__all__ += ["SolveInfo", "influence", "relatif", "self_influence", "most_helpful", "most_harmful",
+            "rue", "extrapolation_score"]
