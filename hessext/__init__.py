@@ -10,3 +10,8 @@ from hessext import _extension  # loads the compiled core (or says why not) befo
 from hessext._buildinfo import info
 
 __all__ = ["__version__", "info"]
+
+from hessext import curvature  # noqa: E402
+from hessext.curvature import Hessian, HessianOperator  # noqa: E402
+
+__all__ += ["curvature", "Hessian", "HessianOperator"]
