@@ -11,6 +11,11 @@ from hessext._buildinfo import info
 
 __all__ = ["__version__", "info"]
 
+from hessext import curvature  # noqa: E402
+from hessext.curvature import Hessian, HessianOperator  # noqa: E402
+
+__all__ += ["curvature", "Hessian", "HessianOperator"]
+
 # the Hessian toolbox: influence functions, RelatIF, RUE, local ensembles
 from hessext._curvature_solve import SolveInfo
 from hessext.influence import influence, relatif, self_influence, most_helpful, most_harmful
