@@ -69,9 +69,6 @@ def resolve_hessian(hessian, model, loss_fn, train, *, params, regularizer, call
     once) or, when None, the exact Hessian of the mean training loss (+ R)."""
     import hessext
 
-    Hessian = getattr(hessext, "Hessian", None)
-    if Hessian is None:
-        from hessext._hessian_standin import StandInHessian as Hessian
     if hessian is None:
         if hasattr(hessext, "hessian"):
             return hessext.hessian(model, loss_fn, train, params=params, regularizer=regularizer)
@@ -84,7 +81,7 @@ def resolve_hessian(hessian, model, loss_fn, train, *, params, regularizer, call
                              f"{tuple(hessian.shape)}")
         if not torch.isfinite(hessian).all():
             raise ValueError(f"{caller}: hessian contains non-finite values")
-        return Hessian.from_matrix(hessian)
+        return hessext.Hessian.from_matrix(hessian)
     if not hasattr(hessian, "solve") and not hasattr(hessian, "top_eigenpairs"):
         raise TypeError(f"{caller}: hessian must be a hessext.Hessian, a HessianOperator or a "
                         f"[P, P] tensor, got {type(hessian).__name__}")
@@ -127,5 +124,5 @@ def solve(hessian, V: torch.Tensor, *, damping: float, method: str | None, rcond
     try:
         X = hessian.solve(V, damping=damping, method=method)
     except ValueError as err:
-        raise ValueError(f"{caller}: {err}") from err
+        raise ValueError(f"{caller}: {err} (here: method='pinv')") from err
     return X.to(device=device, dtype=torch.float64), SolveInfo(method, float(damping), lambda_min)

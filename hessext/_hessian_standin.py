@@ -1,6 +1,5 @@
-"""TEMPORARY stand-in for hessext.Hessian until the curvature engine lands on this branch.
-
-Same interface subset the toolbox uses; delete when `git merge hessian` brings the real one.
+"""TEMPORARY stand-in for hessext.hessian(model, loss_fn, data) until the builder lands on this
+branch (torch.func.hessian of the mean loss in float64); delete when it does.
 """
 
 from __future__ import annotations
@@ -9,53 +8,6 @@ import torch
 from torch.func import functional_call
 
 from hessext._model_guard import flat_parameters
-
-
-class StandInHessian:
-    def __init__(self, matrix: torch.Tensor):
-        self.matrix = matrix.to(torch.float64)
-        self.num_params = matrix.shape[0]
-        self._eig = None
-        self.info = {}
-
-    @classmethod
-    def from_matrix(cls, matrix, *, n=None, description=None):
-        return cls(0.5 * (matrix + matrix.T))
-
-    def dense(self):
-        return self.matrix
-
-    def __matmul__(self, V):
-        return self.matrix @ V.to(self.matrix)
-
-    def eigh(self):
-        if self._eig is None:
-            self._eig = torch.linalg.eigh(self.matrix)
-        return self._eig
-
-    def lambda_min(self):
-        return float(self.eigh()[0][0])
-
-    def top_eigenpairs(self, k):
-        lam, U = self.eigh()
-        return lam.flip(0)[:k], U.flip(1)[:, :k]
-
-    def pinv(self, V, rcond=1e-10, *, damping=0.0):
-        lam, U = self.eigh()
-        mu = lam + damping
-        t = rcond * float(mu.abs().max())
-        keep = mu.abs() > t
-        self.info["last_pinv"] = {"rcond": rcond, "threshold": t, "dropped": int((~keep).sum())}
-        return U[:, keep] @ ((U[:, keep].T @ V.to(U)) / mu[keep, None])
-
-    def solve(self, V, *, damping=0.0, method="cholesky"):
-        A = self.matrix + damping * torch.eye(self.num_params, dtype=self.matrix.dtype,
-                                              device=self.matrix.device)
-        L, info = torch.linalg.cholesky_ex(A)
-        if info.item() != 0:
-            raise ValueError(f"Hessian.solve: H + {damping}·I is not positive definite "
-                             f"(λ_min = {self.lambda_min():.6g})")
-        return torch.cholesky_solve(V.to(A), L)
 
 
 def build(model, loss_fn, data, *, params=None, regularizer=None):
@@ -79,4 +31,6 @@ def build(model, loss_fn, data, *, params=None, regularizer=None):
             value = value + regularizer.value(flat)
         return value
 
-    return StandInHessian(torch.func.hessian(loss)(theta))
+    from hessext import Hessian
+
+    return Hessian.from_matrix(torch.func.hessian(loss)(theta))
