@@ -33,3 +33,28 @@ inline void check_linear_weight_grad_args(const at::Tensor& a, const at::Tensor&
 }
 
 }  // namespace hessext
+
+namespace hessext {
+
+inline void check_gemm_accumulate_args(const at::Tensor& acc, const at::Tensor& a,
+                                       const at::Tensor& b) {
+  TORCH_CHECK(acc.dim() == 2, "gemm_accumulate: acc must be [R, S], got ", acc.sizes());
+  TORCH_CHECK(a.dim() == 2, "gemm_accumulate: a must be [K, R], got ", a.sizes());
+  TORCH_CHECK(b.dim() == 2, "gemm_accumulate: b must be [K, S], got ", b.sizes());
+  TORCH_CHECK(a.size(0) == b.size(0), "gemm_accumulate: a ", a.sizes(), " and b ", b.sizes(),
+              " disagree in K");
+  TORCH_CHECK(acc.size(0) == a.size(1) && acc.size(1) == b.size(1),
+              "gemm_accumulate: acc must be [R, S] = [", a.size(1), ", ", b.size(1), "], got ",
+              acc.sizes());
+  TORCH_CHECK(acc.scalar_type() == at::kDouble,
+              "gemm_accumulate: acc must be float64 (the accumulator), got ", acc.scalar_type());
+  TORCH_CHECK(a.scalar_type() == b.scalar_type(), "gemm_accumulate: dtypes differ: a ",
+              a.scalar_type(), ", b ", b.scalar_type());
+  TORCH_CHECK(a.scalar_type() == at::kFloat || a.scalar_type() == at::kDouble,
+              "gemm_accumulate: a and b must be float32 or float64, got ", a.scalar_type());
+  TORCH_CHECK(a.device() == b.device() && a.device() == acc.device(),
+              "gemm_accumulate: tensors on different devices: acc ", acc.device(), ", a ",
+              a.device(), ", b ", b.device());
+}
+
+}  // namespace hessext

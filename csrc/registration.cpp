@@ -10,6 +10,9 @@ TORCH_LIBRARY(hessext, m) {
   // Per-sample weight gradients of a Linear layer written in place into out (a column block of
   // the N x P gradient matrix). a: [N, T, I], d: [N, T, O], out: [N, O, I].
   m.def("linear_weight_grad(Tensor a, Tensor d, Tensor(a!) out) -> ()");
+  // Curvature tile update in place: acc += alpha * a^T b, the product at the precision of a and b
+  // (float32/float64), the sum in float64. acc: [R, S] float64 (any strides), a: [K, R], b: [K, S].
+  m.def("gemm_accumulate(Tensor(a!) acc, Tensor a, Tensor b, float alpha) -> ()");
 }
 
 namespace py = pybind11;

@@ -15,6 +15,9 @@ from hessext import curvature  # noqa: E402
 from hessext.curvature import Hessian, HessianOperator  # noqa: E402
 
 __all__ += ["curvature", "Hessian", "HessianOperator"]
+from hessext.curvature.assembly import hessian, ggn, hessian_operator  # noqa: E402
+
+__all__ += ["hessian", "ggn", "hessian_operator"]
 
 # the Hessian toolbox: influence functions, RelatIF, RUE, local ensembles
 from hessext._curvature_solve import SolveInfo

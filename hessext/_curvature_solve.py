@@ -64,17 +64,15 @@ def is_dense(hessian) -> bool:
     return hasattr(hessian, "eigh") and hasattr(hessian, "dense")
 
 
-def resolve_hessian(hessian, model, loss_fn, train, *, params, regularizer, caller: str):
+def resolve_hessian(hessian, model, loss_fn, train, *, params, regularizer, caller: str,
+                    progress=None):
     """A curvature object: the user's (Hessian, HessianOperator, or a [P, P] tensor wrapped
     once) or, when None, the exact Hessian of the mean training loss (+ R)."""
     import hessext
 
     if hessian is None:
-        if hasattr(hessext, "hessian"):
-            return hessext.hessian(model, loss_fn, train, params=params, regularizer=regularizer)
-        from hessext import _hessian_standin
-
-        return _hessian_standin.build(model, loss_fn, train, params=params, regularizer=regularizer)
+        return hessext.hessian(model, loss_fn, train, params=params, regularizer=regularizer,
+                               progress=progress is not False)
     if isinstance(hessian, torch.Tensor):
         if hessian.dim() != 2 or hessian.shape[0] != hessian.shape[1]:
             raise ValueError(f"{caller}: hessian must be a square [P, P] matrix, got shape "

@@ -34,10 +34,10 @@ from hessext._progress import progress_bar
 __all__ = ["influence", "relatif", "self_influence", "most_helpful", "most_harmful"]
 
 
-def _prepare(model, loss_fn, train, hessian, params, regularizer, caller):
+def _prepare(model, loss_fn, train, hessian, params, regularizer, caller, progress):
     inputs, targets = grads.split_data(train, f"{caller}: train", need_targets=True)
     H = resolve_hessian(hessian, model, loss_fn, (inputs, targets), params=params,
-                        regularizer=regularizer, caller=caller)
+                        regularizer=regularizer, caller=caller, progress=progress)
     check_size(H, grads.num_params(model, params), caller)
     return inputs, targets, H
 
@@ -53,7 +53,7 @@ def _test_side(model, loss_fn, H, test, *, damping, method, rcond, params, calle
 
 def influence(model: nn.Module, loss_fn: Callable, train, test, *, hessian=None,
               damping: float = 0.0, method: str | None = None, rcond: float | None = None,
-              params=None, regularizer=None) -> torch.Tensor:
+              params=None, regularizer=None, progress: bool | None = None) -> torch.Tensor:
     """Influence of every training example on the loss of every test point.
 
     IF(z, t) = (1/n) g_tᵀ H_δ⁻¹ g_z: the predicted increase of t's loss when z is removed and the
@@ -75,6 +75,7 @@ def influence(model: nn.Module, loss_fn: Callable, train, test, *, hessian=None,
         params: the parameters differentiated (names or tensors; default all trainable).
         regularizer: R(θ) of the training objective, e.g. hessext.regularizers.L2; enters the
             Hessian and every training gradient.
+        progress: progress bars (default: when stderr is a terminal).
 
     Returns:
         [n, m] float64 tensor; ``.solver`` is a hessext.SolveInfo saying how H_δ⁻¹ was applied.
@@ -82,7 +83,8 @@ def influence(model: nn.Module, loss_fn: Callable, train, test, *, hessian=None,
     caller = "influence"
     check_options(damping, method, rcond, caller)
     with preserved(model):
-        inputs, targets, H = _prepare(model, loss_fn, train, hessian, params, regularizer, caller)
+        inputs, targets, H = _prepare(model, loss_fn, train, hessian, params, regularizer, caller,
+                                      progress)
         S, info = _test_side(model, loss_fn, H, test, damping=damping, method=method,
                              rcond=rcond, params=params, caller=caller)
         G = grads.train_grads(model, loss_fn, inputs, targets, params=params,
@@ -117,7 +119,8 @@ def relatif(model: nn.Module, loss_fn: Callable, train, test, *, hessian=None,
     caller = "relatif"
     check_options(damping, method, rcond, caller)
     with preserved(model):
-        inputs, targets, H = _prepare(model, loss_fn, train, hessian, params, regularizer, caller)
+        inputs, targets, H = _prepare(model, loss_fn, train, hessian, params, regularizer, caller,
+                                      progress)
         S, info = _test_side(model, loss_fn, H, test, damping=damping, method=method,
                              rcond=rcond, params=params, caller=caller)
         n = inputs.shape[0]
@@ -141,7 +144,8 @@ def self_influence(model: nn.Module, loss_fn: Callable, train, *, hessian=None,
     caller = "self_influence"
     check_options(damping, method, rcond, caller)
     with preserved(model):
-        inputs, targets, H = _prepare(model, loss_fn, train, hessian, params, regularizer, caller)
+        inputs, targets, H = _prepare(model, loss_fn, train, hessian, params, regularizer, caller,
+                                      progress)
         values = []
         info = None
         for _, Gc, Xc, info in _train_chunks(model, loss_fn, inputs, targets, H, damping=damping,

@@ -83,7 +83,7 @@ def rue(model: nn.Module, loss_fn: Callable, train, test, *, n_bootstrap: int = 
         x, y = grads.split_data(test, f"{caller}: test",
                                 need_targets=target == "loss" and label == "true")
         H = resolve_hessian(hessian, model, loss_fn, (inputs, targets), params=params,
-                            regularizer=regularizer, caller=caller)
+                            regularizer=regularizer, caller=caller, progress=progress)
         names, tensors = flat_parameters(model, params)
         check_size(H, sum(t.numel() for t in tensors), caller)
 

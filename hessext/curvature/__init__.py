@@ -6,3 +6,7 @@ from hessext.curvature.lanczos import lanczos
 from hessext.curvature.cg import block_cg
 
 __all__ = ["Hessian", "HessianOperator", "NotPositiveDefiniteError", "lanczos", "block_cg"]
+from hessext.curvature.assembly import (hessian, ggn, hessian_operator, load_strips,  # noqa: E402
+                                        HessianTooLargeError)
+
+__all__ += ["hessian", "ggn", "hessian_operator", "load_strips", "HessianTooLargeError"]

@@ -34,3 +34,15 @@ def linear_weight_grad(a: torch.Tensor, d: torch.Tensor, out: torch.Tensor) -> N
         torch.ops.hessext.linear_weight_grad(a, d, out)
     else:
         _reference.linear_weight_grad(a, d, out)
+
+
+def gemm_accumulate(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor, alpha: float = 1.0) -> None:
+    """Tile update of a float64 curvature matrix, in place: acc += alpha * aᵀ b.
+
+    acc: [R, S] float64 (may be a strided view of a larger matrix); a: [K, R] and b: [K, S] in
+    the model's precision (float32 or float64); the product is computed at that precision and
+    added in float64. With b = a it is the symmetric rank-K update of a diagonal tile."""
+    if uses_kernel("gemm_accumulate", a, b) and acc.dtype == torch.float64:
+        torch.ops.hessext.gemm_accumulate(acc, a, b, float(alpha))
+    else:
+        _reference.gemm_accumulate(acc, a, b, float(alpha))

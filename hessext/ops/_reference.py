@@ -13,3 +13,10 @@ import torch
 def linear_weight_grad(a: torch.Tensor, d: torch.Tensor, out: torch.Tensor) -> None:
     """out[n, o, i] = sum_t d[n, t, o] a[n, t, i]; a [N, T, I], d [N, T, O], out [N, O, I]."""
     out.copy_(torch.einsum("nto,nti->noi", d, a))
+
+
+def gemm_accumulate(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor, alpha: float) -> None:
+    """acc += alpha * (aᵀ b), the product at the precision of a and b, the sum in acc's float64.
+
+    acc [R, S] float64; a [K, R], b [K, S] (float32 or float64, same dtype)."""
+    acc.add_(torch.mm(a.t(), b).to(torch.float64), alpha=alpha)
