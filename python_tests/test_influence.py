@@ -16,8 +16,8 @@ from torch import nn
 
 import hessext
 from hessext.regularizers import L2
-from toolbox_cases import (assert_same_state, model_state, pearson, reference_grads,
-                           reference_hessian, tiny_classifier)
+from toolbox_cases import (assert_same_state, logistic_problem, model_state, newton_logistic,
+                           pearson, reference_grads, reference_hessian, tiny_classifier)
 
 EPS32 = torch.finfo(torch.float32).eps
 
@@ -163,33 +163,12 @@ def test_bad_inputs_get_clear_errors_and_leave_the_model_alone():
 
 # ---------------------------------------------------------------- leave-one-out retraining
 
-def _logistic_problem(n=200, d=6, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    X = torch.randn(n + 5, d, generator=g, dtype=torch.float64)
-    beta = torch.randn(d, generator=g, dtype=torch.float64)
-    y = torch.bernoulli(torch.sigmoid(X @ beta + 0.3), generator=g)
-    return X[:n], y[:n], X[n:], y[n:]
-
-
-def _newton_logistic(Xa, y, w, l2, theta):
-    """argmin (1/Σw) Σ w_i BCE(x_iᵀθ, y_i) + (l2/2)‖θ‖², to gradient norm 1e-12."""
-    total = w.sum()
-    for _ in range(50):
-        p = torch.sigmoid(Xa @ theta)
-        grad = Xa.T @ (w * (p - y)) / total + l2 * theta
-        if grad.norm() < 1e-12:
-            return theta
-        hess = (Xa.T * (w * p * (1 - p))) @ Xa / total + l2 * torch.eye(theta.numel(), dtype=theta.dtype)
-        theta = theta - torch.linalg.solve(hess, grad)
-    raise AssertionError("Newton did not converge")
-
-
 def test_logistic_regression_matches_leave_one_out_retraining():
-    X, y, Xt, yt = _logistic_problem()
+    X, y, Xt, yt = logistic_problem()
     n, d = X.shape
     l2 = 0.01
     Xa = torch.cat([X, torch.ones(n, 1, dtype=X.dtype)], 1)
-    theta = _newton_logistic(Xa, y, torch.ones(n, dtype=X.dtype), l2, torch.zeros(d + 1, dtype=X.dtype))
+    theta = newton_logistic(Xa, y, torch.ones(n, dtype=X.dtype), l2, torch.zeros(d + 1, dtype=X.dtype))
     model = nn.Linear(d, 1).double()
     with torch.no_grad():
         model.weight.copy_(theta[:d].unsqueeze(0))
@@ -206,7 +185,7 @@ def test_logistic_regression_matches_leave_one_out_retraining():
     for i in range(n):
         w = torch.ones(n, dtype=X.dtype)
         w[i] = 0
-        actual[i] = test_losses(_newton_logistic(Xa, y, w, l2, theta)) - base
+        actual[i] = test_losses(newton_logistic(Xa, y, w, l2, theta)) - base
     for j in range(Xt.shape[0]):
         top = scores[:, j].abs().topk(100).indices
         r = pearson(scores[top, j], actual[top, j])

@@ -106,3 +106,25 @@ def pearson(a, b) -> float:
 def spearman(a, b) -> float:
     rank = lambda v: torch.as_tensor(v).argsort().argsort().to(torch.float64)
     return pearson(rank(a), rank(b))
+
+
+def logistic_problem(n=200, d=6, seed=0, m=5):
+    """Non-separable binary data: (X [n, d], y [n], Xt [m, d], yt [m]), float64."""
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n + m, d, generator=g, dtype=torch.float64)
+    beta = torch.randn(d, generator=g, dtype=torch.float64)
+    y = torch.bernoulli(torch.sigmoid(X @ beta + 0.3), generator=g)
+    return X[:n], y[:n], X[n:], y[n:]
+
+
+def newton_logistic(Xa, y, w, l2, theta):
+    """argmin (1/Σw) Σ w_i BCE(x_iᵀθ, y_i) + (l2/2)‖θ‖², to gradient norm 1e-12."""
+    total = w.sum()
+    for _ in range(50):
+        p = torch.sigmoid(Xa @ theta)
+        grad = Xa.T @ (w * (p - y)) / total + l2 * theta
+        if grad.norm() < 1e-12:
+            return theta
+        hess = (Xa.T * (w * p * (1 - p))) @ Xa / total + l2 * torch.eye(theta.numel(), dtype=theta.dtype)
+        theta = theta - torch.linalg.solve(hess, grad)
+    raise AssertionError("Newton did not converge")
