@@ -10,3 +10,10 @@ from hessext import _extension  # loads the compiled core (or says why not) befo
 from hessext._buildinfo import info
 
 __all__ = ["__version__", "info"]
+
+from hessext import regularizers  # noqa: E402
+from hessext.per_sample import (  # noqa: E402
+    PerSampleGrads, kernel_layers, per_sample_grads, unflatten_params,
+)
+
+__all__ += ["regularizers", "per_sample_grads", "PerSampleGrads", "unflatten_params", "kernel_layers"]
