@@ -27,3 +27,9 @@ from hessext.local_ensembles import extrapolation_score
 
 __all__ += ["SolveInfo", "influence", "relatif", "self_influence", "most_helpful", "most_harmful",
             "rue", "extrapolation_score"]
+from hessext import regularizers  # noqa: E402
+from hessext.per_sample import (  # noqa: E402
+    PerSampleGrads, kernel_layers, per_sample_grads, unflatten_params,
+)
+
+__all__ += ["regularizers", "per_sample_grads", "PerSampleGrads", "unflatten_params", "kernel_layers"]

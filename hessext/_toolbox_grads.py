@@ -5,19 +5,21 @@ hessext.PerSampleGrads): the methods only ever need products with G (``G @ V``, 
 they ask for those and never hold the n×P matrix when the engine can avoid it. Test-side
 gradients (a few dozen rows) are materialised.
 
-The temporary fallback below (torch.func vmap(grad)) serves until the engine lands on main;
-then these functions only delegate.
+Loss convention (as hessext.hessian): ``loss_fn(outputs, targets)`` returns per-example losses
+[N] (reduction='none') or a mean/sum-reduced scalar, which is then evaluated one example at a
+time (either way that example's loss).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad, vmap
+from torch.func import vmap
 
 from hessext._model_guard import flat_parameters
+from hessext.per_sample import PerSampleGrads, per_sample_grads
 
 
 def split_data(data, name: str, *, need_targets: bool):
@@ -49,78 +51,57 @@ def split_data(data, name: str, *, need_targets: bool):
     return inputs, targets
 
 
-def _functional(model: nn.Module, params):
-    names, tensors = flat_parameters(model, params)
-    detached = {n: t.detach() for n, t in zip(names, tensors)}
-    return names, detached
+def per_example_loss(loss_fn: Callable, outputs: torch.Tensor, targets: torch.Tensor) -> Callable:
+    """A loss function returning per-example losses [N] for these outputs/targets (probed once)."""
+    with torch.no_grad():
+        probe = loss_fn(outputs, targets)
+    if not isinstance(probe, torch.Tensor):
+        raise TypeError(f"loss_fn must return a tensor, got {type(probe).__name__}")
+    if probe.dim() == 0:
+        one = lambda o, t: loss_fn(o.unsqueeze(0), t.unsqueeze(0)).reshape(())
+        return lambda o, t: vmap(one)(o, t)
+    if probe.shape != (outputs.shape[0],):
+        raise ValueError(f"loss_fn must return per-example losses [N] = [{outputs.shape[0]}] "
+                         f"(reduction='none') or a reduced scalar, got shape {tuple(probe.shape)}")
+    return loss_fn
 
 
-def _flatten(grads: dict, names: Sequence[str], n: int) -> torch.Tensor:
-    return torch.cat([grads[k].reshape(n, -1) for k in names], dim=1)
+def _per_example_loss_for(model, loss_fn, inputs, targets):
+    with torch.no_grad():
+        outputs = model(inputs[:2])
+    return per_example_loss(loss_fn, outputs, targets[:2])
 
 
 def per_example_loss_grads(model: nn.Module, loss_fn: Callable, inputs: torch.Tensor,
-                           targets: torch.Tensor, *, params=None, regularizer=None,
-                           batch_size: int = 256) -> torch.Tensor:
+                           targets: torch.Tensor, *, params=None, regularizer=None) -> torch.Tensor:
     """[N, P] rows ∇θ ℓ(z_i) (+ ∇R(θ) when ``regularizer``), named_parameters() order."""
-    engine = _engine()
-    if engine is not None:
-        return engine.per_sample_grads(model, loss_fn, inputs, targets, params=params,
-                                       regularizer=regularizer)
-    names, theta = _functional(model, params)
-
-    def one_loss(p, x, t):
-        return loss_fn(functional_call(model, p, (x.unsqueeze(0),)), t.unsqueeze(0))
-
-    rows = []
-    for start in range(0, inputs.shape[0], batch_size):
-        x, t = inputs[start:start + batch_size], targets[start:start + batch_size]
-        g = vmap(grad(one_loss), in_dims=(None, 0, 0))(theta, x, t)
-        rows.append(_flatten(g, names, x.shape[0]))
-    G = torch.cat(rows)
-    if regularizer is not None:
-        flat = torch.cat([theta[k].reshape(-1) for k in names])
-        G = G + regularizer.grad(flat)
-    return G
+    return per_sample_grads(model, _per_example_loss_for(model, loss_fn, inputs, targets), inputs,
+                            targets, params=params, regularizer=regularizer)
 
 
 def per_example_output_grads(model: nn.Module, inputs: torch.Tensor, output_fn: Callable,
-                             *, params=None, batch_size: int = 256) -> torch.Tensor:
+                             *, params=None) -> torch.Tensor:
     """[N, P] rows ∇θ s(x_i) of the scalar prediction s = output_fn(model(x_i)) (one example's
-    output, batch axis removed)."""
-    names, theta = _functional(model, params)
+    output, batch axis removed): the engine's per-sample gradients of the "loss" s."""
 
-    def one_output(p, x):
-        out = output_fn(functional_call(model, p, (x.unsqueeze(0),)).squeeze(0))
-        if out.numel() != 1:
+    def one(o):
+        value = output_fn(o)
+        if value.numel() != 1:
             raise ValueError("output_fn must map one example's output to a scalar, got shape "
-                             f"{tuple(out.shape)}")
-        return out.reshape(())
+                             f"{tuple(value.shape)}")
+        return value.reshape(())
 
-    rows = []
-    for start in range(0, inputs.shape[0], batch_size):
-        x = inputs[start:start + batch_size]
-        g = vmap(grad(one_output), in_dims=(None, 0))(theta, x)
-        rows.append(_flatten(g, names, x.shape[0]))
-    return torch.cat(rows)
+    scalar_loss = lambda outputs, _targets: vmap(one)(outputs)
+    unused_targets = torch.zeros(inputs.shape[0], device=inputs.device)
+    return per_sample_grads(model, scalar_loss, inputs, unused_targets, params=params)
 
 
-def train_grads(model, loss_fn, inputs, targets, *, params=None, regularizer=None):
-    """The training-gradient matrix G [N, P] as a linear operator supporting ``G @ V`` [N, k]
-    and ``G.T @ W`` [P, k] (the lazy hessext.PerSampleGrads when available)."""
-    engine = _engine()
-    if engine is not None and hasattr(engine, "PerSampleGrads"):
-        return engine.PerSampleGrads(model, loss_fn, inputs, targets, params=params,
-                                     regularizer=regularizer)
-    return per_example_loss_grads(model, loss_fn, inputs, targets, params=params,
-                                  regularizer=regularizer)
-
-
-def _engine():
-    """The hessext module when it has the per-sample gradient engine, else None."""
-    import hessext
-
-    return hessext if hasattr(hessext, "per_sample_grads") else None
+def train_grads(model, loss_fn, inputs, targets, *, params=None, regularizer=None,
+                progress=None) -> PerSampleGrads:
+    """The training-gradient matrix G [N, P] as the lazy hessext.PerSampleGrads (``G @ V``
+    [N, k], ``G.T @ W`` [P, k] by ghost products where the layers allow)."""
+    return PerSampleGrads(model, _per_example_loss_for(model, loss_fn, inputs, targets), inputs,
+                          targets, params=params, regularizer=regularizer, progress=progress)
 
 
 def times(G, V: torch.Tensor) -> torch.Tensor:

@@ -128,7 +128,7 @@ def _values(outputs, y, loss_fn, target, label, output_fn):
         return vmap(vmap(output_fn))(outputs)
 
     def one_loss(out, t):
-        return loss_fn(out.unsqueeze(0), t.unsqueeze(0))
+        return loss_fn(out.unsqueeze(0), t.unsqueeze(0)).reshape(())
 
     if label == "predicted":
         labels = outputs.argmax(dim=-1)
