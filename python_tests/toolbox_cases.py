@@ -6,6 +6,8 @@ from one torch.autograd.grad call per example.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -128,3 +130,15 @@ def newton_logistic(Xa, y, w, l2, theta):
         hess = (Xa.T * (w * p * (1 - p))) @ Xa / total + l2 * torch.eye(theta.numel(), dtype=theta.dtype)
         theta = theta - torch.linalg.solve(hess, grad)
     raise AssertionError("Newton did not converge")
+
+
+@contextlib.contextmanager
+def single_thread():
+    """Many tiny retraining steps: intra-op threads only add synchronisation (4× slower on a
+    loaded 2-core machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
