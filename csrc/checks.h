@@ -4,6 +4,8 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include <initializer_list>
+
 namespace hessext {
 
 inline void check_linear_weight_grad_args(const at::Tensor& a, const at::Tensor& d,
@@ -30,6 +32,110 @@ inline void check_linear_weight_grad_args(const at::Tensor& a, const at::Tensor&
   TORCH_CHECK(out.size(1) * out.size(2) == 0 || (out.stride(2) == 1 && out.stride(1) == out.size(2)),
               "linear_weight_grad: out must have contiguous [O, I] blocks, got strides ",
               out.strides());
+}
+
+
+// ---- per-sample gradients: conv weights, biases, Linear ghost contractions -------------------
+
+inline void check_float_same(const char* op, std::initializer_list<const at::Tensor*> ts) {
+  const at::Tensor& first = **ts.begin();
+  TORCH_CHECK(first.scalar_type() == at::kFloat || first.scalar_type() == at::kDouble,
+              op, ": dtype must be float32 or float64, got ", first.scalar_type());
+  for (const at::Tensor* t : ts) {
+    TORCH_CHECK(t->scalar_type() == first.scalar_type(), op, ": dtypes differ: ",
+                first.scalar_type(), " vs ", t->scalar_type());
+    TORCH_CHECK(t->device() == first.device(), op, ": tensors on different devices: ",
+                first.device(), " vs ", t->device());
+  }
+}
+
+// Output extent of a convolution along one axis (as torch computes it).
+inline int64_t conv_out_extent(int64_t in, int64_t k, int64_t s, int64_t p, int64_t dl) {
+  return (in + 2 * p - dl * (k - 1) - 1) / s + 1;
+}
+
+inline void check_conv_weight_grad_args(const at::Tensor& x, const at::Tensor& d,
+                                        const at::Tensor& out, at::IntArrayRef stride,
+                                        at::IntArrayRef padding, at::IntArrayRef dilation,
+                                        int64_t groups) {
+  TORCH_CHECK(x.dim() == 4, "conv_weight_grad: x must be [N, C, H, W], got ", x.sizes());
+  TORCH_CHECK(d.dim() == 4, "conv_weight_grad: d must be [N, O, Ho, Wo], got ", d.sizes());
+  TORCH_CHECK(out.dim() == 5, "conv_weight_grad: out must be [N, O, C/groups, kH, kW], got ",
+              out.sizes());
+  TORCH_CHECK(stride.size() == 2 && padding.size() == 2 && dilation.size() == 2,
+              "conv_weight_grad: stride, padding, dilation must have 2 entries, got ", stride,
+              ", ", padding, ", ", dilation);
+  TORCH_CHECK(stride[0] > 0 && stride[1] > 0 && dilation[0] > 0 && dilation[1] > 0 &&
+                  padding[0] >= 0 && padding[1] >= 0,
+              "conv_weight_grad: need stride > 0, dilation > 0, padding >= 0, got ", stride, ", ",
+              dilation, ", ", padding);
+  TORCH_CHECK(groups > 0 && x.size(1) % groups == 0 && d.size(1) % groups == 0,
+              "conv_weight_grad: groups = ", groups, " must divide C = ", x.size(1), " and O = ",
+              d.size(1));
+  check_float_same("conv_weight_grad", {&x, &d, &out});
+  TORCH_CHECK(x.size(0) == d.size(0) && out.size(0) == x.size(0),
+              "conv_weight_grad: batch sizes differ: x ", x.sizes(), ", d ", d.sizes(), ", out ",
+              out.sizes());
+  TORCH_CHECK(out.size(1) == d.size(1) && out.size(2) == x.size(1) / groups,
+              "conv_weight_grad: out must be [N, ", d.size(1), ", ", x.size(1) / groups,
+              ", kH, kW], got ", out.sizes());
+  const int64_t Ho = conv_out_extent(x.size(2), out.size(3), stride[0], padding[0], dilation[0]);
+  const int64_t Wo = conv_out_extent(x.size(3), out.size(4), stride[1], padding[1], dilation[1]);
+  TORCH_CHECK(d.size(2) == Ho && d.size(3) == Wo, "conv_weight_grad: d must be [N, O, ", Ho,
+              ", ", Wo, "] for x ", x.sizes(), " and kernel ", out.size(3), "x", out.size(4),
+              ", got ", d.sizes());
+  // out is written in place as a column block of the N x P matrix: each sample's
+  // [O, Cg, kH, kW] block must be contiguous; the sample stride is free.
+  const int64_t block = out.size(1) * out.size(2) * out.size(3) * out.size(4);
+  TORCH_CHECK(block == 0 || (out.stride(4) == 1 && out.stride(3) == out.size(4) &&
+                             out.stride(2) == out.size(3) * out.size(4) &&
+                             out.stride(1) == out.size(2) * out.size(3) * out.size(4)),
+              "conv_weight_grad: out must have contiguous per-sample blocks, got strides ",
+              out.strides());
+}
+
+inline void check_bias_grad_args(const at::Tensor& d, const at::Tensor& out) {
+  TORCH_CHECK(d.dim() == 3, "bias_grad: d must be [N, T, O], got ", d.sizes());
+  TORCH_CHECK(out.dim() == 2 && out.size(0) == d.size(0) && out.size(1) == d.size(2),
+              "bias_grad: out must be [N, O] = [", d.size(0), ", ", d.size(2), "], got ",
+              out.sizes());
+  check_float_same("bias_grad", {&d, &out});
+  TORCH_CHECK(out.size(1) <= 1 || out.stride(1) == 1,
+              "bias_grad: out rows must be contiguous, got strides ", out.strides());
+}
+
+// a [N, I], d [N, O]; extra: v [O*I, M] (matvec) or u [N, M] (rmatvec).
+inline void check_linear_ghost_args(const char* op, const at::Tensor& a, const at::Tensor& d) {
+  TORCH_CHECK(a.dim() == 2, op, ": a must be [N, I], got ", a.sizes());
+  TORCH_CHECK(d.dim() == 2, op, ": d must be [N, O], got ", d.sizes());
+  TORCH_CHECK(a.size(0) == d.size(0), op, ": a ", a.sizes(), " and d ", d.sizes(),
+              " disagree in N");
+  check_float_same(op, {&a, &d});
+}
+
+}  // namespace hessext
+
+namespace hessext {
+
+inline void check_gemm_accumulate_args(const at::Tensor& acc, const at::Tensor& a,
+                                       const at::Tensor& b) {
+  TORCH_CHECK(acc.dim() == 2, "gemm_accumulate: acc must be [R, S], got ", acc.sizes());
+  TORCH_CHECK(a.dim() == 2, "gemm_accumulate: a must be [K, R], got ", a.sizes());
+  TORCH_CHECK(b.dim() == 2, "gemm_accumulate: b must be [K, S], got ", b.sizes());
+  TORCH_CHECK(a.size(0) == b.size(0), "gemm_accumulate: a ", a.sizes(), " and b ", b.sizes(),
+              " disagree in K");
+  TORCH_CHECK(acc.size(0) == a.size(1) && acc.size(1) == b.size(1),
+              "gemm_accumulate: acc must be [R, S] = [", a.size(1), ", ", b.size(1), "], got ",
+              acc.sizes());
+  TORCH_CHECK(acc.scalar_type() == at::kDouble,
+              "gemm_accumulate: acc must be float64 (the accumulator), got ", acc.scalar_type());
+  TORCH_CHECK(a.scalar_type() == b.scalar_type(), "gemm_accumulate: dtypes differ: a ",
+              a.scalar_type(), ", b ", b.scalar_type());
+  TORCH_CHECK(a.scalar_type() == at::kFloat || a.scalar_type() == at::kDouble,
+              "gemm_accumulate: a and b must be float32 or float64, got ", a.scalar_type());
+  TORCH_CHECK(a.device() == b.device() && a.device() == acc.device(),
+              "gemm_accumulate: tensors on different devices: acc ", acc.device(), ", a ",
+              a.device(), ", b ", b.device());
 }
 
 }  // namespace hessext

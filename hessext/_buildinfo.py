@@ -29,7 +29,13 @@ def info() -> dict:
         "cuda_available": torch.cuda.is_available(),
         "cpu_kernels": [op for op in ops if _extension.has_kernel(op, "cpu")],
         "cuda_kernel_ops": [op for op in ops if _extension.has_kernel(op, "cuda")],
+        "per_sample_kernel_layers": _per_sample_kernel_layers(),
     }
+
+
+def _per_sample_kernel_layers() -> list[str]:
+    from hessext.per_sample import kernel_layers  # late: hessext.per_sample imports hessext.ops
+    return kernel_layers()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,3 +20,34 @@ def _stein_perturb_fake(x, sigma, seed, point_offset, pair_offset, n_pairs, anti
 @torch.library.register_fake("hessext::stein_accumulate")
 def _stein_accumulate_fake(h, hess_acc, grad_acc, seed, point_offset, pair_offset, tile_pairs):
     return None
+@torch.library.register_fake("hessext::gemm_accumulate")
+def _gemm_accumulate_fake(acc, a, b, alpha):
+    return None
+@torch.library.register_fake("hessext::conv_weight_grad")
+def _conv_weight_grad_fake(x, d, out, stride, padding, dilation, groups):
+    return None
+
+
+@torch.library.register_fake("hessext::bias_grad")
+def _bias_grad_fake(d, out):
+    return None
+
+
+@torch.library.register_fake("hessext::linear_ghost_matvec")
+def _linear_ghost_matvec_fake(a, d, v):
+    return a.new_empty(a.shape[0], v.shape[1])
+
+
+@torch.library.register_fake("hessext::linear_ghost_rmatvec")
+def _linear_ghost_rmatvec_fake(a, d, u):
+    return a.new_empty(d.shape[1] * a.shape[1], u.shape[1])
+
+
+@torch.library.register_fake("hessext::linear_ghost_sqnorms")
+def _linear_ghost_sqnorms_fake(a, d):
+    return a.new_empty(a.shape[0])
+
+
+@torch.library.register_fake("hessext::linear_ghost_gram")
+def _linear_ghost_gram_fake(a, d):
+    return a.new_empty(a.shape[0], a.shape[0])
