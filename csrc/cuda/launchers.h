@@ -64,3 +64,15 @@ void launch_linear_ghost_gram(const scalar_t* a, const scalar_t* d, scalar_t* ou
                               int64_t O, int64_t I, cudaStream_t stream);
 
 }  // namespace hessext
+
+namespace hessext {
+
+// acc[r * acc_stride_r + s * acc_stride_s] (double) += alpha * sum_k a[k, r] b[k, s];
+// a: [K, R] with strides (a_stride_k, a_stride_r), b: [K, S] likewise.
+template <typename scalar_t>
+void launch_gemm_accumulate(double* acc, int64_t acc_stride_r, int64_t acc_stride_s,
+                            const scalar_t* a, int64_t a_stride_k, int64_t a_stride_r,
+                            const scalar_t* b, int64_t b_stride_k, int64_t b_stride_s,
+                            int64_t K, int64_t R, int64_t S, double alpha, cudaStream_t stream);
+
+}  // namespace hessext

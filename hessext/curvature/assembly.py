@@ -333,6 +333,10 @@ def _assemble(kind, model, loss_fn, data, *, params, regularizer, dtype, memory_
                 filler.fill(acc, j0, j1)
                 _all_reduce(acc, world)
                 regularizer_hessian_add(prob, acc, slice(0, j1), slice(j0, j1))
+                # the diagonal tile is symmetric only up to the order of rounding: symmetrise it
+                # before storing, so the stored strip is exactly the final matrix's
+                D = acc[j0:j1]
+                acc[j0:j1] = (D + D.T) / 2
                 H[:j1, j0:j1] = acc
                 if out_dir is not None and rank == 0:
                     np.save(_strip_path(out_dir, j0, j1), acc.cpu().numpy())
@@ -346,11 +350,8 @@ def _assemble(kind, model, loss_fn, data, *, params, regularizer, dtype, memory_
         finally:
             if bar is not None:
                 bar.close()
-        # mirror: lower tiles from the upper ones; diagonal tiles symmetrised (products of the
-        # same factors are symmetric only up to the order of rounding)
+        # the lower tiles are the mirror of the upper ones
         for j0, j1 in strips:
-            D = H[j0:j1, j0:j1]
-            H[j0:j1, j0:j1] = (D + D.T) / 2
             H[j0:j1, :j0] = H[:j0, j0:j1].T
         info["seconds"] = time.perf_counter() - t_start
         return Hessian(H, info)
