@@ -221,12 +221,12 @@ def _capture(fn, model, loss_fn, inputs, targets, params, regularizer, dtype) ->
             continue
         own = owned.get(m, {})
         weight, bias = own.get("weight"), own.get("bias")
-        mine = [k for k in (weight, bias) if k is not None and k in chosen]
-        if not mine:
+        # a parameter shared with another module stays with torch.func, which sums its uses
+        weight, bias = ((k if k in chosen and slots[id(m._parameters[attr])] == 1 else None)
+                        for k, attr in ((weight, "weight"), (bias, "bias")))
+        if weight is None and bias is None:
             continue
-        if any(slots[id(getattr(m, k.rsplit(".", 1)[-1]))] != 1 for k in mine):
-            continue  # a shared weight: torch.func sums over its uses
-        layers[m] = _Layer(m, weight if weight in chosen else None, bias if bias in chosen else None)
+        layers[m] = _Layer(m, weight, bias)
         calls[m] = []
 
     def hook(module, args, output):
@@ -388,7 +388,8 @@ class PerSampleGrads:
     Supports ``G @ V`` (V: [P, M] or [P] → [N, M] or [N]), ``G.T @ U`` (``.T`` is a view
     object; equivalently ``G.rmatmul(U)``; U: [N, M] or [N] → [P, M] or [P]),
     ``G.row_norms()`` → [N], ``G.gram()`` → [N, N], ``G.materialize()`` → [N, P], ``G.shape``,
-    ``G.param_names``, ``G.param_shapes``, ``G.unflatten(row)``.
+    ``G.param_names``, ``G.param_shapes``, ``G.unflatten(row)``, and which parameters the native
+    kernels serve (``G.kernel_param_names``) or torch.func (``G.fallback_param_names``).
 
     Linear layers without a sequence axis use the ghost contractions of METHODS §1 (memory
     O(N·width), independent of P). Everything else (convolutions, Linear over sequences,
@@ -407,6 +408,9 @@ class PerSampleGrads:
         self._model, self._loss_fn, self._progress = model, loss_fn, progress
         cap = self._cap
         self.param_names = list(cap.names)
+        # which parameters the native kernels serve and which go through torch.func
+        self.kernel_param_names = [k for k in cap.names if k not in set(cap.fallback)]
+        self.fallback_param_names = list(cap.fallback)
         self.param_shapes = [torch.Size(s) for s in cap.shapes]
         numel = {k: math.prod(s) for k, s in zip(cap.names, cap.shapes)}
         P = sum(numel.values())
