@@ -221,12 +221,12 @@ def _capture(fn, model, loss_fn, inputs, targets, params, regularizer, dtype) ->
             continue
         own = owned.get(m, {})
         weight, bias = own.get("weight"), own.get("bias")
-        mine = [k for k in (weight, bias) if k is not None and k in chosen]
-        if not mine:
+        # a parameter shared with another module stays with torch.func, which sums its uses
+        weight, bias = ((k if k in chosen and slots[id(m._parameters[attr])] == 1 else None)
+                        for k, attr in ((weight, "weight"), (bias, "bias")))
+        if weight is None and bias is None:
             continue
-        if any(slots[id(getattr(m, k.rsplit(".", 1)[-1]))] != 1 for k in mine):
-            continue  # a shared weight: torch.func sums over its uses
-        layers[m] = _Layer(m, weight if weight in chosen else None, bias if bias in chosen else None)
+        layers[m] = _Layer(m, weight, bias)
         calls[m] = []
 
     def hook(module, args, output):
@@ -336,6 +336,38 @@ def _write_fallback(cap: _Capture, model, loss_fn, names, rows: slice, out, offs
         out[:, s:s + g.shape[1]] = g
 
 
+_HUGE_PAGE = 1 << 21
+_MADV_HUGEPAGE = 14
+
+
+def _libc_madvise():
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        return libc.madvise
+    except (OSError, AttributeError):
+        return None
+
+
+_madvise = _libc_madvise() if sys.platform.startswith("linux") else None
+
+
+def _empty_output(n: int, p: int, dtype, device) -> torch.Tensor:
+    """A fresh [n, p] output. On Linux CPU, large outputs are advised to use transparent huge
+    pages before anything touches them: filling a fresh N×P matrix is otherwise dominated by
+    4 KiB page faults (measured: 276 MB in 0.27 s with 4 KiB pages, 0.11 s with 2 MiB pages)."""
+    out = torch.empty(n, p, dtype=dtype, device=device)
+    nbytes = out.numel() * out.element_size()
+    if _madvise is not None and out.device.type == "cpu" and nbytes >= 4 * _HUGE_PAGE:
+        start = out.data_ptr()
+        aligned = (start + _HUGE_PAGE - 1) & ~(_HUGE_PAGE - 1)
+        length = (start + nbytes - aligned) & ~(_HUGE_PAGE - 1)
+        if length > 0:
+            _madvise(aligned, length, _MADV_HUGEPAGE)  # advice only: failure changes nothing
+    return out
+
+
 def _progress(iterable, total, enabled, desc):
     if enabled is None:
         enabled = total > 1 and sys.stderr.isatty()
@@ -367,7 +399,7 @@ def per_sample_grads(model: nn.Module, loss_fn, inputs: torch.Tensor, targets: t
     cap = _capture(fn, model, loss_fn, inputs, targets, params, regularizer, dtype)
     P = sum(math.prod(s) for s in cap.shapes)
     if out is None:
-        out = torch.empty(cap.n, P, dtype=cap.dtype, device=cap.device)
+        out = _empty_output(cap.n, P, cap.dtype, cap.device)
     elif not isinstance(out, torch.Tensor) or out.shape != (cap.n, P) or out.dtype != cap.dtype \
             or out.device != cap.device or (P > 1 and out.stride(1) != 1):
         got = (tuple(out.shape), out.dtype, out.device) if isinstance(out, torch.Tensor) else type(out)
@@ -388,7 +420,8 @@ class PerSampleGrads:
     Supports ``G @ V`` (V: [P, M] or [P] → [N, M] or [N]), ``G.T @ U`` (``.T`` is a view
     object; equivalently ``G.rmatmul(U)``; U: [N, M] or [N] → [P, M] or [P]),
     ``G.row_norms()`` → [N], ``G.gram()`` → [N, N], ``G.materialize()`` → [N, P], ``G.shape``,
-    ``G.param_names``, ``G.param_shapes``, ``G.unflatten(row)``.
+    ``G.param_names``, ``G.param_shapes``, ``G.unflatten(row)``, and which parameters the native
+    kernels serve (``G.kernel_param_names``) or torch.func (``G.fallback_param_names``).
 
     Linear layers without a sequence axis use the ghost contractions of METHODS §1 (memory
     O(N·width), independent of P). Everything else (convolutions, Linear over sequences,
@@ -407,6 +440,9 @@ class PerSampleGrads:
         self._model, self._loss_fn, self._progress = model, loss_fn, progress
         cap = self._cap
         self.param_names = list(cap.names)
+        # which parameters the native kernels serve and which go through torch.func
+        self.kernel_param_names = [k for k in cap.names if k not in set(cap.fallback)]
+        self.fallback_param_names = list(cap.fallback)
         self.param_shapes = [torch.Size(s) for s in cap.shapes]
         numel = {k: math.prod(s) for k, s in zip(cap.names, cap.shapes)}
         P = sum(numel.values())
@@ -454,7 +490,7 @@ class PerSampleGrads:
     def _row_block(self, rows: slice) -> torch.Tensor:
         """G[rows] restricted to the row-chunked columns, regulariser excluded."""
         cap = self._cap
-        out = torch.empty(rows.stop - rows.start, self._row_width, dtype=self.dtype, device=self.device)
+        out = _empty_output(rows.stop - rows.start, self._row_width, self.dtype, self.device)
         for layer in self._row_layers:
             _write_layer(layer, rows, out, self._row_offsets)
         _write_fallback(cap, self._model, self._loss_fn, cap.fallback, rows, out, self._row_offsets)
@@ -596,7 +632,7 @@ class PerSampleGrads:
     def materialize(self) -> torch.Tensor:
         """The whole matrix G: [N, P] (what ``per_sample_grads`` returns)."""
         cap = self._cap
-        out = torch.empty(*self.shape, dtype=self.dtype, device=self.device)
+        out = _empty_output(*self.shape, self.dtype, self.device)
         rows = slice(0, cap.n)
         for layer in cap.layers:
             _write_layer(layer, rows, out, cap.offsets)

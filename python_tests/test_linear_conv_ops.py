@@ -133,7 +133,7 @@ def test_linear_weight_grad(N, T, I, O, dtype):
 # ---- Linear ghost contractions ---------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("N,I,O,M", [(1, 1, 1, 1), (7, 5, 3, 4), (9, 13, 6, 1)])
+@pytest.mark.parametrize("N,I,O,M", [(1, 1, 1, 1), (7, 5, 3, 4), (9, 13, 6, 1), (5, 3, 8, 2)])
 def test_linear_ghost(N, I, O, M, dtype):
     torch.manual_seed(3)
     a, d = noncontig(torch.randn(N, I, dtype=dtype)), torch.randn(N, O, dtype=dtype)
