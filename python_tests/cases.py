@@ -7,7 +7,6 @@ vmap(grad) oracle every per-sample-gradient test compares against.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -256,9 +255,3 @@ def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
     """‖got − want‖_F / ‖want‖_F in float64."""
     got, want = got.double(), want.double()
     return float((got - want).norm() / want.norm().clamp_min(1e-300))
-
-
-def in_subprocess_env(**extra) -> dict:
-    env = dict(os.environ)
-    env.update(extra)
-    return env

@@ -5,11 +5,12 @@ every bad input, and the caller's model left untouched after success and after e
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import pytest
 import torch
+
+from conftest import run_python
 from torch import nn
 
 import hessext
@@ -105,13 +106,8 @@ print(json.dumps(out))
 
 
 def run_parity(disable: bool):
-    env = cases.in_subprocess_env(HESSEXT_DISABLE_EXT="1" if disable else "0",
-                                  HESSEXT_REQUIRE_EXT="0")
     script = PARITY_SCRIPT.format(tests=str(REPO_ROOT / "python_tests"))
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(run_python(script, disable_ext=disable).strip().splitlines()[-1])
 
 
 def test_fallback_parity():
