@@ -56,14 +56,15 @@ W_OOD = (0.15, 0.5, 1.0, 2.0)
 class SSHData:
     """One SSH data set.
 
-    x: [N, 1, 50, 50] float32 images |ψ_i(j)|² (site j, eigenstate i);
+    x: [N, 1, 50, 50] float32 images |ψ_i(j)|² (site j, eigenstate i), or None when made
+    with images=False;
     y: [N] int64, 1 topological, 0 trivial;
     v: [N] float64 mean intracell hopping; W: [N] float64 disorder strength;
     margin: [N] float64, Σ ln|w_c| - Σ ln|v_c| (y = margin > 0; its size says how far the
     realisation is from the transition, which is useful for plots and tests).
     """
 
-    x: torch.Tensor
+    x: torch.Tensor | None
     y: torch.Tensor
     v: torch.Tensor
     W: torch.Tensor
@@ -84,12 +85,13 @@ def _vector(values, name: str, fn: str) -> torch.Tensor:
     return t
 
 
-def make_ssh(v, W=0.0, seed: int = 0, *, w: float = 1.0) -> SSHData:
+def make_ssh(v, W=0.0, seed: int = 0, *, w: float = 1.0, images: bool = True) -> SSHData:
     """Disordered SSH samples, one per entry of v.
 
     v: [N] mean intracell hoppings; W: scalar or [N] disorder strengths (≥ 0); seed: the
     disorder draw (torch.Generator), so equal arguments give equal data; w: mean intercell
-    hopping. float64 throughout; the images are rounded to float32 at the end.
+    hopping; images=False skips the diagonalisation (x is None) when only labels are wanted,
+    e.g. for phase diagrams. float64 throughout; the images are rounded to float32 at the end.
     """
     v = _vector(v, "v", "make_ssh")
     W = _vector(W, "W", "make_ssh")
@@ -104,6 +106,8 @@ def make_ssh(v, W=0.0, seed: int = 0, *, w: float = 1.0) -> SSHData:
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise TypeError(f"make_ssh: seed must be an int, got {type(seed).__name__}")
     n = v.numel()
+    if n == 0:
+        raise ValueError("make_ssh: v is empty (one sample per entry of v)")
     gen = torch.Generator().manual_seed(seed)
     r_intra = torch.rand(n, N_CELLS, generator=gen, dtype=torch.float64) - 0.5
     r_inter = torch.rand(n, N_CELLS, generator=gen, dtype=torch.float64) - 0.5
@@ -115,15 +119,17 @@ def make_ssh(v, W=0.0, seed: int = 0, *, w: float = 1.0) -> SSHData:
     # dense torch.linalg.eigh of the [N, 50, 50] stack on one thread (~0.4 ms per sample),
     # and unlike the dense solver it runs no BLAS threads, which on a shared 2-core machine
     # made the batched call 20-50x slower (measured: 3000 samples in 30-60 s vs 1.2 s).
+    x = None
     offdiag = torch.zeros(n, N_SITES - 1, dtype=torch.float64)
     offdiag[:, 0::2] = v_c
     offdiag[:, 1::2] = w_c[:, :-1]
-    diag = np.zeros(N_SITES)
-    x = np.empty((n, 1, N_SITES, N_SITES), dtype=np.float32)
-    for k, e in enumerate(offdiag.numpy()):
-        _, vecs = eigh_tridiagonal(diag, e)  # vecs[j, i] = ψ_i(j), energies ascending in i
-        x[k, 0] = np.square(vecs)
-    x = torch.from_numpy(x)
+    if images:
+        diag = np.zeros(N_SITES)
+        x = np.empty((n, 1, N_SITES, N_SITES), dtype=np.float32)
+        for k, e in enumerate(offdiag.numpy()):
+            _, vecs = eigh_tridiagonal(diag, e)  # vecs[j, i] = ψ_i(j), energies ascending in i
+            x[k, 0] = np.square(vecs)
+        x = torch.from_numpy(x)
 
     # ln|0| = -inf is the right limit (a cut bond): the comparison below stays correct.
     margin = torch.log(w_c.abs()).sum(1) - torch.log(v_c.abs()).sum(1)
