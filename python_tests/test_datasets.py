@@ -24,7 +24,7 @@ Z = 4.0  # standard errors allowed in statistical checks (two-sided p ≈ 6e-5 p
 def _reference_csv(name):
     path = REFERENCE / name
     if not path.exists():
-        pytest.skip(f"reference data {path} not found (the repository's parent holds shared/)")
+        pytest.skip(f"reference data {path} not found (the repository's parent holds shared/; set HESSEXT_SHARED to point elsewhere)")
     return np.loadtxt(path, delimiter=",")
 
 

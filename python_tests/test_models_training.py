@@ -19,7 +19,7 @@ REFERENCE = SHARED / "reference" / "hessian_toolbox_ll_cdw"
 def _reference(name):
     path = REFERENCE / name
     if not path.exists():
-        pytest.skip(f"reference data {path} not found (the repository's parent holds shared/)")
+        pytest.skip(f"reference data {path} not found (the repository's parent holds shared/; set HESSEXT_SHARED to point elsewhere)")
     return path
 
 
