@@ -37,3 +37,6 @@ from hessext.per_sample import (  # noqa: E402
 )
 
 __all__ += ["regularizers", "per_sample_grads", "PerSampleGrads", "unflatten_params", "kernel_layers"]
+from hessext import boundary, interpret  # noqa: E402
+
+__all__ += ["boundary", "interpret"]
