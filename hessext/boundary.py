@@ -461,7 +461,8 @@ def margin_estimate(model: nn.Module, x_train: torch.Tensor, v1: torch.Tensor, *
     if jitter:
         gen = torch.Generator().manual_seed(seed)
         noise = torch.randn(x0.shape, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
-        x0 = x0 + jitter * xt.std(dim=0) * noise
+        scale = xt.std(dim=0) if len(xt) > 1 else torch.ones_like(x0)
+        x0 = x0 + jitter * scale * noise
 
     names, theta, const = _functional_state(model, params, dtype, device)
     cos2 = _make_cos2(model, names, theta, const, v1[:, 0].to(device=device, dtype=dtype))

@@ -179,7 +179,7 @@ def test_margin_estimate_small_model_decreases_objective():
     res = B.margin_estimate(model, x, v, steps=40, lr=0.05, seed=0)
     a1 = _loop_alignment(model, x, v.unsqueeze(1), B._default_cutoff(torch.float64))[:, 0]
     assert torch.equal(res.x_max, x[a1.argmax()]) and torch.equal(res.x_min, x[a1.argmin()])
-    assert res.trace["objective"].shape == (41,) and res.objective <= float(res.trace["objective"][0])
+    assert res.trace["objective"].shape == (41,) and res.objective < float(res.trace["objective"][0])
     want = min(float((res.x_max - res.x_b).norm()), float((res.x_min - res.x_b).norm()))
     assert res.margin == pytest.approx(want, rel=1e-12)
     again = B.margin_estimate(model, x, v, steps=40, lr=0.05, seed=0)
@@ -331,9 +331,30 @@ def test_three_gaussians_two_outliers_and_sign_regions(gauss_model):
 
 def test_three_gaussians_margin(gauss_model):
     model, s, lam, V = gauss_model
-    res = B.margin_estimate(model, s.x_train, V[:, 0], steps=100, lr=0.02, seed=0)
+    res = B.margin_estimate(model, s.x_train, V[:, 0], steps=50, lr=0.02, seed=0)
     # x_b must be better aligned with v_1 than any training input is (their best is a1_max² or
     # a1_min²), otherwise the optimisation found nothing a training point did not already give.
     assert res.cos2 > max(res.a1_max, -res.a1_min) ** 2, res
     span = float((s.x_train.max(0).values - s.x_train.min(0).values).norm())
     assert 0 < res.margin < span
+
+
+def test_fallback_parity():
+    """The same alignments and G_θ with the compiled kernels and with the pure-torch fallback."""
+    from conftest import run_python
+    code = """
+import json, torch, hessext
+from hessext import boundary as B
+from hessext.models import mlp
+model = mlp(2, 5, 4, 3, seed=1).double()
+x = torch.randn(30, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+V = torch.linalg.qr(torch.randn(54, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64))[0]
+a = B.alignment(model, x, V)
+gm = B.generalisation_measure(model, x, V)
+print(json.dumps({"a": a.tolist(), "g": gm.g_theta, "eps": gm.epsilon}))
+"""
+    import json
+    kern = json.loads(run_python(code, disable_ext=False))
+    ref = json.loads(run_python(code, disable_ext=True))
+    _assert_close(torch.tensor(kern["a"]), torch.tensor(ref["a"]))
+    assert kern["g"] == ref["g"] and kern["eps"] == pytest.approx(ref["eps"], rel=RTOL)
