@@ -4,8 +4,9 @@
 // accumulators in tile order (deterministic, as on the CPU).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <cmath>
@@ -27,7 +28,7 @@ at::Tensor stein_perturb_cuda(const at::Tensor& x_in, double sigma, int64_t seed
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "stein_perturb_cuda", [&] {
     launch_stein_perturb<scalar_t>(x.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
                                    uint64_t(seed), point_offset, pair_offset, B, n_pairs, D, A,
-                                   scalar_t(std::sqrt(sigma)), at::cuda::getCurrentCUDAStream());
+                                   scalar_t(std::sqrt(sigma)), c10::cuda::getCurrentCUDAStream());
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return out;
@@ -53,7 +54,7 @@ void stein_accumulate_cuda(const at::Tensor& h_in, at::Tensor hess_acc, at::Tens
       AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "stein_accumulate_cuda", [&] {
         launch_stein_directions<scalar_t>(z.data_ptr<scalar_t>(), uint64_t(seed),
                                           point_offset + b, pair_offset + j0, np, D,
-                                          at::cuda::getCurrentCUDAStream());
+                                          c10::cuda::getCurrentCUDAStream());
       });
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       const auto plus = h[b][0].narrow(0, j0, np);
