@@ -30,7 +30,7 @@ Output = Union[str, int, Callable[[torch.Tensor], torch.Tensor]]
 
 # Batch-means groups of the standard error: tile t of the directions goes to group t % 8.
 STDERR_GROUPS = 8
-_MAX_TILE_PAIRS = 256
+_MAX_TILE_PAIRS = 512
 
 
 class SmoothHessResult(NamedTuple):
@@ -48,10 +48,10 @@ class SmoothHessResult(NamedTuple):
 
 def _tile_pairs(n_pairs: int) -> int:
     """Pairs per accumulation tile: a function of n_pairs only (never of threads or chunks), so
-    that results are reproducible; large for speed, small enough that every stderr group gets
-    about two tiles."""
+    that results are reproducible; large, since every tile costs one float64 pass over the
+    [D, K] accumulator, but small enough that every standard-error group gets a tile."""
     tile = _MAX_TILE_PAIRS
-    while tile > 8 and n_pairs < 2 * STDERR_GROUPS * tile:
+    while tile > 8 and n_pairs < STDERR_GROUPS * tile:
         tile //= 2
     return tile
 
@@ -204,9 +204,9 @@ def smooth_hessian(model: Union[nn.Module, Callable[[torch.Tensor], torch.Tensor
                 grad_acc = torch.zeros(p1 - p0, M, K, dtype=torch.float64, device=x.device)
                 for j0 in range(0, n_pairs, pairs):
                     np_ = min(pairs, n_pairs - j0)
-                    h = _chunk_gradients(model, split, select, x_flat[p0:p1], feat_shape, sigma,
-                                         seed, p0, j0, np_, antithetic)
-                    ops.stein_accumulate(h, hess_acc, grad_acc, seed, p0, j0, tile)
+                    h, z = _chunk_gradients(model, split, select, x_flat[p0:p1], feat_shape,
+                                            sigma, seed, p0, j0, np_, antithetic)
+                    ops.stein_accumulate(h, hess_acc, grad_acc, seed, p0, j0, tile, z)
                     if bar is not None:
                         bar.update(1)
                 out = _finish(hess_acc, grad_acc, n_pairs, tile, A, sigma, W, return_grad,
@@ -231,7 +231,8 @@ def smooth_hessian(model: Union[nn.Module, Callable[[torch.Tensor], torch.Tensor
 def _chunk_gradients(model, split, select, xc, feat_shape, sigma, seed, p0, j0, n_pairs,
                      antithetic):
     """Gradients h [b, A, P, K] of the selected outputs at the chunk's perturbed copies, from
-    one backward of their sum, w.r.t. the inputs only (parameters are never differentiated)."""
+    one backward of their sum, w.r.t. the inputs only (parameters are never differentiated),
+    and the directions z [b, P, D] when they were formed anyway (else None: regenerated)."""
     b, D = xc.shape
     A = 2 if antithetic else 1
     point_rows = torch.arange(p0, p0 + b, device=xc.device).repeat_interleave(A * n_pairs)
@@ -241,20 +242,21 @@ def _chunk_gradients(model, split, select, xc, feat_shape, sigma, seed, p0, j0, 
         with torch.enable_grad():
             s = select(model(inp), point_rows)
             (g,) = torch.autograd.grad(s.sum(), inp)
-        return g.reshape(b, A, n_pairs, D)
+        return g.reshape(b, A, n_pairs, D), None
     first, rest = split
     # The first layer is linear: W(x ± √σz) + c = (Wx + c) ± W(√σz), one GEMM per pair instead
     # of one per sample; the accumulation then needs h = ∂f/∂(first layer output) only.
     with torch.no_grad():
-        steps = ops.stein_perturb(torch.zeros_like(xc), sigma, seed, p0, j0, n_pairs, False)
-        Y = (steps.reshape(-1, D) @ first.weight.T).reshape(b, 1, n_pairs, -1)
+        # 0 + 1·z is z exactly: the accumulation reads these instead of regenerating them
+        z = ops.stein_perturb(torch.zeros_like(xc), 1.0, seed, p0, j0, n_pairs, False)[:, 0]
+        Y = (z.reshape(-1, D) @ first.weight.T).mul_(math.sqrt(sigma)).reshape(b, 1, n_pairs, -1)
         c = nn.functional.linear(xc, first.weight, first.bias)[:, None, None, :]
         a = torch.cat([c + Y, c - Y], dim=1) if antithetic else c + Y
     a = a.requires_grad_(True)
     with torch.enable_grad():
         s = select(rest(a.reshape(b * A * n_pairs, -1)), point_rows)
         (h,) = torch.autograd.grad(s.sum(), a)
-    return h
+    return h, z
 
 
 def _group_sizes(n_pairs, tile, M):

@@ -127,10 +127,12 @@ def stein_perturb(x: torch.Tensor, sigma: float, seed: int, point_offset: int, p
 
 
 def stein_accumulate(h: torch.Tensor, hess_acc: torch.Tensor, grad_acc: torch.Tensor, seed: int,
-                     point_offset: int, pair_offset: int, tile_pairs: int) -> None:
+                     point_offset: int, pair_offset: int, tile_pairs: int,
+                     z: torch.Tensor | None = None) -> None:
     """Per tile t of tile_pairs pairs (numbered globally): hess_acc[:, t % M] += z^T (h+ - h-)
     at h's precision, grad_acc[:, t % M] += sum (h+ + h-) in float64. h [B, A, P, K],
-    hess_acc [B, M, D, K] float64, grad_acc [B, M, K] float64."""
+    hess_acc [B, M, D, K] float64, grad_acc [B, M, K] float64; z [B, P, D]: the directions, when
+    the caller has them (exactly stein_normals), else regenerated."""
     B, A, P, K = h.shape
     M, D = hess_acc.shape[1], hess_acc.shape[2]
     dev = h.device
@@ -139,9 +141,10 @@ def stein_accumulate(h: torch.Tensor, hess_acc: torch.Tensor, grad_acc: torch.Te
     for t in range((P + tile_pairs - 1) // tile_pairs):
         j0 = t * tile_pairs
         j1 = min(P, j0 + tile_pairs)
-        z = stein_normals(seed, points, torch.arange(pair_offset + j0, pair_offset + j1, device=dev), D)
+        zt = z[:, j0:j1] if z is not None else stein_normals(
+            seed, points, torch.arange(pair_offset + j0, pair_offset + j1, device=dev), D)
         plus = h[:, 0, j0:j1]
         d = plus - h[:, 1, j0:j1] if A == 2 else plus
         g = (first_tile + t) % M
-        hess_acc[:, g] += (z.to(h.dtype).transpose(1, 2) @ d).double()
+        hess_acc[:, g] += (zt.to(h.dtype).transpose(1, 2) @ d).double()
         grad_acc[:, g] += h[:, :, j0:j1].double().sum(dim=(1, 2))
