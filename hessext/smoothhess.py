@@ -36,8 +36,10 @@ _MAX_TILE_PAIRS = 512
 class SmoothHessResult(NamedTuple):
     """hessian: [B, D, D] (or [D, D] for a single point), symmetric, float64.
     grad: [B, D] SmoothGrad (None unless requested). hessian_stderr / grad_stderr: Monte-Carlo
-    standard errors of each entry (batch means over STDERR_GROUPS groups of directions; NaN when
-    fewer than two groups got samples; None when not requested or for exact baselines)."""
+    standard errors of each entry (batch means over STDERR_GROUPS = 8 groups of directions, so
+    7 degrees of freedom: the standard error itself is uncertain by about ±27%, use a Student-t
+    quantile (t_7, 0.975 = 2.36) for intervals; NaN when fewer than two groups got samples;
+    None when not requested or for exact baselines)."""
     hessian: torch.Tensor
     grad: Optional[torch.Tensor]
     hessian_stderr: Optional[torch.Tensor]
@@ -152,8 +154,20 @@ def smooth_hessian(model: Union[nn.Module, Callable[[torch.Tensor], torch.Tensor
         directions. Results do not depend on it, nor on the thread count.
     seed: Philox key; same seed, same arguments -> bit-identical estimate.
 
+    return_stderr: entrywise standard errors of Ĥ and of the gradient (batch means). Their cost
+        does not grow with n_samples: for a model starting with Linear(D, K), 7·2·D²·K flops
+        per point, i.e. the accumulation work of about 7·D pairs (on 784-500-...: 4.3 GFLOP,
+        ~1,500 bare gradient evaluations' worth, 1.5% of a 10^5-sample run).
+
     Returns SmoothHessResult(hessian [B, D, D], grad [B, D], hessian_stderr, grad_stderr, ...),
     float64, symmetrised once at the end: Ĥ = sym( σ^{-1/2}/N Σ_j z_j ∇f(x + √σ z_j)ᵀ ).
+
+    When the model is an nn.Sequential starting with nn.Linear(D, K) (x a batch of vectors), the
+    estimator runs on the first layer's output: W(x ± √σz) + b = (Wx + b) ± √σ Wz costs one
+    [P, D] x [D, K] GEMM per pair instead of one per sample, the network is differentiated
+    w.r.t. the layer's output h only (no input-gradient GEMM), Σ z hᵀ is accumulated in
+    [D, K] and multiplied by W once at the end (∇f = Wᵀh). The same estimate, less work than
+    the bare input-gradient evaluations themselves.
     """
     _check_common(x, output)
     if not callable(model):
