@@ -194,4 +194,16 @@ inline void check_stein_accumulate_args(const at::Tensor& h, const at::Tensor& h
               ") must be a multiple of tile_pairs (", tile_pairs, ")");
 }
 
+// The optional directions of stein_accumulate: [B, P, D] in h's dtype, on h's device.
+inline void check_stein_directions_arg(const at::Tensor& h, const at::Tensor& hess_acc,
+                                       const at::Tensor& z) {
+  TORCH_CHECK(z.dim() == 3 && z.size(0) == h.size(0) && z.size(1) == h.size(2) &&
+                  z.size(2) == hess_acc.size(2),
+              "stein_accumulate: z must be [B, P, D] = [", h.size(0), ", ", h.size(2), ", ",
+              hess_acc.size(2), "], got ", z.sizes());
+  TORCH_CHECK(z.scalar_type() == h.scalar_type() && z.device() == h.device(),
+              "stein_accumulate: z must have h's dtype and device, got ", z.scalar_type(), " on ",
+              z.device());
+}
+
 }  // namespace hessext

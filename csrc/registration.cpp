@@ -18,9 +18,11 @@ TORCH_LIBRARY(hessext, m) {
   // Step 2, after the network gave the gradients h at the perturbed copies: regenerate z and
   // add sum_j z_j (h+_j - h-_j)^T per tile of tile_pairs pairs into group (tile % M) of
   // hess_acc, and sum_j (h+_j + h-_j) into grad_acc. h: [B, A, P, K], hess_acc: [B, M, D, K]
-  // float64, grad_acc: [B, M, K] float64.
+  // float64, grad_acc: [B, M, K] float64. z: optional [B, P, D] directions in h's dtype, exactly
+  // the generator's (stein_perturb of zeros with sigma = 1), read instead of regenerated when the
+  // caller has them anyway.
   m.def("stein_accumulate(Tensor h, Tensor(a!) hess_acc, Tensor(b!) grad_acc, int seed, "
-        "int point_offset, int pair_offset, int tile_pairs) -> ()");
+        "int point_offset, int pair_offset, int tile_pairs, Tensor? z=None) -> ()");
   // Curvature tile update in place: acc += alpha * a^T b, the product at the precision of a and b
   // (float32/float64), the sum in float64. acc: [R, S] float64 (any strides), a: [K, R], b: [K, S].
   m.def("gemm_accumulate(Tensor(a!) acc, Tensor a, Tensor b, float alpha) -> ()");

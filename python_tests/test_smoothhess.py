@@ -274,3 +274,27 @@ def test_fallback_parity(tmp_path):
         results.append(torch.load(path))
     for a, b in zip(*results):
         assert torch.allclose(a, b, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("with_weight", [False, True])
+def test_stderr_contrasts_equal_naive_batch_means(with_weight):
+    # _finish forms the batch-means variance from G - 1 orthonormal contrasts through W; the
+    # textbook form: group Hessians sym(S_g W)/n_g, their weighted squared deviations
+    from hessext.smoothhess import _finish, _group_sizes
+    g = torch.Generator().manual_seed(0)
+    b, M, D, K, n_pairs, tile, sigma, A = 2, 8, 5, 3 if with_weight else 5, 100, 8, 0.3, 2
+    hess_acc = torch.randn(b, M, D, K, generator=g, dtype=torch.float64) + 2.0
+    grad_acc = torch.randn(b, M, K, generator=g, dtype=torch.float64)
+    W = torch.randn(K, D, generator=g, dtype=torch.float64) if with_weight else None
+    hess, grad, hess_se, grad_se = _finish(hess_acc, grad_acc, n_pairs, tile, A, sigma, W, True, True)
+    n_g = torch.tensor(_group_sizes(n_pairs, tile, M), dtype=torch.float64)
+    Wm = W if W is not None else torch.eye(D, dtype=torch.float64)
+    scale = 1 / (math.sqrt(sigma) * A)
+    H_g = hess_acc @ Wm / n_g[:, None, None]
+    H_g = 0.5 * (H_g + H_g.transpose(-1, -2)) * scale
+    assert torch.allclose(hess, (n_g[:, None, None] * H_g).sum(1) / n_pairs, rtol=1e-12)
+    var = (n_g[:, None, None] * (H_g - hess[:, None]) ** 2).sum(1) / (M - 1)
+    assert torch.allclose(hess_se, (var / n_pairs).sqrt(), rtol=1e-10)
+    G_g = grad_acc @ Wm / n_g[:, None] / A
+    var_g = (n_g[:, None] * (G_g - grad[:, None]) ** 2).sum(1) / (M - 1)
+    assert torch.allclose(grad_se, (var_g / n_pairs).sqrt(), rtol=1e-10)

@@ -129,3 +129,60 @@ def test_ops_dispatch_gives_reference_results():
     x = torch.randn(2, 6, dtype=torch.float64)
     assert torch.equal(ops.stein_perturb(x, 0.2, 5, 1, 0, 4, True),
                        ref.stein_perturb(x, 0.2, 5, 1, 0, 4, True))
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_accumulate_given_directions_same_bits(dtype):
+    # stein_perturb of zeros with sigma = 1 is exactly z; reading it back must give what
+    # regenerating gives, for any chunking of the pairs
+    B, A, P, K, D, M, tile = 2, 2, 40, 6, 11, 3, 8
+    h = torch.randn(B, A, P, K, dtype=dtype)
+    z = torch.ops.hessext.stein_perturb(torch.zeros(B, D, dtype=dtype), 1.0, 7, 0, 0, P, False)[:, 0]
+    assert torch.equal(z, ref.stein_normals(7, torch.arange(B), torch.arange(P), D).to(dtype))
+    fn = torch.ops.hessext.stein_accumulate
+    regen = _accumulate(fn, h, M, D, tile)
+    for splits in ([0, P], [0, 16, 40]):
+        hess = torch.zeros(B, M, D, K, dtype=torch.float64)
+        grad = torch.zeros(B, M, K, dtype=torch.float64)
+        for j0, j1 in zip(splits[:-1], splits[1:]):
+            fn(h[:, :, j0:j1], hess, grad, 7, 0, j0, tile, z[:, j0:j1])
+        assert torch.equal(hess, regen[0]) and torch.equal(grad, regen[1])
+    # and the reference takes the same argument
+    hess = torch.zeros(B, M, D, K, dtype=torch.float64)
+    grad = torch.zeros(B, M, K, dtype=torch.float64)
+    ref.stein_accumulate(h, hess, grad, 7, 0, 0, tile, z)
+    want = _accumulate(ref.stein_accumulate, h, M, D, tile)
+    assert torch.equal(hess, want[0]) and torch.equal(grad, want[1])
+    with pytest.raises(RuntimeError, match=r"z must be \[B, P, D\]"):
+        fn(h, hess, grad, 7, 0, 0, tile, z[:, :5])
+    with pytest.raises(RuntimeError, match="z must have h's dtype"):
+        fn(h, hess, grad, 7, 0, 0, tile, z.to(torch.float64 if dtype == torch.float32 else torch.float32))
+
+
+@needs_kernel
+def test_opcheck_with_directions():
+    h = torch.randn(2, 2, 5, 4, dtype=torch.float64)
+    acc_h = torch.zeros(2, 3, 7, 4, dtype=torch.float64)
+    acc_g = torch.zeros(2, 3, 4, dtype=torch.float64)
+    z = torch.randn(2, 5, 7, dtype=torch.float64)
+    torch.library.opcheck(torch.ops.hessext.stein_accumulate, (h, acc_h, acc_g, 1, 0, 4, 2, z))
+
+
+@needs_kernel
+def test_torch_compile_smoke():
+    # the ops inside a compiled function (fake tensors, functionalization of the in-place
+    # accumulators, no graph break) give the eager results
+    def estimate(x, h):
+        xp = torch.ops.hessext.stein_perturb(x, 0.3, 5, 0, 0, 6, True)
+        hess = torch.zeros(x.shape[0], 2, x.shape[1], h.shape[-1], dtype=torch.float64)
+        grad = torch.zeros(x.shape[0], 2, h.shape[-1], dtype=torch.float64)
+        torch.ops.hessext.stein_accumulate(h * 1.0, hess, grad, 5, 0, 0, 2)
+        return xp.sum(), hess, grad
+
+    x = torch.randn(2, 7, dtype=torch.float64)
+    h = torch.randn(2, 2, 6, 3, dtype=torch.float64)
+    torch._dynamo.reset()
+    compiled = torch.compile(estimate, backend="aot_eager", fullgraph=True)
+    for got, want in zip(compiled(x, h), estimate(x, h)):
+        assert torch.equal(got, want)

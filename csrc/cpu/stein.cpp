@@ -57,9 +57,11 @@ at::Tensor stein_perturb_cpu(const at::Tensor& x_in, double sigma, int64_t seed,
 
 void stein_accumulate_cpu(const at::Tensor& h_in, at::Tensor hess_acc, at::Tensor grad_acc,
                           int64_t seed, int64_t point_offset, int64_t pair_offset,
-                          int64_t tile_pairs) {
+                          int64_t tile_pairs, const c10::optional<at::Tensor>& z_in) {
   check_stein_accumulate_args(h_in, hess_acc, grad_acc, point_offset, pair_offset, tile_pairs);
+  if (z_in.has_value()) check_stein_directions_arg(h_in, hess_acc, *z_in);
   const auto h = h_in.contiguous();
+  const auto z_given = z_in.has_value() ? z_in->contiguous() : at::Tensor();
   const int64_t B = h.size(0), A = h.size(1), P = h.size(2), K = h.size(3);
   const int64_t M = hess_acc.size(1), D = hess_acc.size(2);
   if (B == 0 || P == 0 || K == 0 || D == 0) return;
@@ -82,6 +84,7 @@ void stein_accumulate_cpu(const at::Tensor& h_in, at::Tensor hess_acc, at::Tenso
     }
     auto g_buf = at::zeros({wave, K}, opts.dtype(at::kDouble));
     const scalar_t* h_ptr = h.data_ptr<scalar_t>();
+    const scalar_t* z_given_ptr = z_given.defined() ? z_given.data_ptr<scalar_t>() : nullptr;
     double* hess_ptr = hess_acc.data_ptr<double>();
     double* grad_ptr = grad_acc.data_ptr<double>();
     double* g_ptr = g_buf.data_ptr<double>();
@@ -96,8 +99,13 @@ void stein_accumulate_cpu(const at::Tensor& h_in, at::Tensor hess_acc, at::Tenso
           const int64_t task = w0 + i, b = task / n_tiles, t = task % n_tiles;
           const int64_t j0 = t * tile_pairs, np = std::min(tile_pairs, P - j0);
           scalar_t* z = z_buf[i].data_ptr<scalar_t>();
-          std::vector<float> z_row(4 * Q);
-          for (int64_t j = 0; j < np; ++j) {
+          std::vector<float> z_row(z_given_ptr == nullptr ? 4 * Q : 0);
+          // given directions are copied into the aligned tile buffer all the same: the GEMM
+          // then sees the same operands, so both ways give the same bits
+          if (z_given_ptr != nullptr) {
+            std::copy(z_given_ptr + (b * P + j0) * D, z_given_ptr + (b * P + j0 + np) * D, z);
+          }
+          for (int64_t j = 0; j < np && z_given_ptr == nullptr; ++j) {
             philox::normals_row(uint64_t(seed), uint64_t(point_offset + b),
                                 uint64_t(pair_offset + j0 + j), D, z_row.data());
             for (int64_t d = 0; d < D; ++d) z[j * D + d] = scalar_t(z_row[d]);

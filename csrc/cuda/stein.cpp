@@ -4,8 +4,9 @@
 // accumulators in tile order (deterministic, as on the CPU).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <cmath>
@@ -27,7 +28,7 @@ at::Tensor stein_perturb_cuda(const at::Tensor& x_in, double sigma, int64_t seed
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "stein_perturb_cuda", [&] {
     launch_stein_perturb<scalar_t>(x.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
                                    uint64_t(seed), point_offset, pair_offset, B, n_pairs, D, A,
-                                   scalar_t(std::sqrt(sigma)), at::cuda::getCurrentCUDAStream());
+                                   scalar_t(std::sqrt(sigma)), c10::cuda::getCurrentCUDAStream());
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return out;
@@ -35,8 +36,9 @@ at::Tensor stein_perturb_cuda(const at::Tensor& x_in, double sigma, int64_t seed
 
 void stein_accumulate_cuda(const at::Tensor& h_in, at::Tensor hess_acc, at::Tensor grad_acc,
                            int64_t seed, int64_t point_offset, int64_t pair_offset,
-                           int64_t tile_pairs) {
+                           int64_t tile_pairs, const c10::optional<at::Tensor>& z_in) {
   check_stein_accumulate_args(h_in, hess_acc, grad_acc, point_offset, pair_offset, tile_pairs);
+  if (z_in.has_value()) check_stein_directions_arg(h_in, hess_acc, *z_in);
   const c10::cuda::CUDAGuard guard(h_in.device());
   const auto h = h_in.contiguous();
   const int64_t B = h.size(0), A = h.size(1), P = h.size(2), K = h.size(3);
@@ -50,12 +52,16 @@ void stein_accumulate_cuda(const at::Tensor& h_in, at::Tensor hess_acc, at::Tens
     for (int64_t j0 = 0; j0 < P; j0 += tile_pairs) {
       const int64_t np = std::min(tile_pairs, P - j0);
       const int64_t group = (first_tile + j0 / tile_pairs) % M;
-      AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "stein_accumulate_cuda", [&] {
-        launch_stein_directions<scalar_t>(z.data_ptr<scalar_t>(), uint64_t(seed),
-                                          point_offset + b, pair_offset + j0, np, D,
-                                          at::cuda::getCurrentCUDAStream());
-      });
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      if (z_in.has_value()) {
+        z.narrow(0, 0, np).copy_((*z_in)[b].narrow(0, j0, np));
+      } else {
+        AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "stein_accumulate_cuda", [&] {
+          launch_stein_directions<scalar_t>(z.data_ptr<scalar_t>(), uint64_t(seed),
+                                            point_offset + b, pair_offset + j0, np, D,
+                                            c10::cuda::getCurrentCUDAStream());
+        });
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      }
       const auto plus = h[b][0].narrow(0, j0, np);
       auto dn = d.narrow(0, 0, np);
       if (A == 2) {

@@ -11,7 +11,8 @@
 //                   hess_acc[b, t % M] += sum_{j in tile t} z[b, j] (h[b,0,j] - h[b,1,j])^T
 //                   grad_acc[b, t % M] += sum_{j in tile t} (h[b,0,j] + h[b,1,j])
 //                   over tiles t of tile_pairs consecutive pairs (global numbering); M groups
-//                   give the batch-means standard error.
+//                   give the batch-means standard error. z is regenerated per tile, or read
+//                   from an optional z [B, P, D] the caller formed anyway (same bits).
 #pragma once
 #include <cstdint>
 

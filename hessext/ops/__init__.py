@@ -51,19 +51,24 @@ def stein_perturb(x: torch.Tensor, sigma: float, seed: int, point_offset: int, p
 
 
 def stein_accumulate(h: torch.Tensor, hess_acc: torch.Tensor, grad_acc: torch.Tensor, seed: int,
-                     point_offset: int, pair_offset: int, tile_pairs: int) -> None:
+                     point_offset: int, pair_offset: int, tile_pairs: int,
+                     z: torch.Tensor | None = None) -> None:
     """Stein accumulation, in place, after the network gave the gradients h at the copies.
 
     h: [B, A, P, K] gradients at stein_perturb's copies (K = D for input gradients, or the width
     of a first Linear layer whose weight the caller multiplies in at the end); hess_acc:
     [B, M, D, K] float64 += z^T (h+ - h-) per tile of tile_pairs pairs into group tile % M;
-    grad_acc: [B, M, K] float64 += sum (h+ + h-). pair_offset must be a multiple of tile_pairs."""
+    grad_acc: [B, M, K] float64 += sum (h+ + h-). pair_offset must be a multiple of tile_pairs.
+    z: optional [B, P, D] directions in h's dtype, exactly the generator's (stein_perturb of
+    zeros with sigma = 1): read instead of regenerated, same result."""
     if uses_kernel("stein_accumulate", h):
         torch.ops.hessext.stein_accumulate(h, hess_acc, grad_acc, int(seed), int(point_offset),
-                                           int(pair_offset), int(tile_pairs))
+                                           int(pair_offset), int(tile_pairs), z)
     else:
         _reference.stein_accumulate(h, hess_acc, grad_acc, seed, point_offset, pair_offset,
-                                    tile_pairs)
+                                    tile_pairs, z)
+
+
 def gemm_accumulate(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor, alpha: float = 1.0) -> None:
     """Tile update of a float64 curvature matrix, in place: acc += alpha * aᵀ b.
 
@@ -74,6 +79,8 @@ def gemm_accumulate(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor, alpha: 
         torch.ops.hessext.gemm_accumulate(acc, a, b, float(alpha))
     else:
         _reference.gemm_accumulate(acc, a, b, float(alpha))
+
+
 def conv_weight_grad(x: torch.Tensor, d: torch.Tensor, out: torch.Tensor, stride, padding,
                      dilation, groups: int) -> None:
     """Per-sample Conv2d weight gradients, in place (Conv1d: H = 1).

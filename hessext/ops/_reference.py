@@ -7,6 +7,8 @@ function short and obviously correct; the signatures match the compiled ops exac
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -19,7 +21,6 @@ def linear_weight_grad(a: torch.Tensor, d: torch.Tensor, out: torch.Tensor) -> N
 # bits as csrc/kernels/philox.h (integer Philox exactly; the float32 normals with the same
 # sequence of singly-rounded operations).
 
-import math  # noqa: E402  (kept with the section it serves, so appends merge cleanly)
 
 _MASK32 = 0xFFFFFFFF
 _PHILOX_M0, _PHILOX_M1 = 0xD2511F53, 0xCD9E8D57
@@ -127,10 +128,12 @@ def stein_perturb(x: torch.Tensor, sigma: float, seed: int, point_offset: int, p
 
 
 def stein_accumulate(h: torch.Tensor, hess_acc: torch.Tensor, grad_acc: torch.Tensor, seed: int,
-                     point_offset: int, pair_offset: int, tile_pairs: int) -> None:
+                     point_offset: int, pair_offset: int, tile_pairs: int,
+                     z: torch.Tensor | None = None) -> None:
     """Per tile t of tile_pairs pairs (numbered globally): hess_acc[:, t % M] += z^T (h+ - h-)
     at h's precision, grad_acc[:, t % M] += sum (h+ + h-) in float64. h [B, A, P, K],
-    hess_acc [B, M, D, K] float64, grad_acc [B, M, K] float64."""
+    hess_acc [B, M, D, K] float64, grad_acc [B, M, K] float64; z [B, P, D]: the directions, when
+    the caller has them (exactly stein_normals), else regenerated."""
     B, A, P, K = h.shape
     M, D = hess_acc.shape[1], hess_acc.shape[2]
     dev = h.device
@@ -139,11 +142,12 @@ def stein_accumulate(h: torch.Tensor, hess_acc: torch.Tensor, grad_acc: torch.Te
     for t in range((P + tile_pairs - 1) // tile_pairs):
         j0 = t * tile_pairs
         j1 = min(P, j0 + tile_pairs)
-        z = stein_normals(seed, points, torch.arange(pair_offset + j0, pair_offset + j1, device=dev), D)
+        zt = z[:, j0:j1] if z is not None else stein_normals(
+            seed, points, torch.arange(pair_offset + j0, pair_offset + j1, device=dev), D)
         plus = h[:, 0, j0:j1]
         d = plus - h[:, 1, j0:j1] if A == 2 else plus
         g = (first_tile + t) % M
-        hess_acc[:, g] += (z.to(h.dtype).transpose(1, 2) @ d).double()
+        hess_acc[:, g] += (zt.to(h.dtype).transpose(1, 2) @ d).double()
         grad_acc[:, g] += h[:, :, j0:j1].double().sum(dim=(1, 2))
 def gemm_accumulate(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor, alpha: float) -> None:
     """acc += alpha * (aᵀ b), the product at the precision of a and b, the sum in acc's float64.

@@ -18,7 +18,8 @@ def _stein_perturb_fake(x, sigma, seed, point_offset, pair_offset, n_pairs, anti
 
 
 @torch.library.register_fake("hessext::stein_accumulate")
-def _stein_accumulate_fake(h, hess_acc, grad_acc, seed, point_offset, pair_offset, tile_pairs):
+def _stein_accumulate_fake(h, hess_acc, grad_acc, seed, point_offset, pair_offset, tile_pairs,
+                           z=None):
     return None
 @torch.library.register_fake("hessext::gemm_accumulate")
 def _gemm_accumulate_fake(acc, a, b, alpha):
