@@ -4,6 +4,10 @@
 // One sample per task: its patches for one group are unfolded into a per-thread buffer
 // [Cg*kH*kW, Ho*Wo] and one GEMM writes d_n,g cols^T straight into the output block. The batch is
 // never unfolded as a whole, so the extra memory is one sample's patches per thread.
+// Measured against the direct correlation (kernels/conv_weight_grad.h, one output element per
+// iteration, what the CUDA kernel runs) on the benchmark layers, 2 vCPU: unfold + GEMM took
+// 20 / 40 / 60 / 36 / 20 ms where the direct loop took 65 / 404 / 136 / 110 / 20 ms (CNN
+// conv1, conv2; toolbox conv1-3), because the GEMM vectorises the sum over positions.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
