@@ -114,3 +114,84 @@ inline void check_linear_ghost_args(const char* op, const at::Tensor& a, const a
 }
 
 }  // namespace hessext
+
+namespace hessext {
+
+inline void check_gemm_accumulate_args(const at::Tensor& acc, const at::Tensor& a,
+                                       const at::Tensor& b) {
+  TORCH_CHECK(acc.dim() == 2, "gemm_accumulate: acc must be [R, S], got ", acc.sizes());
+  TORCH_CHECK(a.dim() == 2, "gemm_accumulate: a must be [K, R], got ", a.sizes());
+  TORCH_CHECK(b.dim() == 2, "gemm_accumulate: b must be [K, S], got ", b.sizes());
+  TORCH_CHECK(a.size(0) == b.size(0), "gemm_accumulate: a ", a.sizes(), " and b ", b.sizes(),
+              " disagree in K");
+  TORCH_CHECK(acc.size(0) == a.size(1) && acc.size(1) == b.size(1),
+              "gemm_accumulate: acc must be [R, S] = [", a.size(1), ", ", b.size(1), "], got ",
+              acc.sizes());
+  TORCH_CHECK(acc.scalar_type() == at::kDouble,
+              "gemm_accumulate: acc must be float64 (the accumulator), got ", acc.scalar_type());
+  TORCH_CHECK(a.scalar_type() == b.scalar_type(), "gemm_accumulate: dtypes differ: a ",
+              a.scalar_type(), ", b ", b.scalar_type());
+  TORCH_CHECK(a.scalar_type() == at::kFloat || a.scalar_type() == at::kDouble,
+              "gemm_accumulate: a and b must be float32 or float64, got ", a.scalar_type());
+  TORCH_CHECK(a.device() == b.device() && a.device() == acc.device(),
+              "gemm_accumulate: tensors on different devices: acc ", acc.device(), ", a ",
+              a.device(), ", b ", b.device());
+}
+
+}  // namespace hessext
+
+#include <cmath>
+
+namespace hessext {
+
+// stein_perturb: x [B, D] float32/float64; sigma > 0 (a variance); n_pairs >= 0.
+inline void check_stein_perturb_args(const at::Tensor& x, double sigma, int64_t seed,
+                                     int64_t point_offset, int64_t pair_offset,
+                                     int64_t n_pairs) {
+  TORCH_CHECK(x.dim() == 2, "stein_perturb: x must be [B, D], got ", x.sizes());
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              "stein_perturb: dtype must be float32 or float64, got ", x.scalar_type());
+  TORCH_CHECK(sigma > 0 && std::isfinite(sigma),
+              "stein_perturb: sigma (a variance) must be finite and > 0, got ", sigma);
+  TORCH_CHECK(point_offset >= 0 && pair_offset >= 0 && n_pairs >= 0,
+              "stein_perturb: point_offset, pair_offset, n_pairs must be >= 0, got ",
+              point_offset, ", ", pair_offset, ", ", n_pairs);
+  TORCH_CHECK(x.size(1) <= (int64_t(1) << 33),
+              "stein_perturb: D must be < 2^33 (Philox coordinate counter), got ", x.size(1));
+}
+
+// stein_accumulate: h [B, A, P, K] (A = 1 or 2), hess_acc [B, M, D, K] float64 contiguous,
+// grad_acc [B, M, K] float64 contiguous, tile_pairs >= 1 dividing pair_offset.
+inline void check_stein_accumulate_args(const at::Tensor& h, const at::Tensor& hess_acc,
+                                        const at::Tensor& grad_acc, int64_t point_offset,
+                                        int64_t pair_offset, int64_t tile_pairs) {
+  TORCH_CHECK(h.dim() == 4 && (h.size(1) == 1 || h.size(1) == 2),
+              "stein_accumulate: h must be [B, A, P, K] with A = 2 (antithetic) or 1, got ",
+              h.sizes());
+  TORCH_CHECK(h.scalar_type() == at::kFloat || h.scalar_type() == at::kDouble,
+              "stein_accumulate: h dtype must be float32 or float64, got ", h.scalar_type());
+  TORCH_CHECK(hess_acc.dim() == 4 && hess_acc.size(0) == h.size(0) &&
+                  hess_acc.size(3) == h.size(3) && hess_acc.size(1) >= 1,
+              "stein_accumulate: hess_acc must be [B, M, D, K] = [", h.size(0), ", M, D, ",
+              h.size(3), "], got ", hess_acc.sizes());
+  TORCH_CHECK(grad_acc.dim() == 3 && grad_acc.size(0) == h.size(0) &&
+                  grad_acc.size(1) == hess_acc.size(1) && grad_acc.size(2) == h.size(3),
+              "stein_accumulate: grad_acc must be [B, M, K] = [", h.size(0), ", ",
+              hess_acc.size(1), ", ", h.size(3), "], got ", grad_acc.sizes());
+  TORCH_CHECK(hess_acc.scalar_type() == at::kDouble && grad_acc.scalar_type() == at::kDouble,
+              "stein_accumulate: accumulators must be float64, got ", hess_acc.scalar_type(),
+              " and ", grad_acc.scalar_type());
+  TORCH_CHECK(hess_acc.is_contiguous() && grad_acc.is_contiguous(),
+              "stein_accumulate: accumulators must be contiguous");
+  TORCH_CHECK(h.device() == hess_acc.device() && h.device() == grad_acc.device(),
+              "stein_accumulate: tensors on different devices: h ", h.device(), ", hess_acc ",
+              hess_acc.device(), ", grad_acc ", grad_acc.device());
+  TORCH_CHECK(tile_pairs >= 1, "stein_accumulate: tile_pairs must be >= 1, got ", tile_pairs);
+  TORCH_CHECK(point_offset >= 0 && pair_offset >= 0,
+              "stein_accumulate: offsets must be >= 0, got ", point_offset, ", ", pair_offset);
+  // Tiles are numbered globally so that any chunking gives the same sums in the same order.
+  TORCH_CHECK(pair_offset % tile_pairs == 0, "stein_accumulate: pair_offset (", pair_offset,
+              ") must be a multiple of tile_pairs (", tile_pairs, ")");
+}
+
+}  // namespace hessext

@@ -15,6 +15,17 @@ void launch_linear_weight_grad(const scalar_t* a, int64_t a_stride_n, int64_t a_
                                scalar_t* out, int64_t out_stride_n, int64_t N, int64_t T,
                                int64_t O, int64_t I, cudaStream_t stream);
 
+// Stein sampler: out [B, A, P, D] = x [B, D] +- s z (A = 2) or + s z (A = 1); z from
+// philox::normals4 keyed by (seed, point_offset + b, pair_offset + j).
+template <typename scalar_t>
+void launch_stein_perturb(const scalar_t* x, scalar_t* out, uint64_t seed, int64_t point_offset,
+                          int64_t pair_offset, int64_t B, int64_t P, int64_t D, int64_t A,
+                          scalar_t s, cudaStream_t stream);
+
+// z [P, D] (contiguous) for pairs pair_offset .. pair_offset + P of one point.
+template <typename scalar_t>
+void launch_stein_directions(scalar_t* z, uint64_t seed, int64_t point, int64_t pair_offset,
+                             int64_t P, int64_t D, cudaStream_t stream);
 
 // ---- per-sample gradients (shapes in kernels/conv_weight_grad.h, bias_grad.h, linear_ghost.h)
 
@@ -51,5 +62,17 @@ void launch_linear_ghost_sqnorms(const scalar_t* a, const scalar_t* d, scalar_t*
 template <typename scalar_t>
 void launch_linear_ghost_gram(const scalar_t* a, const scalar_t* d, scalar_t* out, int64_t N,
                               int64_t O, int64_t I, cudaStream_t stream);
+
+}  // namespace hessext
+
+namespace hessext {
+
+// acc[r * acc_stride_r + s * acc_stride_s] (double) += alpha * sum_k a[k, r] b[k, s];
+// a: [K, R] with strides (a_stride_k, a_stride_r), b: [K, S] likewise.
+template <typename scalar_t>
+void launch_gemm_accumulate(double* acc, int64_t acc_stride_r, int64_t acc_stride_s,
+                            const scalar_t* a, int64_t a_stride_k, int64_t a_stride_r,
+                            const scalar_t* b, int64_t b_stride_k, int64_t b_stride_s,
+                            int64_t K, int64_t R, int64_t S, double alpha, cudaStream_t stream);
 
 }  // namespace hessext

@@ -12,6 +12,17 @@ def _linear_weight_grad_fake(a, d, out):
     return None
 
 
+@torch.library.register_fake("hessext::stein_perturb")
+def _stein_perturb_fake(x, sigma, seed, point_offset, pair_offset, n_pairs, antithetic):
+    return x.new_empty((x.shape[0], 2 if antithetic else 1, n_pairs, x.shape[1]))
+
+
+@torch.library.register_fake("hessext::stein_accumulate")
+def _stein_accumulate_fake(h, hess_acc, grad_acc, seed, point_offset, pair_offset, tile_pairs):
+    return None
+@torch.library.register_fake("hessext::gemm_accumulate")
+def _gemm_accumulate_fake(acc, a, b, alpha):
+    return None
 @torch.library.register_fake("hessext::conv_weight_grad")
 def _conv_weight_grad_fake(x, d, out, stride, padding, dilation, groups):
     return None
