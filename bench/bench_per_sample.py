@@ -90,6 +90,13 @@ def m_hessext(model, x, y):
     return lambda: hessext.per_sample_grads(model, CE_NONE, x, y)
 
 
+def m_hessext_out(model, x, y):
+    """Repeated calls writing into one preallocated N×P matrix (the ``out=`` argument)."""
+    P = sum(p.numel() for p in model.parameters())
+    out = torch.empty(x.shape[0], P)
+    return lambda: hessext.per_sample_grads(model, CE_NONE, x, y, out=out)
+
+
 def m_torch_func(model, x, y):
     theta = {n: p.detach() for n, p in model.named_parameters()}
 
@@ -131,7 +138,7 @@ def m_opacus(model, x, y):
     return run
 
 
-METHODS = {"hessext": m_hessext, "torch.func": m_torch_func, "BackPACK": m_backpack,
+METHODS = {"hessext": m_hessext, "hessext, out= reused": m_hessext_out, "torch.func": m_torch_func, "BackPACK": m_backpack,
            "Opacus": m_opacus}
 
 
