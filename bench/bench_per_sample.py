@@ -16,7 +16,8 @@ before it (Linux: /proc/self/clear_refs resets the peak), in MiB.
 
 Run:  python -m pytest bench/bench_per_sample.py --benchmark-only   (pytest-benchmark)
       python bench/bench_per_sample.py                              (markdown table)
-HESSEXT_BENCH_REPEAT (default 5) sets the timed repetitions; HESSEXT_BENCH_QUICK=1 divides N by 4.
+HESSEXT_BENCH_REPEAT (default 5) sets the timed repetitions; HESSEXT_BENCH_QUICK=1 divides N by 4;
+HESSEXT_BENCH_THREADS sets torch's thread count (1 gives steadier ratios on a loaded machine).
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ import cases  # noqa: E402
 import hessext  # noqa: E402
 
 REPEAT = int(os.environ.get("HESSEXT_BENCH_REPEAT", "5"))
+if os.environ.get("HESSEXT_BENCH_THREADS"):
+    # On a shared, oversubscribed machine every parallel region waits for a descheduled worker;
+    # one thread then measures the work itself.
+    torch.set_num_threads(int(os.environ["HESSEXT_BENCH_THREADS"]))
 
 
 def _fixed_malloc_thresholds():
@@ -90,6 +95,13 @@ def m_hessext(model, x, y):
     return lambda: hessext.per_sample_grads(model, CE_NONE, x, y)
 
 
+def m_hessext_out(model, x, y):
+    """Repeated calls writing into one preallocated N×P matrix (the ``out=`` argument)."""
+    P = sum(p.numel() for p in model.parameters())
+    out = torch.empty(x.shape[0], P)
+    return lambda: hessext.per_sample_grads(model, CE_NONE, x, y, out=out)
+
+
 def m_torch_func(model, x, y):
     theta = {n: p.detach() for n, p in model.named_parameters()}
 
@@ -131,7 +143,7 @@ def m_opacus(model, x, y):
     return run
 
 
-METHODS = {"hessext": m_hessext, "torch.func": m_torch_func, "BackPACK": m_backpack,
+METHODS = {"hessext": m_hessext, "hessext, out= reused": m_hessext_out, "torch.func": m_torch_func, "BackPACK": m_backpack,
            "Opacus": m_opacus}
 
 

@@ -216,3 +216,12 @@ def test_model_untouched_after_success():
                                        params=[n for n, p in model.named_parameters() if p.requires_grad])
     assert relative_error(G, want) <= 1e-10
     assert_same(model, before)
+
+
+def test_half_precision_model_rejected():
+    model, x, y = make("mlp", n=3, dtype=torch.float32)
+    model.half()
+    before = snapshot(model)
+    with pytest.raises(TypeError, match="parameter '0.weight' has dtype torch.float16"):
+        hessext.per_sample_grads(model, CE, x.half(), y)
+    assert_same(model, before)
