@@ -13,6 +13,7 @@ one running, is always an ImportError: a stale build must never fall back silent
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import warnings
@@ -61,8 +62,12 @@ _C, status = _load()
 loaded = _C is not None
 
 
+@functools.lru_cache(maxsize=None)
 def has_kernel(op: str, device_type: str) -> bool:
-    """Whether hessext::<op> has a compiled kernel for this device type ('cpu', 'cuda')."""
+    """Whether hessext::<op> has a compiled kernel for this device type ('cpu', 'cuda').
+
+    Cached: registrations are static once the core is loaded, and a plain Python lookup lets
+    torch.compile trace through the hessext.ops wrappers into one graph."""
     if not loaded:
         return False
     key = {"cpu": "CPU", "cuda": "CUDA"}.get(device_type)
