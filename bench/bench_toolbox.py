@@ -226,6 +226,18 @@ CHILD_TIMEOUT_S = int(os.environ.get("HESSEXT_BENCH_TIMEOUT", "600"))
 
 # ------------------------------------------------------------------------------ driver
 
+def _peak_rss_kib():
+    """This process's resident-memory high-water mark. VmHWM is reset by exec; ru_maxrss is not
+    (on Linux it starts at the forking parent's size, which would hide the child's growth)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def _file_name(name):
     return "".join(c if c.isalnum() else "_" for c in name) + ".pt"
 
@@ -237,11 +249,11 @@ def _child(name, workdir):
     train, test, damping = state["train"], state["test"], state["damping"]
     fn = {**METHODS, **EXTRAS}[name]
     kwargs = {"hessian": prepare_hessian(model, train)} if "Hessian given" in name else {}
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss0 = _peak_rss_kib()
     start = time.perf_counter()
     out = fn(model, train, test, damping, **kwargs)
     seconds = time.perf_counter() - start
-    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss1 = _peak_rss_kib()
     torch.save({"out": out.detach().to(torch.float64).clone(), "seconds": seconds,
                 "peak_mib": max(0, rss1 - rss0) / 1024}, Path(workdir) / _file_name(name))
 
