@@ -14,7 +14,8 @@ plus RUE (B = 50) and the extrapolation score (hessext) on the same model. Each 
 its own subprocess so that its peak resident memory (ru_maxrss growth over the loaded problem)
 is its own. Deviation: max |IF - IF_ref| / max |IF_ref| against a float64 torch.func reference.
 
-Run: python bench/bench_toolbox.py          (HESSEXT_BENCH_SMALL=1: n_train = 400, quick)
+Run: python bench/bench_toolbox.py          (HESSEXT_BENCH_SMALL=1: n_train = 400, quick;
+HESSEXT_BENCH_ONLY="hessext,torch.func": only those rows; HESSEXT_BENCH_TIMEOUT: s per row)
 No assertions on time; the printed markdown table is the result. Also collected by pytest
 (pytest-benchmark) as test_bench_* at the small size.
 """
@@ -222,6 +223,8 @@ METHODS = {"hessext": run_hessext, "hessext, Hessian given": run_hessext,
 EXTRAS = {"hessext RUE (B=50), Hessian given": run_rue,
           "hessext extrapolation score (t=0.01), Hessian given": run_extrapolation}
 CHILD_TIMEOUT_S = int(os.environ.get("HESSEXT_BENCH_TIMEOUT", "600"))
+# comma-separated row names to run (default: all)
+ONLY = [n for n in os.environ.get("HESSEXT_BENCH_ONLY", "").split(",") if n]
 
 
 # ------------------------------------------------------------------------------ driver
@@ -278,6 +281,8 @@ def main():
         torch.save({"model": model.state_dict(), "train": train, "test": test, "damping": damping},
                    Path(workdir) / "problem.pt")
         for name in [*METHODS, *EXTRAS]:
+            if ONLY and name not in ONLY:
+                continue
             try:
                 proc = subprocess.run([sys.executable, __file__, "--child", name, workdir],
                                       capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
