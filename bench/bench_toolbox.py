@@ -15,7 +15,7 @@ its own subprocess so that its peak resident memory (ru_maxrss growth over the l
 is its own. Deviation: max |IF - IF_ref| / max |IF_ref| against a float64 torch.func reference.
 
 Run: python bench/bench_toolbox.py          (HESSEXT_BENCH_SMALL=1: n_train = 400, quick;
-HESSEXT_BENCH_ONLY="hessext,torch.func": only those rows; HESSEXT_BENCH_TIMEOUT: s per row)
+HESSEXT_BENCH_ONLY="hessext;torch.func": only those rows; HESSEXT_BENCH_TIMEOUT: s per row)
 No assertions on time; the printed markdown table is the result. Also collected by pytest
 (pytest-benchmark) as test_bench_* at the small size.
 """
@@ -223,8 +223,8 @@ METHODS = {"hessext": run_hessext, "hessext, Hessian given": run_hessext,
 EXTRAS = {"hessext RUE (B=50), Hessian given": run_rue,
           "hessext extrapolation score (t=0.01), Hessian given": run_extrapolation}
 CHILD_TIMEOUT_S = int(os.environ.get("HESSEXT_BENCH_TIMEOUT", "600"))
-# comma-separated row names to run (default: all)
-ONLY = [n for n in os.environ.get("HESSEXT_BENCH_ONLY", "").split(",") if n]
+# semicolon-separated row names to run (default: all)
+ONLY = [n.strip() for n in os.environ.get("HESSEXT_BENCH_ONLY", "").split(";") if n.strip()]
 
 
 # ------------------------------------------------------------------------------ driver
