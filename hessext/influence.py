@@ -14,9 +14,13 @@ gradient: removing z and retraining the same objective on n-1 examples moves θ 
 (1/n) H⁻¹ g_z to first order) and g_t = ∇ℓ(t; θ) is the gradient of the test point's own
 loss (no regulariser: IF predicts the change of the test loss itself).
 
-Cost: one solve S = H_δ⁻¹ [g_t1 … g_tm] for all test points, then one product IF = (1/n) G S
-with the training gradients (a ghost product: G [n, P] is not materialised when the per-sample
-gradient engine can avoid it).
+Cost: one solve S = H_δ⁻¹ [g_t1 … g_tm] for all test points (float64), then one product
+IF = (1/n) G S with the training gradients (hessext.PerSampleGrads: a ghost product, G [n, P] is
+not materialised for Linear layers; it runs in the model's dtype, so a float32 model gets
+float32-accurate scores).
+
+Results are tensors; the solve record (hessext.SolveInfo: method, damping, λ_min when known,
+the pseudo-inverse's cutoff and dropped directions) is attached as ``result.solver``.
 """
 
 from __future__ import annotations

@@ -276,3 +276,32 @@ def test_cuda_matches_cpu():
                             tuple(t.to(dev) for t in test), damping=2.0)
     assert got.device.type == "cuda"
     assert _rel(got.cpu(), cpu) <= 1e-10
+
+
+def test_fallback_parity_without_the_compiled_core(tmp_path):
+    """The same influence, RUE and extrapolation scores with HESSEXT_DISABLE_EXT=1."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import sys, torch, hessext\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from toolbox_cases import tiny_classifier\n"
+        "model, loss_fn, train, test = tiny_classifier(n=20, m=5, dtype=torch.float32)\n"
+        "H = hessext.hessian(model, loss_fn, train, progress=False)\n"
+        "out = {'if': hessext.influence(model, loss_fn, train, test, hessian=H, damping=2.0),\n"
+        "       'rue': hessext.rue(model, loss_fn, train, test[0], hessian=H, damping=2.0, n_bootstrap=4),\n"
+        "       'es': hessext.extrapolation_score(model, test[0], hessian=H, threshold=0.01)}\n"
+        "torch.save({k: v.clone() for k, v in out.items()}, sys.argv[1])\n")
+    results = []
+    for disable in ("0", "1"):
+        path = tmp_path / f"out{disable}.pt"
+        env = {**os.environ, "HESSEXT_DISABLE_EXT": disable}
+        subprocess.run([sys.executable, str(script), str(path)], check=True, env=env)
+        results.append(torch.load(path))
+    for key in results[0]:
+        # float32 model: kernels and references may order sums differently (a few eps32)
+        torch.testing.assert_close(results[0][key], results[1][key], rtol=1e-4, atol=1e-6)
