@@ -195,5 +195,5 @@ def plane_map(g, values, *, x_train, y_train, title: str, cbar: str, diverging: 
     ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, label=cbar)
     if own:
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="best", framealpha=0.8)
     return fig
