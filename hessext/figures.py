@@ -159,11 +159,10 @@ def cam_panels(images, maps, captions, *, title: str):
         m = m - m.mean()
         lim = max(abs(m).max(), 1e-12)
         axes[1, j].imshow(m, cmap="RdBu_r", vmin=-lim, vmax=lim)
-        axes[1, j].set_title(f"colour range ±{lim:.2g}", fontsize=7)
         for ax in axes[:, j]:
             ax.set_xticks([])
             ax.set_yticks([])
-        axes[1, j].set_xlabel("eigenstate i", fontsize=7)
+        axes[1, j].set_xlabel(f"eigenstate i\n(colour range ±{lim:.2g})", fontsize=7)
     axes[0, 0].set_ylabel("input |ψ(j)|² of\neigenstate i, site j", fontsize=7)
     axes[1, 0].set_ylabel("CAM − mean\n(predicted class)", fontsize=7)
     fig.suptitle(title, fontsize=10)
