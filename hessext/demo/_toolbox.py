@@ -58,8 +58,11 @@ def exact_hessian(model, x, y, *, progress):
 
     # float32 model products (the model's own precision) summed in float64: measured 1.6x
     # faster than float64 products for the SSH CNN on this machine.
+    # strips of 256 columns: a progress bar with a few steps at no measurable cost
+    P = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return hessext.hessian(model, nn.CrossEntropyLoss(reduction="none"), (x, y),
-                           dtype=torch.float32, progress=progress)
+                           dtype=torch.float32, progress=progress is not False,
+                           strip_width=min(P, 256))
 
 
 def influence_scores(model, train, test, H, damping, *, progress):

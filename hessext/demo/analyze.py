@@ -234,7 +234,7 @@ def run_analyze(model_path, data_path, *, arch: str | None = None, out="hessext-
                                               "probabilities\nover bootstrap models", title="RUE uncertainty"),
                        "rue", f"RUE with {n_bootstrap} bootstrap models, damping δ = {st['damping_rue']:g}.")
             rep.figure(F.ood_histogram(score_v["train"], score_v["test"], auroc=au, clean_label="training inputs",
-                                       shifted_label="test inputs", xlabel="extrapolation score ‖U_⊥ᵀ g(x)‖",
+                                       shifted_label="test inputs", xlabel="extrapolation score ‖U⊥ᵀ g(x)‖",
                                        title="Local-ensemble extrapolation score"),
                        "score", f"Extrapolation score with {n_removed} top eigen-directions removed "
                        f"(λ > t = {st['score_threshold']:.3g}). AUROC = {au:.3f} for telling test from "

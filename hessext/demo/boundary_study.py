@@ -6,7 +6,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+import sys
+
 from hessext.report import Report, StageTimer
+
+
+def _show(progress):
+    return sys.stderr.isatty() if progress is None else bool(progress)
 
 # width: hidden units of the 2-width-width-3 MLP (100 = the paper's, P = 10,703: the top
 # eigenpairs then come from Lanczos on the exact matrix-free Hessian, as a dense 0.9 GB matrix
@@ -35,7 +41,7 @@ def run_boundary_demo(out="hessext-boundary-report", *, size: str = "default", s
             s = toy2d.split(x, y, seed=seed)
             model = mlp(2, cfg["width"], cfg["width"], 3, seed=seed)
             _, hist = train(model, s.x_train, s.y_train, epochs=cfg["epochs"], lr=0.02,
-                            batch_size=64, seed=seed, progress=bool(progress))
+                            batch_size=64, seed=seed, progress=_show(progress))
             model.eval()
             with torch.no_grad():
                 acc_train = float((model(s.x_train).argmax(1) == s.y_train).float().mean())

@@ -5,7 +5,13 @@ from __future__ import annotations
 import torch
 
 from hessext.demo import _toolbox as tb
+import sys
+
 from hessext.report import Report, StageTimer
+
+
+def _show(progress):
+    return sys.stderr.isatty() if progress is None else bool(progress)
 
 # n_train: training images at W = 0 (half at v in [0, 0.8], half in [1.2, 2]); n_eval: images
 # per validation/test/OOD set. The exact Hessian costs P = 1,024 Hessian-vector products per
@@ -40,7 +46,7 @@ def run_ssh_demo(out="hessext-report", *, size: str = "default", seed: int = 0,
             model = SSHCNN(seed=seed)
             _, history = train(model, x_tr, y_tr, epochs=cfg["epochs"], lr=1e-2,
                                batch_size=cfg["batch_size"], seed=seed, optimizer="adam",
-                               progress=bool(progress))
+                               progress=_show(progress))
             model.eval()
             with torch.no_grad():
                 acc = {k: float((model(d.x).argmax(1) == d.y).float().mean()) for k, d in sets.items()}
@@ -169,7 +175,7 @@ def _write(rep, F, L):
                f"δ = {st['damping_rue']:g}; the value is the variance over b of the predicted class "
                "probabilities (summed over the two classes). Training data are at W = 0.")
     rep.figure(F.per_set_distribution(L["score_v"], positions=pos, xlabel="disorder strength W",
-                                      ylabel="extrapolation score ‖U_⊥ᵀ g(x)‖",
+                                      ylabel="extrapolation score ‖U⊥ᵀ g(x)‖",
                                       title="Local-ensemble extrapolation score vs disorder"),
                "score_vs_W",
                f"Extrapolation score of local ensembles: the norm of the prediction gradient g(x) "
