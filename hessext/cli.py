@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
                         "score of your classifier, as a report folder.\n\n" + DATA_FORMAT)
     an.add_argument("--model", required=True, help="TorchScript file (torch.jit.save), or a "
                     "state-dict checkpoint together with --arch")
-    an.add_argument("--data", required=True, help=".pt or .npz data file (format below)")
+    an.add_argument("--data", required=True, help=".pt or .npz data file (format above)")
     an.add_argument("--arch", default=None, help="module:Class to build for a state dict, e.g. "
                     "hessext.models:Conv1DToolbox (constructed without arguments)")
     an.add_argument("--out", default="hessext-analysis", help="report folder (default ./hessext-analysis)")
