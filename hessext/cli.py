@@ -6,14 +6,6 @@ import argparse
 import sys
 
 
-def _threads(n):
-    import torch
-
-    # Small convolutions gain nothing from a second thread, and on a loaded machine the
-    # spin-waiting threads made the Hessian assembly 3x slower (measured): one thread by default.
-    torch.set_num_threads(n)
-
-
 def main(argv: list[str] | None = None) -> int:
     from hessext.demo.analyze import DATA_FORMAT
 
@@ -58,7 +50,20 @@ def main(argv: list[str] | None = None) -> int:
         from hessext._buildinfo import main as info_main
 
         return info_main([])
-    _threads(args.threads)
+    import torch
+
+    # Small convolutions gain nothing from a second thread, and on a loaded machine the
+    # spin-waiting threads made the Hessian assembly 3x slower (measured): one thread by default.
+    # Restored afterwards, so that main() called in-process leaves the caller's setting alone.
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _run(args) -> int:
     progress = False if args.no_progress else None
     if args.command == "demo":
         from hessext.demo import run_boundary_demo, run_ssh_demo
