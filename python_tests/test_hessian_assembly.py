@@ -143,3 +143,25 @@ def test_hessian_operator_products():
     assert rel_err(op @ V, ref @ V) <= TOL
     assert rel_err(op @ V[:, 0], ref @ V[:, 0]) <= TOL
     assert rel_err(op.dense().dense(), ref) <= TOL
+
+
+def test_structured_residual_path_matches_torch_func_and_hvp_path():
+    """Piecewise-linear MLPs take the GGN + closed-form residual path; it must equal torch.func
+    and the general HVP path (deep enough for blocks between non-adjacent layers)."""
+    torch.manual_seed(7)
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 5), nn.LeakyReLU(0.1), nn.Dropout(0.3),
+                          nn.Linear(5, 4), nn.Identity(), nn.ReLU(), nn.Linear(4, 3)).double()
+    x, y, y_mse = data_for("mlp", 19)
+    for loss_fn, yy in ((ce, y), (mse, y_mse)):
+        ref = reference_hessian(model, loss_fn, x, yy, 0.05)
+        H = hessext.hessian(model, loss_fn, uneven(x, yy), regularizer=L2(0.05), strip_width=11, progress=False)
+        assert "closed-form residual" in H.info["method"]
+        assert rel_err(H.dense(), ref) <= TOL
+        Hh = hessext.hessian(model, loss_fn, uneven(x, yy), regularizer=L2(0.05), method="hvp", progress=False)
+        assert "jvp" in Hh.info["method"]
+        assert rel_err(Hh.dense(), ref) <= TOL
+    # tiny budget: Jacobian chunks of one example
+    H = hessext.hessian(model, ce, (x, y), memory_budget=1, strip_width=5, progress=False)
+    assert rel_err(H.dense(), reference_hessian(model, ce, x, y)) <= TOL
+    with pytest.raises(ValueError, match="method='structured' needs"):
+        hessext.hessian(mlp(nn.Tanh()).double(), ce, (x, y), method="structured", progress=False)
