@@ -4,6 +4,8 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include <initializer_list>
+
 namespace hessext {
 
 inline void check_linear_weight_grad_args(const at::Tensor& a, const at::Tensor& d,
@@ -32,6 +34,85 @@ inline void check_linear_weight_grad_args(const at::Tensor& a, const at::Tensor&
               out.strides());
 }
 
+
+// ---- per-sample gradients: conv weights, biases, Linear ghost contractions -------------------
+
+inline void check_float_same(const char* op, std::initializer_list<const at::Tensor*> ts) {
+  const at::Tensor& first = **ts.begin();
+  TORCH_CHECK(first.scalar_type() == at::kFloat || first.scalar_type() == at::kDouble,
+              op, ": dtype must be float32 or float64, got ", first.scalar_type());
+  for (const at::Tensor* t : ts) {
+    TORCH_CHECK(t->scalar_type() == first.scalar_type(), op, ": dtypes differ: ",
+                first.scalar_type(), " vs ", t->scalar_type());
+    TORCH_CHECK(t->device() == first.device(), op, ": tensors on different devices: ",
+                first.device(), " vs ", t->device());
+  }
+}
+
+// Output extent of a convolution along one axis (as torch computes it).
+inline int64_t conv_out_extent(int64_t in, int64_t k, int64_t s, int64_t p, int64_t dl) {
+  return (in + 2 * p - dl * (k - 1) - 1) / s + 1;
+}
+
+inline void check_conv_weight_grad_args(const at::Tensor& x, const at::Tensor& d,
+                                        const at::Tensor& out, at::IntArrayRef stride,
+                                        at::IntArrayRef padding, at::IntArrayRef dilation,
+                                        int64_t groups) {
+  TORCH_CHECK(x.dim() == 4, "conv_weight_grad: x must be [N, C, H, W], got ", x.sizes());
+  TORCH_CHECK(d.dim() == 4, "conv_weight_grad: d must be [N, O, Ho, Wo], got ", d.sizes());
+  TORCH_CHECK(out.dim() == 5, "conv_weight_grad: out must be [N, O, C/groups, kH, kW], got ",
+              out.sizes());
+  TORCH_CHECK(stride.size() == 2 && padding.size() == 2 && dilation.size() == 2,
+              "conv_weight_grad: stride, padding, dilation must have 2 entries, got ", stride,
+              ", ", padding, ", ", dilation);
+  TORCH_CHECK(stride[0] > 0 && stride[1] > 0 && dilation[0] > 0 && dilation[1] > 0 &&
+                  padding[0] >= 0 && padding[1] >= 0,
+              "conv_weight_grad: need stride > 0, dilation > 0, padding >= 0, got ", stride, ", ",
+              dilation, ", ", padding);
+  TORCH_CHECK(groups > 0 && x.size(1) % groups == 0 && d.size(1) % groups == 0,
+              "conv_weight_grad: groups = ", groups, " must divide C = ", x.size(1), " and O = ",
+              d.size(1));
+  check_float_same("conv_weight_grad", {&x, &d, &out});
+  TORCH_CHECK(x.size(0) == d.size(0) && out.size(0) == x.size(0),
+              "conv_weight_grad: batch sizes differ: x ", x.sizes(), ", d ", d.sizes(), ", out ",
+              out.sizes());
+  TORCH_CHECK(out.size(1) == d.size(1) && out.size(2) == x.size(1) / groups,
+              "conv_weight_grad: out must be [N, ", d.size(1), ", ", x.size(1) / groups,
+              ", kH, kW], got ", out.sizes());
+  const int64_t Ho = conv_out_extent(x.size(2), out.size(3), stride[0], padding[0], dilation[0]);
+  const int64_t Wo = conv_out_extent(x.size(3), out.size(4), stride[1], padding[1], dilation[1]);
+  TORCH_CHECK(d.size(2) == Ho && d.size(3) == Wo, "conv_weight_grad: d must be [N, O, ", Ho,
+              ", ", Wo, "] for x ", x.sizes(), " and kernel ", out.size(3), "x", out.size(4),
+              ", got ", d.sizes());
+  // out is written in place as a column block of the N x P matrix: each sample's
+  // [O, Cg, kH, kW] block must be contiguous; the sample stride is free.
+  const int64_t block = out.size(1) * out.size(2) * out.size(3) * out.size(4);
+  TORCH_CHECK(block == 0 || (out.stride(4) == 1 && out.stride(3) == out.size(4) &&
+                             out.stride(2) == out.size(3) * out.size(4) &&
+                             out.stride(1) == out.size(2) * out.size(3) * out.size(4)),
+              "conv_weight_grad: out must have contiguous per-sample blocks, got strides ",
+              out.strides());
+}
+
+inline void check_bias_grad_args(const at::Tensor& d, const at::Tensor& out) {
+  TORCH_CHECK(d.dim() == 3, "bias_grad: d must be [N, T, O], got ", d.sizes());
+  TORCH_CHECK(out.dim() == 2 && out.size(0) == d.size(0) && out.size(1) == d.size(2),
+              "bias_grad: out must be [N, O] = [", d.size(0), ", ", d.size(2), "], got ",
+              out.sizes());
+  check_float_same("bias_grad", {&d, &out});
+  TORCH_CHECK(out.size(1) <= 1 || out.stride(1) == 1,
+              "bias_grad: out rows must be contiguous, got strides ", out.strides());
+}
+
+// a [N, I], d [N, O]; extra: v [O*I, M] (matvec) or u [N, M] (rmatvec).
+inline void check_linear_ghost_args(const char* op, const at::Tensor& a, const at::Tensor& d) {
+  TORCH_CHECK(a.dim() == 2, op, ": a must be [N, I], got ", a.sizes());
+  TORCH_CHECK(d.dim() == 2, op, ": d must be [N, O], got ", d.sizes());
+  TORCH_CHECK(a.size(0) == d.size(0), op, ": a ", a.sizes(), " and d ", d.sizes(),
+              " disagree in N");
+  check_float_same(op, {&a, &d});
+}
+
 }  // namespace hessext
 
 namespace hessext {
@@ -55,6 +136,74 @@ inline void check_gemm_accumulate_args(const at::Tensor& acc, const at::Tensor& 
   TORCH_CHECK(a.device() == b.device() && a.device() == acc.device(),
               "gemm_accumulate: tensors on different devices: acc ", acc.device(), ", a ",
               a.device(), ", b ", b.device());
+}
+
+}  // namespace hessext
+
+#include <cmath>
+
+namespace hessext {
+
+// stein_perturb: x [B, D] float32/float64; sigma > 0 (a variance); n_pairs >= 0.
+inline void check_stein_perturb_args(const at::Tensor& x, double sigma, int64_t seed,
+                                     int64_t point_offset, int64_t pair_offset,
+                                     int64_t n_pairs) {
+  TORCH_CHECK(x.dim() == 2, "stein_perturb: x must be [B, D], got ", x.sizes());
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              "stein_perturb: dtype must be float32 or float64, got ", x.scalar_type());
+  TORCH_CHECK(sigma > 0 && std::isfinite(sigma),
+              "stein_perturb: sigma (a variance) must be finite and > 0, got ", sigma);
+  TORCH_CHECK(point_offset >= 0 && pair_offset >= 0 && n_pairs >= 0,
+              "stein_perturb: point_offset, pair_offset, n_pairs must be >= 0, got ",
+              point_offset, ", ", pair_offset, ", ", n_pairs);
+  TORCH_CHECK(x.size(1) <= (int64_t(1) << 33),
+              "stein_perturb: D must be < 2^33 (Philox coordinate counter), got ", x.size(1));
+}
+
+// stein_accumulate: h [B, A, P, K] (A = 1 or 2), hess_acc [B, M, D, K] float64 contiguous,
+// grad_acc [B, M, K] float64 contiguous, tile_pairs >= 1 dividing pair_offset.
+inline void check_stein_accumulate_args(const at::Tensor& h, const at::Tensor& hess_acc,
+                                        const at::Tensor& grad_acc, int64_t point_offset,
+                                        int64_t pair_offset, int64_t tile_pairs) {
+  TORCH_CHECK(h.dim() == 4 && (h.size(1) == 1 || h.size(1) == 2),
+              "stein_accumulate: h must be [B, A, P, K] with A = 2 (antithetic) or 1, got ",
+              h.sizes());
+  TORCH_CHECK(h.scalar_type() == at::kFloat || h.scalar_type() == at::kDouble,
+              "stein_accumulate: h dtype must be float32 or float64, got ", h.scalar_type());
+  TORCH_CHECK(hess_acc.dim() == 4 && hess_acc.size(0) == h.size(0) &&
+                  hess_acc.size(3) == h.size(3) && hess_acc.size(1) >= 1,
+              "stein_accumulate: hess_acc must be [B, M, D, K] = [", h.size(0), ", M, D, ",
+              h.size(3), "], got ", hess_acc.sizes());
+  TORCH_CHECK(grad_acc.dim() == 3 && grad_acc.size(0) == h.size(0) &&
+                  grad_acc.size(1) == hess_acc.size(1) && grad_acc.size(2) == h.size(3),
+              "stein_accumulate: grad_acc must be [B, M, K] = [", h.size(0), ", ",
+              hess_acc.size(1), ", ", h.size(3), "], got ", grad_acc.sizes());
+  TORCH_CHECK(hess_acc.scalar_type() == at::kDouble && grad_acc.scalar_type() == at::kDouble,
+              "stein_accumulate: accumulators must be float64, got ", hess_acc.scalar_type(),
+              " and ", grad_acc.scalar_type());
+  TORCH_CHECK(hess_acc.is_contiguous() && grad_acc.is_contiguous(),
+              "stein_accumulate: accumulators must be contiguous");
+  TORCH_CHECK(h.device() == hess_acc.device() && h.device() == grad_acc.device(),
+              "stein_accumulate: tensors on different devices: h ", h.device(), ", hess_acc ",
+              hess_acc.device(), ", grad_acc ", grad_acc.device());
+  TORCH_CHECK(tile_pairs >= 1, "stein_accumulate: tile_pairs must be >= 1, got ", tile_pairs);
+  TORCH_CHECK(point_offset >= 0 && pair_offset >= 0,
+              "stein_accumulate: offsets must be >= 0, got ", point_offset, ", ", pair_offset);
+  // Tiles are numbered globally so that any chunking gives the same sums in the same order.
+  TORCH_CHECK(pair_offset % tile_pairs == 0, "stein_accumulate: pair_offset (", pair_offset,
+              ") must be a multiple of tile_pairs (", tile_pairs, ")");
+}
+
+// The optional directions of stein_accumulate: [B, P, D] in h's dtype, on h's device.
+inline void check_stein_directions_arg(const at::Tensor& h, const at::Tensor& hess_acc,
+                                       const at::Tensor& z) {
+  TORCH_CHECK(z.dim() == 3 && z.size(0) == h.size(0) && z.size(1) == h.size(2) &&
+                  z.size(2) == hess_acc.size(2),
+              "stein_accumulate: z must be [B, P, D] = [", h.size(0), ", ", h.size(2), ", ",
+              hess_acc.size(2), "], got ", z.sizes());
+  TORCH_CHECK(z.scalar_type() == h.scalar_type() && z.device() == h.device(),
+              "stein_accumulate: z must have h's dtype and device, got ", z.scalar_type(), " on ",
+              z.device());
 }
 
 }  // namespace hessext

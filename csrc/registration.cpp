@@ -10,9 +10,38 @@ TORCH_LIBRARY(hessext, m) {
   // Per-sample weight gradients of a Linear layer written in place into out (a column block of
   // the N x P gradient matrix). a: [N, T, I], d: [N, T, O], out: [N, O, I].
   m.def("linear_weight_grad(Tensor a, Tensor d, Tensor(a!) out) -> ()");
+  // Stein (SmoothHess) sampler, step 1: perturbed copies x +- sqrt(sigma) z of each point, z
+  // from Philox keyed by (seed, point_offset + b, pair_offset + j). x: [B, D] -> [B, A, P, D]
+  // (A = 2 with antithetic pairs: [:, 0] = x + sqrt(sigma) z, [:, 1] = x - sqrt(sigma) z).
+  m.def("stein_perturb(Tensor x, float sigma, int seed, int point_offset, int pair_offset, "
+        "int n_pairs, bool antithetic) -> Tensor");
+  // Step 2, after the network gave the gradients h at the perturbed copies: regenerate z and
+  // add sum_j z_j (h+_j - h-_j)^T per tile of tile_pairs pairs into group (tile % M) of
+  // hess_acc, and sum_j (h+_j + h-_j) into grad_acc. h: [B, A, P, K], hess_acc: [B, M, D, K]
+  // float64, grad_acc: [B, M, K] float64. z: optional [B, P, D] directions in h's dtype, exactly
+  // the generator's (stein_perturb of zeros with sigma = 1), read instead of regenerated when the
+  // caller has them anyway.
+  m.def("stein_accumulate(Tensor h, Tensor(a!) hess_acc, Tensor(b!) grad_acc, int seed, "
+        "int point_offset, int pair_offset, int tile_pairs, Tensor? z=None) -> ()");
   // Curvature tile update in place: acc += alpha * a^T b, the product at the precision of a and b
   // (float32/float64), the sum in float64. acc: [R, S] float64 (any strides), a: [K, R], b: [K, S].
   m.def("gemm_accumulate(Tensor(a!) acc, Tensor a, Tensor b, float alpha) -> ()");
+
+  // Per-sample weight gradients of a Conv2d (Conv1d as H = 1) written in place into out, a
+  // direct correlation per sample. x: [N, C, H, W], d: [N, O, Ho, Wo], out: [N, O, C/groups,
+  // kH, kW] with contiguous per-sample blocks.
+  m.def("conv_weight_grad(Tensor x, Tensor d, Tensor(a!) out, int[2] stride, int[2] padding, "
+        "int[2] dilation, int groups) -> ()");
+  // Per-sample bias gradients, out[n, o] = sum_t d[n, t, o]. d: [N, T, O] any strides,
+  // out: [N, O] with contiguous rows.
+  m.def("bias_grad(Tensor d, Tensor(a!) out) -> ()");
+  // Ghost contractions of a Linear layer's per-sample weight gradients g_n = vec(d_n a_n^T),
+  // a: [N, I], d: [N, O]: G v with v [O*I, M] -> [N, M]; G^T u with u [N, M] -> [O*I, M];
+  // squared row norms -> [N]; Gram matrix G G^T -> [N, N].
+  m.def("linear_ghost_matvec(Tensor a, Tensor d, Tensor v) -> Tensor");
+  m.def("linear_ghost_rmatvec(Tensor a, Tensor d, Tensor u) -> Tensor");
+  m.def("linear_ghost_sqnorms(Tensor a, Tensor d) -> Tensor");
+  m.def("linear_ghost_gram(Tensor a, Tensor d) -> Tensor");
 }
 
 namespace py = pybind11;

@@ -29,11 +29,22 @@ def info() -> dict:
         "cuda_available": torch.cuda.is_available(),
         "cpu_kernels": [op for op in ops if _extension.has_kernel(op, "cpu")],
         "cuda_kernel_ops": [op for op in ops if _extension.has_kernel(op, "cuda")],
+        "per_sample_kernel_layers": _per_sample_kernel_layers(),
     }
+
+
+def _per_sample_kernel_layers() -> list[str]:
+    from hessext.per_sample import kernel_layers  # late: hessext.per_sample imports hessext.ops
+    return kernel_layers()
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    unknown = [a for a in argv if a not in ("--json", "--require-cuda-kernels")]
+    if unknown:
+        print(f"usage: python -m hessext.info [--json] [--require-cuda-kernels]; unknown {unknown}",
+              file=sys.stderr)
+        return 2
     data = info()
     if "--json" in argv:
         print(json.dumps(data, indent=2))
@@ -43,5 +54,13 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(value, list):
             value = ", ".join(map(str, value)) or "-"
         print(f"{key:<{width}}  {value}")
+    if "--require-cuda-kernels" in argv:
+        # CI's check of the CUDA variant: every registered op must have a CUDA kernel
+        all_ops = _extension.registered_ops()
+        missing = sorted(set(all_ops) - set(data["cuda_kernel_ops"]))
+        if not data["cuda_kernels_built"] or not all_ops or missing:
+            print(f"hessext: CUDA kernels missing for {missing or 'all ops'}", file=sys.stderr)
+            return 1
+        print(f"hessext: all {len(all_ops)} ops have CUDA kernels")
     return 0
 

@@ -1,12 +1,11 @@
 """hessext::gemm_accumulate: opcheck, CPU kernel vs reference, dtypes, odd/degenerate shapes,
 non-contiguous inputs and accumulator views, fallback parity."""
 
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
+
+from conftest import run_python
 
 from hessext import _extension, ops
 from hessext.ops import _reference
@@ -91,9 +90,8 @@ def test_fallback_parity(tmp_path):
     """The whole GGN with the extension disabled equals the one with the kernel (float32 products:
     same BLAS, so agreement to float32 rounding of the tile products)."""
     results = []
-    for disable in ("0", "1"):
-        path = tmp_path / f"G{disable}.pt"
-        env = {**os.environ, "HESSEXT_DISABLE_EXT": disable}
-        subprocess.run([sys.executable, "-c", _PARITY.format(path=path)], check=True, env=env)
+    for disable in (False, True):
+        path = tmp_path / f"G{int(disable)}.pt"
+        run_python(_PARITY.format(path=path), disable_ext=disable)
         results.append(torch.load(path))
     assert torch.allclose(results[0], results[1], rtol=1e-6, atol=1e-7)

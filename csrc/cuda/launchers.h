@@ -15,6 +15,54 @@ void launch_linear_weight_grad(const scalar_t* a, int64_t a_stride_n, int64_t a_
                                scalar_t* out, int64_t out_stride_n, int64_t N, int64_t T,
                                int64_t O, int64_t I, cudaStream_t stream);
 
+// Stein sampler: out [B, A, P, D] = x [B, D] +- s z (A = 2) or + s z (A = 1); z from
+// philox::normals4 keyed by (seed, point_offset + b, pair_offset + j).
+template <typename scalar_t>
+void launch_stein_perturb(const scalar_t* x, scalar_t* out, uint64_t seed, int64_t point_offset,
+                          int64_t pair_offset, int64_t B, int64_t P, int64_t D, int64_t A,
+                          scalar_t s, cudaStream_t stream);
+
+// z [P, D] (contiguous) for pairs pair_offset .. pair_offset + P of one point.
+template <typename scalar_t>
+void launch_stein_directions(scalar_t* z, uint64_t seed, int64_t point, int64_t pair_offset,
+                             int64_t P, int64_t D, cudaStream_t stream);
+
+// ---- per-sample gradients (shapes in kernels/conv_weight_grad.h, bias_grad.h, linear_ghost.h)
+
+struct ConvGeometry;
+
+// out[n, o, c, kh, kw] (per-sample block stride out_stride_n) from contiguous x and d.
+template <typename scalar_t>
+void launch_conv_weight_grad(const scalar_t* x, const scalar_t* d, scalar_t* out,
+                             int64_t out_stride_n, int64_t N, const ConvGeometry& g,
+                             cudaStream_t stream);
+
+// out[n, o] = sum_t d[n, t, o], d read through its strides.
+template <typename scalar_t>
+void launch_bias_grad(const scalar_t* d, int64_t d_stride_n, int64_t d_stride_t,
+                      int64_t d_stride_o, scalar_t* out, int64_t out_stride_n, int64_t N,
+                      int64_t T, int64_t O, cudaStream_t stream);
+
+// All contiguous: a [N, I], d [N, O], v [O*I, M] -> out [N, M].
+template <typename scalar_t>
+void launch_linear_ghost_matvec(const scalar_t* a, const scalar_t* d, const scalar_t* v,
+                                scalar_t* out, int64_t N, int64_t O, int64_t I, int64_t M,
+                                cudaStream_t stream);
+
+// All contiguous: a [N, I], d [N, O], u [N, M] -> out [O*I, M].
+template <typename scalar_t>
+void launch_linear_ghost_rmatvec(const scalar_t* a, const scalar_t* d, const scalar_t* u,
+                                 scalar_t* out, int64_t N, int64_t O, int64_t I, int64_t M,
+                                 cudaStream_t stream);
+
+// All contiguous: a [N, I], d [N, O] -> out [N] (squared norms) or [N, N] (Gram).
+template <typename scalar_t>
+void launch_linear_ghost_sqnorms(const scalar_t* a, const scalar_t* d, scalar_t* out, int64_t N,
+                                 int64_t O, int64_t I, cudaStream_t stream);
+template <typename scalar_t>
+void launch_linear_ghost_gram(const scalar_t* a, const scalar_t* d, scalar_t* out, int64_t N,
+                              int64_t O, int64_t I, cudaStream_t stream);
+
 }  // namespace hessext
 
 namespace hessext {

@@ -1,8 +1,9 @@
 // CUDA glue for hessext::linear_weight_grad: checks, tensor unpacking, current stream.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include "checks.h"
@@ -21,7 +22,7 @@ void linear_weight_grad_cuda(const at::Tensor& a_in, const at::Tensor& d_in, at:
     launch_linear_weight_grad<scalar_t>(a.data_ptr<scalar_t>(), a.stride(0), a.stride(1),
                                         d.data_ptr<scalar_t>(), d.stride(0), d.stride(1),
                                         out.data_ptr<scalar_t>(), out.stride(0), N, T, O, I,
-                                        at::cuda::getCurrentCUDAStream());
+                                        c10::cuda::getCurrentCUDAStream());
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }

@@ -7,6 +7,8 @@ function short and obviously correct; the signatures match the compiled ops exac
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -15,8 +17,176 @@ def linear_weight_grad(a: torch.Tensor, d: torch.Tensor, out: torch.Tensor) -> N
     out.copy_(torch.einsum("nto,nti->noi", d, a))
 
 
+# ---- Stein (SmoothHess) sampler: a vectorised Philox4x32-10 and Box-Muller that give the same
+# bits as csrc/kernels/philox.h (integer Philox exactly; the float32 normals with the same
+# sequence of singly-rounded operations).
+
+
+_MASK32 = 0xFFFFFFFF
+_PHILOX_M0, _PHILOX_M1 = 0xD2511F53, 0xCD9E8D57
+_PHILOX_W0, _PHILOX_W1 = 0x9E3779B9, 0xBB67AE85
+
+
+def _mulhilo32(a: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(high, low) 32-bit words of a * m for int64 tensors a < 2^32 and m < 2^32, without
+    int64 overflow: m is split in 16-bit halves."""
+    t0 = a * (m & 0xFFFF)
+    t1 = a * (m >> 16)
+    mid = t0 + ((t1 & 0xFFFF) << 16)
+    return (t1 >> 16) + (mid >> 32), mid & _MASK32
+
+
+def philox4x32_10(c0, c1, c2, c3, k0: int, k1: int):
+    """Philox4x32-10 on int64 tensors holding 32-bit words (broadcast), key (k0, k1)."""
+    for _ in range(10):
+        hi0, lo0 = _mulhilo32(c0, _PHILOX_M0)
+        hi1, lo1 = _mulhilo32(c2, _PHILOX_M1)
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+        k0, k1 = (k0 + _PHILOX_W0) & _MASK32, (k1 + _PHILOX_W1) & _MASK32
+    return c0, c1, c2, c3
+
+
+def _f32(value: float) -> torch.Tensor:
+    return torch.tensor(value, dtype=torch.float32)
+
+
+_TWO_M23 = 1.1920928955078125e-07  # 2^-23, exact
+
+
+def _log_uniform(word: torch.Tensor) -> torch.Tensor:
+    u = ((word >> 9).to(torch.float32) + 0.5) * _TWO_M23
+    bits = u.view(torch.int32).to(torch.int64)
+    e = ((bits >> 23) & 0xFF) - 127
+    m = ((bits & 0x7FFFFF) | 0x3F800000).to(torch.int32).view(torch.float32)
+    big = m > _f32(1.41421353816986083984375)
+    m = torch.where(big, m * 0.5, m)
+    e = (e + big.to(torch.int64)).to(torch.float32)
+    s = (m - 1.0) / (m + 1.0)
+    s2 = s * s
+    p = _f32(0.111111111111111111) * s2 + _f32(0.142857142857142857)
+    p = p * s2 + _f32(0.2)
+    p = p * s2 + _f32(0.333333333333333333)
+    p = p * s2 + 1.0
+    log_m = (s + s) * p
+    return e * _f32(0.693145751953125) + (e * _f32(1.428606765330187e-06) + log_m)
+
+
+def _cos_sin_uniform(word: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    q = word >> 30
+    f = (((word >> 7) & 0x7FFFFF).to(torch.float32) + 0.5) * _TWO_M23
+    phi = (f - 0.5) * _f32(1.57079632679489661923)
+    phi2 = phi * phi
+    ps = _f32(2.75573192239858906526e-06) * phi2 + _f32(-1.98412698412698412698e-04)
+    ps = ps * phi2 + _f32(8.33333333333333333333e-03)
+    ps = ps * phi2 + _f32(-0.166666666666666666667)
+    s = phi + (phi * phi2) * ps
+    pc = _f32(-2.75573192239858906526e-07) * phi2 + _f32(2.48015873015873015873e-05)
+    pc = pc * phi2 + _f32(-1.38888888888888888889e-03)
+    pc = pc * phi2 + _f32(4.16666666666666666667e-02)
+    pc = pc * phi2 + -0.5
+    c = 1.0 + phi2 * pc
+    cos = torch.where(q == 0, c, torch.where(q == 1, -s, torch.where(q == 2, -c, s)))
+    sin = torch.where(q == 0, s, torch.where(q == 1, c, torch.where(q == 2, -s, -c)))
+    return cos, sin
+
+
+def stein_normals(seed: int, points: torch.Tensor, pairs: torch.Tensor, D: int) -> torch.Tensor:
+    """The float32 standard normals z[b, j, :D] of points [B] and pair indices [P] (int64):
+    [B, P, D], exactly as the compiled sampler generates them."""
+    seed = int(seed) & 0xFFFFFFFFFFFFFFFF
+    k0, k1 = seed & _MASK32, seed >> 32
+    Q = (D + 3) // 4
+    dev = points.device
+    c0 = torch.arange(Q, dtype=torch.int64, device=dev).view(1, 1, Q)
+    pairs = pairs.to(torch.int64).view(1, -1, 1)
+    c1, c2 = pairs & _MASK32, (pairs >> 32) & _MASK32
+    c3 = (points.to(torch.int64) & _MASK32).view(-1, 1, 1)
+    shape = (c3.shape[0], pairs.shape[1], Q)
+    w0, w1, w2, w3 = (w.expand(shape) for w in philox4x32_10(c0, c1, c2, c3, k0, k1))
+    cos_a, sin_a = _cos_sin_uniform(w1)
+    cos_b, sin_b = _cos_sin_uniform(w3)
+    # torch's float32 sqrt is not correctly rounded; float64's is, and rounding it to float32
+    # is then exact (53 >= 2 * 24 + 2 bits)
+    r_a = torch.sqrt((-2.0 * _log_uniform(w0)).double()).float()
+    r_b = torch.sqrt((-2.0 * _log_uniform(w2)).double()).float()
+    z = torch.stack([r_a * cos_a, r_a * sin_a, r_b * cos_b, r_b * sin_b], dim=-1)
+    return z.reshape(shape[0], shape[1], 4 * Q)[..., :D]
+
+
+def stein_perturb(x: torch.Tensor, sigma: float, seed: int, point_offset: int, pair_offset: int,
+                  n_pairs: int, antithetic: bool) -> torch.Tensor:
+    """x [B, D] -> [B, A, P, D]: x + sqrt(sigma) z and (antithetic, A = 2) x - sqrt(sigma) z."""
+    B, D = x.shape
+    dev = x.device
+    z = stein_normals(seed, torch.arange(point_offset, point_offset + B, device=dev),
+                      torch.arange(pair_offset, pair_offset + n_pairs, device=dev), D)
+    step = torch.tensor(math.sqrt(sigma), dtype=x.dtype, device=dev) * z.to(x.dtype)
+    plus = x[:, None, :] + step
+    if not antithetic:
+        return plus[:, None]
+    return torch.stack([plus, x[:, None, :] + (-step)], dim=1)
+
+
+def stein_accumulate(h: torch.Tensor, hess_acc: torch.Tensor, grad_acc: torch.Tensor, seed: int,
+                     point_offset: int, pair_offset: int, tile_pairs: int,
+                     z: torch.Tensor | None = None) -> None:
+    """Per tile t of tile_pairs pairs (numbered globally): hess_acc[:, t % M] += z^T (h+ - h-)
+    at h's precision, grad_acc[:, t % M] += sum (h+ + h-) in float64. h [B, A, P, K],
+    hess_acc [B, M, D, K] float64, grad_acc [B, M, K] float64; z [B, P, D]: the directions, when
+    the caller has them (exactly stein_normals), else regenerated."""
+    B, A, P, K = h.shape
+    M, D = hess_acc.shape[1], hess_acc.shape[2]
+    dev = h.device
+    points = torch.arange(point_offset, point_offset + B, device=dev)
+    first_tile = pair_offset // tile_pairs
+    for t in range((P + tile_pairs - 1) // tile_pairs):
+        j0 = t * tile_pairs
+        j1 = min(P, j0 + tile_pairs)
+        zt = z[:, j0:j1] if z is not None else stein_normals(
+            seed, points, torch.arange(pair_offset + j0, pair_offset + j1, device=dev), D)
+        plus = h[:, 0, j0:j1]
+        d = plus - h[:, 1, j0:j1] if A == 2 else plus
+        g = (first_tile + t) % M
+        hess_acc[:, g] += (zt.to(h.dtype).transpose(1, 2) @ d).double()
+        grad_acc[:, g] += h[:, :, j0:j1].double().sum(dim=(1, 2))
 def gemm_accumulate(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor, alpha: float) -> None:
     """acc += alpha * (aᵀ b), the product at the precision of a and b, the sum in acc's float64.
 
     acc [R, S] float64; a [K, R], b [K, S] (float32 or float64, same dtype)."""
     acc.add_(torch.mm(a.t(), b).to(torch.float64), alpha=alpha)
+def conv_weight_grad(x: torch.Tensor, d: torch.Tensor, out: torch.Tensor, stride, padding,
+                     dilation, groups: int) -> None:
+    """out[n, o, c, kh, kw] = sum_{oh,ow} d[n, o, oh, ow] x[n, g*Cg + c, oh*sh - ph + kh*dh,
+    ow*sw - pw + kw*dw]; x [N, C, H, W], d [N, O, Ho, Wo], out [N, O, C/groups, kH, kW]."""
+    N, C = x.shape[:2]
+    O, kH, kW = out.shape[1], out.shape[3], out.shape[4]
+    cols = torch.nn.functional.unfold(x, (kH, kW), dilation=tuple(dilation),
+                                      padding=tuple(padding), stride=tuple(stride))
+    cols = cols.view(N, groups, (C // groups) * kH * kW, -1)       # [N, g, Cg*kH*kW, L]
+    dg = d.reshape(N, groups, O // groups, -1)                     # [N, g, Og, L]
+    out.copy_(torch.einsum("ngol,ngkl->ngok", dg, cols).reshape(out.shape))
+
+
+def bias_grad(d: torch.Tensor, out: torch.Tensor) -> None:
+    """out[n, o] = sum_t d[n, t, o]; d [N, T, O], out [N, O]."""
+    out.copy_(d.sum(1))
+
+
+def linear_ghost_matvec(a: torch.Tensor, d: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """(G v)[n, m] = sum_{o,i} d[n, o] a[n, i] v[o*I + i, m]; a [N, I], d [N, O], v [O*I, M]."""
+    return torch.einsum("no,ni,oim->nm", d, a, v.reshape(d.shape[1], a.shape[1], v.shape[1]))
+
+
+def linear_ghost_rmatvec(a: torch.Tensor, d: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """(G^T u)[o*I + i, m] = sum_n d[n, o] a[n, i] u[n, m] -> [O*I, M]."""
+    return torch.einsum("no,ni,nm->oim", d, a, u).reshape(-1, u.shape[1])
+
+
+def linear_ghost_sqnorms(a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """|g_n|^2 = |a_n|^2 |d_n|^2 -> [N]."""
+    return a.square().sum(1) * d.square().sum(1)
+
+
+def linear_ghost_gram(a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """(G G^T)[n, k] = (a_n . a_k)(d_n . d_k) -> [N, N]."""
+    return (a @ a.T) * (d @ d.T)

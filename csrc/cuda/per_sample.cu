@@ -1,0 +1,161 @@
+// CUDA kernels of the per-sample gradient ops (conv_weight_grad, bias_grad, linear_ghost_*):
+// one thread per output element running the bodies shared with the CPU kernels
+// (kernels/*.h). Simple grid-stride loops; correctness first, the GEMM-shaped ones (ghost
+// matvec/rmatvec/gram) leave tiling to a later pass.
+#include <cuda_runtime.h>
+
+#include "cuda/launchers.h"
+#include "kernels/bias_grad.h"
+#include "kernels/conv_weight_grad.h"
+#include "kernels/linear_ghost.h"
+
+namespace hessext {
+namespace {
+
+constexpr int kThreads = 256;
+
+int grid_for(int64_t total) {
+  const int64_t want = (total + kThreads - 1) / kThreads;
+  return int(want < 65535 ? want : 65535);
+}
+
+#define HESSEXT_GRID_STRIDE(k, total)                                          \
+  for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < (total); \
+       k += int64_t(gridDim.x) * blockDim.x)
+
+template <typename scalar_t>
+__global__ void conv_weight_grad_kernel(const scalar_t* __restrict__ x,
+                                        const scalar_t* __restrict__ d,
+                                        scalar_t* __restrict__ out, int64_t out_stride_n,
+                                        int64_t N, ConvGeometry g) {
+  const int64_t per_sample = g.O * g.Cg * g.kH * g.kW;
+  HESSEXT_GRID_STRIDE(k, N * per_sample) {
+    // kw fastest: neighbouring threads write neighbouring outputs
+    const int64_t kw = k % g.kW;
+    const int64_t kh = (k / g.kW) % g.kH;
+    const int64_t c = (k / (g.kW * g.kH)) % g.Cg;
+    const int64_t o = (k / (g.kW * g.kH * g.Cg)) % g.O;
+    const int64_t n = k / per_sample;
+    out[n * out_stride_n + k % per_sample] = conv_weight_grad_element(
+        x + n * g.C * g.H * g.W, d + n * g.O * g.Ho * g.Wo, g, o, c, kh, kw);
+  }
+}
+
+template <typename scalar_t>
+__global__ void bias_grad_kernel(const scalar_t* __restrict__ d, int64_t sn, int64_t st,
+                                 int64_t so, scalar_t* __restrict__ out, int64_t out_sn,
+                                 int64_t N, int64_t T, int64_t O) {
+  HESSEXT_GRID_STRIDE(k, N * O) {
+    const int64_t n = k / O, o = k % O;
+    out[n * out_sn + o] = bias_grad_element(d + n * sn, st, so, T, o);
+  }
+}
+
+template <typename scalar_t>
+__global__ void linear_ghost_matvec_kernel(const scalar_t* __restrict__ a,
+                                           const scalar_t* __restrict__ d,
+                                           const scalar_t* __restrict__ v,
+                                           scalar_t* __restrict__ out, int64_t N, int64_t O,
+                                           int64_t I, int64_t M) {
+  HESSEXT_GRID_STRIDE(k, N * M) {
+    out[k] = linear_ghost_matvec_element(a, d, v, O, I, M, k / M, k % M);
+  }
+}
+
+template <typename scalar_t>
+__global__ void linear_ghost_rmatvec_kernel(const scalar_t* __restrict__ a,
+                                            const scalar_t* __restrict__ d,
+                                            const scalar_t* __restrict__ u,
+                                            scalar_t* __restrict__ out, int64_t N, int64_t O,
+                                            int64_t I, int64_t M) {
+  HESSEXT_GRID_STRIDE(k, O * I * M) {
+    const int64_t m = k % M, i = (k / M) % I, o = k / (M * I);
+    out[k] = linear_ghost_rmatvec_element(a, d, u, N, O, I, M, o, i, m);
+  }
+}
+
+template <typename scalar_t>
+__global__ void linear_ghost_gram_kernel(const scalar_t* __restrict__ a,
+                                         const scalar_t* __restrict__ d,
+                                         scalar_t* __restrict__ out, int64_t N, int64_t O,
+                                         int64_t I, bool diagonal_only) {
+  const int64_t total = diagonal_only ? N : N * N;
+  HESSEXT_GRID_STRIDE(k, total) {
+    const int64_t n = diagonal_only ? k : k / N, j = diagonal_only ? k : k % N;
+    out[k] = linear_ghost_gram_element(a, d, O, I, n, j);
+  }
+}
+
+}  // namespace
+
+template <typename scalar_t>
+void launch_conv_weight_grad(const scalar_t* x, const scalar_t* d, scalar_t* out,
+                             int64_t out_stride_n, int64_t N, const ConvGeometry& g,
+                             cudaStream_t stream) {
+  const int64_t total = N * g.O * g.Cg * g.kH * g.kW;
+  if (total == 0) return;
+  conv_weight_grad_kernel<scalar_t><<<grid_for(total), kThreads, 0, stream>>>(
+      x, d, out, out_stride_n, N, g);
+}
+
+template <typename scalar_t>
+void launch_bias_grad(const scalar_t* d, int64_t d_stride_n, int64_t d_stride_t,
+                      int64_t d_stride_o, scalar_t* out, int64_t out_stride_n, int64_t N,
+                      int64_t T, int64_t O, cudaStream_t stream) {
+  if (N * O == 0) return;
+  bias_grad_kernel<scalar_t><<<grid_for(N * O), kThreads, 0, stream>>>(
+      d, d_stride_n, d_stride_t, d_stride_o, out, out_stride_n, N, T, O);
+}
+
+template <typename scalar_t>
+void launch_linear_ghost_matvec(const scalar_t* a, const scalar_t* d, const scalar_t* v,
+                                scalar_t* out, int64_t N, int64_t O, int64_t I, int64_t M,
+                                cudaStream_t stream) {
+  if (N * M == 0) return;
+  linear_ghost_matvec_kernel<scalar_t><<<grid_for(N * M), kThreads, 0, stream>>>(
+      a, d, v, out, N, O, I, M);
+}
+
+template <typename scalar_t>
+void launch_linear_ghost_rmatvec(const scalar_t* a, const scalar_t* d, const scalar_t* u,
+                                 scalar_t* out, int64_t N, int64_t O, int64_t I, int64_t M,
+                                 cudaStream_t stream) {
+  if (O * I * M == 0) return;
+  linear_ghost_rmatvec_kernel<scalar_t><<<grid_for(O * I * M), kThreads, 0, stream>>>(
+      a, d, u, out, N, O, I, M);
+}
+
+template <typename scalar_t>
+void launch_linear_ghost_sqnorms(const scalar_t* a, const scalar_t* d, scalar_t* out, int64_t N,
+                                 int64_t O, int64_t I, cudaStream_t stream) {
+  if (N == 0) return;
+  linear_ghost_gram_kernel<scalar_t><<<grid_for(N), kThreads, 0, stream>>>(a, d, out, N, O, I,
+                                                                          true);
+}
+
+template <typename scalar_t>
+void launch_linear_ghost_gram(const scalar_t* a, const scalar_t* d, scalar_t* out, int64_t N,
+                              int64_t O, int64_t I, cudaStream_t stream) {
+  if (N == 0) return;
+  linear_ghost_gram_kernel<scalar_t><<<grid_for(N * N), kThreads, 0, stream>>>(a, d, out, N, O,
+                                                                              I, false);
+}
+
+#define HESSEXT_INSTANTIATE(T)                                                                  \
+  template void launch_conv_weight_grad<T>(const T*, const T*, T*, int64_t, int64_t,            \
+                                           const ConvGeometry&, cudaStream_t);                  \
+  template void launch_bias_grad<T>(const T*, int64_t, int64_t, int64_t, T*, int64_t, int64_t,  \
+                                    int64_t, int64_t, cudaStream_t);                            \
+  template void launch_linear_ghost_matvec<T>(const T*, const T*, const T*, T*, int64_t,        \
+                                              int64_t, int64_t, int64_t, cudaStream_t);         \
+  template void launch_linear_ghost_rmatvec<T>(const T*, const T*, const T*, T*, int64_t,       \
+                                               int64_t, int64_t, int64_t, cudaStream_t);        \
+  template void launch_linear_ghost_sqnorms<T>(const T*, const T*, T*, int64_t, int64_t,        \
+                                               int64_t, cudaStream_t);                          \
+  template void launch_linear_ghost_gram<T>(const T*, const T*, T*, int64_t, int64_t, int64_t,  \
+                                            cudaStream_t);
+HESSEXT_INSTANTIATE(float)
+HESSEXT_INSTANTIATE(double)
+#undef HESSEXT_INSTANTIATE
+
+}  // namespace hessext

@@ -1,0 +1,77 @@
+// Per-sample gradient of a 2-D convolution's weight (Conv1d is the H = 1 case), y = W * x:
+//
+//   out[n, o, c, kh, kw] = sum_{oh, ow} d[n, o, oh, ow] * x[n, g*Cg + c, oh*sh - ph + kh*dh,
+//                                                                     ow*sw - pw + kw*dw]
+//   with g = o / Og the group of output channel o, Cg = C / groups, Og = O / groups, and x zero
+//   outside its H x W extent (zero padding).
+//
+// x:   layer inputs,                       [N, C, H, W], contiguous
+// d:   back-propagated output gradients,   [N, O, Ho, Wo], contiguous
+// out: per-sample weight gradients,        [N, O, Cg, kH, kW], contiguous per sample, any
+//      sample stride (a column block of the N x P per-sample gradient matrix)
+#pragma once
+#include "common.h"
+
+namespace hessext {
+
+struct ConvGeometry {
+  int64_t C, H, W;       // input channels and extent
+  int64_t O, Ho, Wo;     // output channels and extent
+  int64_t Cg, Og;        // channels per group (input, output)
+  int64_t kH, kW;        // kernel extent
+  int64_t sh, sw, ph, pw, dh, dw;
+};
+
+// One output element, a direct correlation over the output positions; the CUDA kernel runs one
+// thread per element. x_n and d_n point at sample n.
+template <typename scalar_t>
+HESSEXT_HD scalar_t conv_weight_grad_element(const scalar_t* x_n, const scalar_t* d_n,
+                                             const ConvGeometry& g, int64_t o, int64_t c,
+                                             int64_t kh, int64_t kw) {
+  const int64_t ci = (o / g.Og) * g.Cg + c;
+  const scalar_t* x_c = x_n + ci * g.H * g.W;
+  const scalar_t* d_o = d_n + o * g.Ho * g.Wo;
+  scalar_t acc = scalar_t(0);
+  for (int64_t oh = 0; oh < g.Ho; ++oh) {
+    const int64_t ih = oh * g.sh - g.ph + kh * g.dh;
+    if (ih < 0 || ih >= g.H) continue;
+    for (int64_t ow = 0; ow < g.Wo; ++ow) {
+      const int64_t iw = ow * g.sw - g.pw + kw * g.dw;
+      if (iw < 0 || iw >= g.W) continue;
+      acc += d_o[oh * g.Wo + ow] * x_c[ih * g.W + iw];
+    }
+  }
+  return acc;
+}
+
+// The patches of ONE sample and ONE group, cols[(c, kh, kw), (oh, ow)] ([Cg*kH*kW, Ho*Wo]), so
+// that the CPU kernel can finish with one small GEMM per sample: out_n,g = d_n,g cols^T.
+// Only a per-thread buffer of one sample's patches is ever alive, never the batch's.
+template <typename scalar_t>
+inline void conv_im2col_sample(const scalar_t* x_n, const ConvGeometry& g, int64_t group,
+                               scalar_t* cols) {
+  const int64_t L = g.Ho * g.Wo;
+  for (int64_t c = 0; c < g.Cg; ++c) {
+    const scalar_t* x_c = x_n + (group * g.Cg + c) * g.H * g.W;
+    for (int64_t kh = 0; kh < g.kH; ++kh) {
+      for (int64_t kw = 0; kw < g.kW; ++kw) {
+        scalar_t* row = cols + ((c * g.kH + kh) * g.kW + kw) * L;
+        for (int64_t oh = 0; oh < g.Ho; ++oh) {
+          const int64_t ih = oh * g.sh - g.ph + kh * g.dh;
+          scalar_t* dst = row + oh * g.Wo;
+          if (ih < 0 || ih >= g.H) {
+            for (int64_t ow = 0; ow < g.Wo; ++ow) dst[ow] = scalar_t(0);
+            continue;
+          }
+          const scalar_t* src = x_c + ih * g.W;
+          for (int64_t ow = 0; ow < g.Wo; ++ow) {
+            const int64_t iw = ow * g.sw - g.pw + kw * g.dw;
+            dst[ow] = (iw >= 0 && iw < g.W) ? src[iw] : scalar_t(0);
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace hessext

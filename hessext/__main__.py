@@ -1,0 +1,3 @@
+from hessext.cli import main
+
+raise SystemExit(main())
