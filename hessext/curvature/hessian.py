@@ -329,9 +329,9 @@ class HessianOperator(_CurvatureOperator):
     def _matmat(self, V):
         return self._fn(V).to(torch.float64)
 
-    def dense(self, *, max_bytes: int | None = 2 * 1024 ** 3, block: int = 256) -> Hessian:
-        """Materialise as a dense ``Hessian`` with P products (in column blocks). Refuses when
-        the matrix would need more than ``max_bytes`` (default 2 GiB; None: no limit)."""
+    def dense(self, *, max_bytes: int | None = 2 * 1024 ** 3, block: int = 256) -> torch.Tensor:
+        """The float64 [P, P] matrix from P products (in column blocks), symmetrised. Refuses
+        (MemoryError) when it would need more than ``max_bytes`` (default 2 GiB; None: no limit)."""
         P = self.num_params
         need = 8 * P * P
         if max_bytes is not None and need > max_bytes:
@@ -344,8 +344,11 @@ class HessianOperator(_CurvatureOperator):
             E = torch.zeros(P, stop - start, dtype=torch.float64, device=self.device)
             E[start:stop].diagonal().fill_(1.0)
             H[:, start:stop] = self._matmat(E)
-        H = (H + H.T) / 2
-        return Hessian(H, {**self.info, "kind": self.info.get("kind", "operator"), "from_operator": True})
+        return (H + H.T) / 2
+
+    def to_hessian(self, **kw) -> Hessian:
+        """Materialise as a dense ``Hessian`` (exact eigendecomposition, Cholesky, ...)."""
+        return Hessian(self.dense(**kw), {**self.info, "from_operator": True})
 
     def top_eigenpairs(self, k: int, *, tol: float = 1e-10, max_iter: int | None = None,
                        seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
