@@ -280,13 +280,11 @@ def test_cuda_matches_cpu():
 
 def test_fallback_parity_without_the_compiled_core(tmp_path):
     """The same influence, RUE and extrapolation scores with HESSEXT_DISABLE_EXT=1."""
-    import os
-    import subprocess
-    import sys
     from pathlib import Path
 
-    script = tmp_path / "run.py"
-    script.write_text(
+    from conftest import run_python
+
+    code = (
         "import sys, torch, hessext\n"
         f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
         "from toolbox_cases import tiny_classifier\n"
@@ -295,12 +293,11 @@ def test_fallback_parity_without_the_compiled_core(tmp_path):
         "out = {'if': hessext.influence(model, loss_fn, train, test, hessian=H, damping=2.0),\n"
         "       'rue': hessext.rue(model, loss_fn, train, test[0], hessian=H, damping=2.0, n_bootstrap=4),\n"
         "       'es': hessext.extrapolation_score(model, test[0], hessian=H, threshold=0.01)}\n"
-        "torch.save({k: v.clone() for k, v in out.items()}, sys.argv[1])\n")
+        "torch.save({k: v.clone() for k, v in out.items()}, {path!r})\n")
     results = []
-    for disable in ("0", "1"):
-        path = tmp_path / f"out{disable}.pt"
-        env = {**os.environ, "HESSEXT_DISABLE_EXT": disable}
-        subprocess.run([sys.executable, str(script), str(path)], check=True, env=env)
+    for disable in (False, True):
+        path = str(tmp_path / f"out{int(disable)}.pt")
+        run_python(code.replace("{path!r}", repr(path)), disable_ext=disable)
         results.append(torch.load(path))
     for key in results[0]:
         # float32 model: kernels and references may order sums differently (a few eps32)
