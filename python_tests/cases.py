@@ -14,6 +14,8 @@ import pytest
 import torch
 from torch import nn
 
+from hessext.models import Conv1DToolbox
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 UNIT_ROUNDOFF_FP32 = 2.0 ** -24   # u = eps/2 for float32 (round to nearest)
 
@@ -40,22 +42,8 @@ def toolbox_dir() -> Path:
 # the Hessian-based toolbox's 740-parameter 1-D CNN (Luttinger liquid vs CDW-I)
 
 
-class ToolboxCNN(nn.Module):
-    """Conv1d(1→5, k15, p1) → MaxPool(4) → ReLU → Conv1d(5→8, k5) → MaxPool(4) → ReLU →
-    Conv1d(8→10, k2, p1) → AvgPool(4) → ReLU → flatten(140) → Dropout(0.5) → Linear(140→2).
-    Input [N, 1, 924]; state-dict keys layer1.0, layer2.0, layer3.0, fc1 (P = 740)."""
-
-    def __init__(self):
-        super().__init__()
-        self.layer1 = nn.Sequential(nn.Conv1d(1, 5, 15, padding=1), nn.MaxPool1d(4), nn.ReLU())
-        self.layer2 = nn.Sequential(nn.Conv1d(5, 8, 5), nn.MaxPool1d(4), nn.ReLU())
-        self.layer3 = nn.Sequential(nn.Conv1d(8, 10, 2, padding=1), nn.AvgPool1d(4), nn.ReLU())
-        self.drop = nn.Dropout(0.5)
-        self.fc1 = nn.Linear(140, 2)
-
-    def forward(self, x):
-        x = self.layer3(self.layer2(self.layer1(x)))
-        return self.fc1(self.drop(x.flatten(1)))
+# one definition of the architecture: the package's own (its state-dict keys match the checkpoint)
+ToolboxCNN = Conv1DToolbox
 
 
 def toolbox_model() -> ToolboxCNN:

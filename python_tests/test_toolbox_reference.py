@@ -20,6 +20,8 @@ import pytest
 import torch
 from torch import nn
 
+from hessext.models import Conv1DToolbox
+
 import hessext
 from hessext.regularizers import L2
 
@@ -40,24 +42,9 @@ THRESHOLDS = {"1": 2, "0.1": 12, "0.01": 51, "0.001": 99}
 QUOTED_T1_TRUE = {0: 0.079444, 21: 0.71610, 40: 0.19783}
 
 
-class ToolboxConv1D(nn.Module):
-    """The toolbox's classifier (state-dict keys layer1.0, layer2.0, layer3.0, fc1)."""
-
-    def __init__(self):
-        super().__init__()
-        self.layer1 = nn.Sequential(nn.Conv1d(1, 5, 15, padding=1), nn.MaxPool1d(4), nn.ReLU())
-        self.layer2 = nn.Sequential(nn.Conv1d(5, 8, 5), nn.MaxPool1d(4), nn.ReLU())
-        self.layer3 = nn.Sequential(nn.Conv1d(8, 10, 2, padding=1), nn.AvgPool1d(4), nn.ReLU())
-        self.drop = nn.Dropout(0.5)
-        self.fc1 = nn.Linear(140, 2)
-
-    def forward(self, x):
-        return self.fc1(self.drop(self.layer3(self.layer2(self.layer1(x))).flatten(1)))
-
-
 @pytest.fixture(scope="module")
 def toolbox():
-    model = ToolboxConv1D()
+    model = Conv1DToolbox()
     model.load_state_dict(torch.load(REF / "Conv1D_original_l005_12site.pt", map_location="cpu"))
     test = np.loadtxt(REF / "ED_size12_full_even_more_test.csv", delimiter=",")
     validation = np.loadtxt(REF / "ED_size12_full_validation.csv", delimiter=",")

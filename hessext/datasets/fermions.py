@@ -59,6 +59,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from hessext.datasets._checks import finite_vector
+
 __all__ = [
     "N_SITES",
     "N_PARTICLES",
@@ -149,17 +151,6 @@ def hamiltonian(V1: float, V2: float = 0.0, *, boundary: str = "antiperiodic") -
     return hop + np.diag(V1 * nn + V2 * nnn)
 
 
-def _as_1d(values, name: str, fn: str) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(values, dtype=np.float64))
-    if t.dim() == 0:
-        t = t.reshape(1)
-    if t.dim() != 1:
-        raise ValueError(f"{fn}: {name} must be a scalar or 1-D, got shape {tuple(t.shape)}")
-    if not torch.isfinite(t).all():
-        raise ValueError(f"{fn}: {name} must be finite")
-    return t
-
-
 def ground_states(V1, V2=0.0, *, boundary: str = "antiperiodic") -> torch.Tensor:
     """Ground-state amplitudes for each V1 (and V2).
 
@@ -169,8 +160,8 @@ def ground_states(V1, V2=0.0, *, boundary: str = "antiperiodic") -> torch.Tensor
     Hamiltonians (80×80 on the ring, 924×924 for the open chain).
     """
     _check_boundary(boundary, "ground_states")
-    v1 = _as_1d(V1, "V1", "ground_states")
-    v2 = _as_1d(V2, "V2", "ground_states")
+    v1 = finite_vector(V1, "V1", "ground_states")
+    v2 = finite_vector(V2, "V2", "ground_states")
     try:
         v1, v2 = torch.broadcast_tensors(v1, v2)
     except RuntimeError:
@@ -205,7 +196,7 @@ def make_ll_cdw(
     the infinite-chain transition for V2 = 0 (see the module docstring about the reference's
     own labels near the transition). The amplitudes are raw (not normalised).
     """
-    v1 = _as_1d(V1_values, "V1_values", "make_ll_cdw")
+    v1 = finite_vector(V1_values, "V1_values", "make_ll_cdw")
     if v1.numel() == 0:
         raise ValueError("make_ll_cdw: V1_values is empty")
     v2 = torch.full_like(v1, float(V2))

@@ -36,6 +36,8 @@ import torch
 from scipy.linalg import eigh_tridiagonal
 from scipy.optimize import brentq
 
+from hessext.datasets._checks import finite_vector
+
 __all__ = [
     "N_SITES",
     "N_CELLS",
@@ -74,17 +76,6 @@ class SSHData:
         return len(self.y)
 
 
-def _vector(values, name: str, fn: str) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(values, dtype=np.float64))
-    if t.dim() == 0:
-        t = t.reshape(1)
-    if t.dim() != 1:
-        raise ValueError(f"{fn}: {name} must be a scalar or 1-D, got shape {tuple(t.shape)}")
-    if not torch.isfinite(t).all():
-        raise ValueError(f"{fn}: {name} must be finite")
-    return t
-
-
 def make_ssh(v, W=0.0, seed: int = 0, *, w: float = 1.0, images: bool = True) -> SSHData:
     """Disordered SSH samples, one per entry of v.
 
@@ -93,8 +84,8 @@ def make_ssh(v, W=0.0, seed: int = 0, *, w: float = 1.0, images: bool = True) ->
     hopping; images=False skips the diagonalisation (x is None) when only labels are wanted,
     e.g. for phase diagrams. float64 throughout; the images are rounded to float32 at the end.
     """
-    v = _vector(v, "v", "make_ssh")
-    W = _vector(W, "W", "make_ssh")
+    v = finite_vector(v, "v", "make_ssh")
+    W = finite_vector(W, "W", "make_ssh")
     if (W < 0).any():
         raise ValueError(f"make_ssh: W must be >= 0, got min {W.min().item()}")
     if W.numel() == 1:
