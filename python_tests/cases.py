@@ -7,6 +7,7 @@ vmap(grad) oracle every per-sample-gradient test compares against.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +22,13 @@ UNIT_ROUNDOFF_FP32 = 2.0 ** -24   # u = eps/2 for float32 (round to nearest)
 
 
 def shared_dir() -> Path | None:
-    """The shared reference data: ../shared beside the repository root, or /work/shared."""
-    for candidate in (REPO_ROOT.parent / "shared", REPO_ROOT.parent.parent / "shared",
-                      Path("/work/shared")):
-        if (candidate / "reference").is_dir():
+    """The shared reference data (the original toolbox's model, Hessian and data): $HESSEXT_SHARED,
+    else ../shared beside the repository root (or beside its parent, for a git worktree)."""
+    candidates = [REPO_ROOT.parent / "shared", REPO_ROOT.parent.parent / "shared"]
+    if os.environ.get("HESSEXT_SHARED"):
+        candidates.insert(0, Path(os.environ["HESSEXT_SHARED"]))
+    for candidate in candidates:
+        if (candidate / "reference" / "hessian_toolbox_ll_cdw").is_dir():
             return candidate
     return None
 

@@ -13,15 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from cases import shared_dir
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def shared_dir() -> Path | None:
-    """../shared next to the repository (the workplace layout), if it is there."""
-    for candidate in (REPO.parent / "shared", Path("/work/shared")):
-        if (candidate / "reference").is_dir():
-            return candidate
-    return None
 
 
 @pytest.fixture(scope="session")

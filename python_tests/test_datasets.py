@@ -4,24 +4,27 @@ errors of the estimate, computed from the sample count)."""
 
 import itertools
 import math
-import os
-import pathlib
 
 import numpy as np
 import pytest
 import scipy.linalg
 import torch
+
 from scipy.integrate import quad
 
 from hessext.datasets import fermions, ssh, toy2d
 
-# The repository's parent holds shared/; HESSEXT_SHARED points elsewhere (e.g. from a worktree).
-SHARED = pathlib.Path(os.environ.get("HESSEXT_SHARED", pathlib.Path(__file__).resolve().parents[1].parent / "shared"))
-REFERENCE = SHARED / "reference" / "hessian_toolbox_ll_cdw"
+from cases import shared_dir
+
+_SHARED = shared_dir()
+REFERENCE = _SHARED / "reference" / "hessian_toolbox_ll_cdw" if _SHARED else None
 Z = 4.0  # standard errors allowed in statistical checks (two-sided p ≈ 6e-5 per check)
 
 
 def _reference_csv(name):
+    if REFERENCE is None:
+        pytest.skip("reference data ../shared/reference/hessian_toolbox_ll_cdw not found next to the "
+                    "repository (set HESSEXT_SHARED to point elsewhere)")
     path = REFERENCE / name
     if not path.exists():
         pytest.skip(f"reference data {path} not found (the repository's parent holds shared/; set HESSEXT_SHARED to point elsewhere)")

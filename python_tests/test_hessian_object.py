@@ -10,13 +10,7 @@ import torch
 import hessext
 from hessext.curvature import NotPositiveDefiniteError
 
-
-def shared_dir():
-    repo = Path(__file__).resolve().parents[1]
-    for cand in (repo.parent / "shared", repo.parents[1] / "shared", Path("/work/shared")):
-        if (cand / "reference" / "hessian_toolbox_ll_cdw").is_dir():
-            return cand
-    return None
+from cases import shared_dir
 
 
 def indefinite(P=40, seed=0):

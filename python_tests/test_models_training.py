@@ -1,22 +1,26 @@
 """Architectures (parameter counts by hand, the published checkpoint) and the seeded trainer."""
 
 import copy
-import os
-import pathlib
 
 import numpy as np
 import pytest
 import torch
 
+
 from hessext import models
 from hessext.datasets import toy2d
 from hessext.training import train
 
-SHARED = pathlib.Path(os.environ.get("HESSEXT_SHARED", pathlib.Path(__file__).resolve().parents[1].parent / "shared"))
-REFERENCE = SHARED / "reference" / "hessian_toolbox_ll_cdw"
+from cases import shared_dir
+
+_SHARED = shared_dir()
+REFERENCE = _SHARED / "reference" / "hessian_toolbox_ll_cdw" if _SHARED else None
 
 
 def _reference(name):
+    if REFERENCE is None:
+        pytest.skip("reference data ../shared/reference/hessian_toolbox_ll_cdw not found next to the "
+                    "repository (set HESSEXT_SHARED to point elsewhere)")
     path = REFERENCE / name
     if not path.exists():
         pytest.skip(f"reference data {path} not found (the repository's parent holds shared/; set HESSEXT_SHARED to point elsewhere)")

@@ -25,16 +25,15 @@ from hessext.models import Conv1DToolbox
 import hessext
 from hessext.regularizers import L2
 
-
-def _shared_dir() -> Path | None:
-    repo_root = Path(__file__).resolve().parents[1]
-    for candidate in (repo_root.parent / "shared", Path("/work/shared")):
-        if (candidate / "reference" / "hessian_toolbox_ll_cdw").is_dir():
-            return candidate / "reference" / "hessian_toolbox_ll_cdw"
-    return None
+from cases import shared_dir
 
 
-REF = _shared_dir()
+def _reference_dir() -> Path | None:
+    shared = shared_dir()
+    return shared / "reference" / "hessian_toolbox_ll_cdw" if shared else None
+
+
+REF = _reference_dir()
 pytestmark = pytest.mark.skipif(REF is None, reason="reference data ../shared/reference/"
                                 "hessian_toolbox_ll_cdw not found next to the repository")
 

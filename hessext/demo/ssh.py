@@ -92,6 +92,10 @@ def run_ssh_demo(out="hessext-report", *, size: str = "default", seed: int = 0,
     return path, timer
 
 
+def _effect(score) -> str:
+    return "helped" if float(score) > 0 else "harmed"
+
+
 def _img_caption(d, i, pred=None):
     text = f"v={float(d.v[i]):.2f} W={float(d.W[i]):g}\nlabel {STATE_NAMES[int(d.y[i])]}"
     if pred is not None:
@@ -147,10 +151,10 @@ def _write(rep, F, L):
             help_i = s.argsort(descending=True)[:3].tolist()
             harm_i = s.argsort()[:3].tolist()
             row = [(d.x[i, 0], "test input\n" + _img_caption(d, i, L["pred"][f"W = {w:g}"][i]))]
-            row += [(x_tr[j, 0], f"helpful {name}\n{float(s[j]):+.2g}, v={float(v_tr[j]):.2f}\n"
-                     f"{STATE_NAMES[int(y_tr[j])]}") for j in help_i]
-            row += [(x_tr[j, 0], f"harmful {name}\n{float(s[j]):+.2g}, v={float(v_tr[j]):.2f}\n"
-                     f"{STATE_NAMES[int(y_tr[j])]}") for j in harm_i]
+            # the label follows the sign: when no training image helped, the "most helpful"
+            # column holds the least harmful ones, and the title must not claim they helped
+            row += [(x_tr[j, 0], f"{_effect(s[j])} {name}\n{float(s[j]):+.2g}, "
+                     f"v={float(v_tr[j]):.2f}\n{STATE_NAMES[int(y_tr[j])]}") for j in help_i + harm_i]
             rows.append(row)
             labels.append(f"{name}")
     rep.figure(F.image_rows(rows, row_labels=labels,
@@ -159,8 +163,8 @@ def _write(rep, F, L):
                "influence",
                "Each row: a disordered test input the model gets wrong (left, with its true label and "
                "the prediction), then the three training images whose removal would most INCREASE its "
-               "loss (helpful, positive score) and the three whose removal would most DECREASE it "
-               "(harmful, negative score). Influence IF = (1/n) g_testᵀ (H + δI)⁻¹ g_train; RelatIF "
+               "loss (largest score) and the three whose removal would most DECREASE it (smallest "
+               "score); each is labelled by its sign: helped (positive) or harmed (negative). Influence IF = (1/n) g_testᵀ (H + δI)⁻¹ g_train; RelatIF "
                "divides by ‖(H + δI)⁻¹ g_train‖ so that examples with huge, generic gradients do not "
                f"dominate. Damping δ = {st['damping_influence']:g}.")
 
