@@ -14,20 +14,13 @@ from scipy.integrate import quad
 
 from hessext.datasets import fermions, ssh, toy2d
 
-from cases import shared_dir
+from cases import toolbox_dir
 
-_SHARED = shared_dir()
-REFERENCE = _SHARED / "reference" / "hessian_toolbox_ll_cdw" if _SHARED else None
 Z = 4.0  # standard errors allowed in statistical checks (two-sided p ≈ 6e-5 per check)
 
 
 def _reference_csv(name):
-    if REFERENCE is None:
-        pytest.skip("reference data ../shared/reference/hessian_toolbox_ll_cdw not found next to the "
-                    "repository (set HESSEXT_SHARED to point elsewhere)")
-    path = REFERENCE / name
-    if not path.exists():
-        pytest.skip(f"reference data {path} not found (the repository's parent holds shared/; set HESSEXT_SHARED to point elsewhere)")
+    path = toolbox_dir() / name
     return np.loadtxt(path, delimiter=",")
 
 

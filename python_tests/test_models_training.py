@@ -11,20 +11,11 @@ from hessext import models
 from hessext.datasets import toy2d
 from hessext.training import train
 
-from cases import shared_dir
-
-_SHARED = shared_dir()
-REFERENCE = _SHARED / "reference" / "hessian_toolbox_ll_cdw" if _SHARED else None
+from cases import toolbox_dir
 
 
 def _reference(name):
-    if REFERENCE is None:
-        pytest.skip("reference data ../shared/reference/hessian_toolbox_ll_cdw not found next to the "
-                    "repository (set HESSEXT_SHARED to point elsewhere)")
-    path = REFERENCE / name
-    if not path.exists():
-        pytest.skip(f"reference data {path} not found (the repository's parent holds shared/; set HESSEXT_SHARED to point elsewhere)")
-    return path
+    return toolbox_dir() / name
 
 
 def test_parameter_counts():

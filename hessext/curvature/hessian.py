@@ -12,6 +12,8 @@ Both behave like linear operators (``H @ V``, ``.to_scipy()``) and record how th
 
 from __future__ import annotations
 
+import abc
+
 import math
 import warnings
 from typing import Callable
@@ -47,7 +49,7 @@ def _not_pd_message(who: str, lam_min: float, damping: float) -> str:
             f"for an eigendecomposition pseudo-inverse, or method='eigh' on a damped matrix.")
 
 
-class _CurvatureOperator:
+class _CurvatureOperator(abc.ABC):
     """What dense and matrix-free curvature operators share: the linear-operator surface."""
 
     num_params: int
@@ -62,8 +64,9 @@ class _CurvatureOperator:
     def shape(self) -> tuple[int, int]:
         return (self.num_params, self.num_params)
 
-    def _matmat(self, V: torch.Tensor) -> torch.Tensor:  # [P, M] float64 → [P, M] float64
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+        """H V for V [P, M] float64 → [P, M] float64: the one thing each operator defines."""
 
     def __matmul__(self, V):
         """H @ V for V [P] or [P, M]; returns float64 of the same shape."""
