@@ -113,6 +113,25 @@ inline void check_linear_ghost_args(const char* op, const at::Tensor& a, const a
   check_float_same(op, {&a, &d});
 }
 
+// G v: v [O*I, M] in the weight's row-major order.
+inline void check_linear_ghost_matvec_args(const at::Tensor& a, const at::Tensor& d,
+                                           const at::Tensor& v) {
+  check_linear_ghost_args("linear_ghost_matvec", a, d);
+  const int64_t OI = d.size(1) * a.size(1);
+  TORCH_CHECK(v.dim() == 2 && v.size(0) == OI,
+              "linear_ghost_matvec: v must be [O*I, M] = [", OI, ", M], got ", v.sizes());
+  check_float_same("linear_ghost_matvec", {&a, &v});
+}
+
+// G^T u: u [N, M].
+inline void check_linear_ghost_rmatvec_args(const at::Tensor& a, const at::Tensor& d,
+                                            const at::Tensor& u) {
+  check_linear_ghost_args("linear_ghost_rmatvec", a, d);
+  TORCH_CHECK(u.dim() == 2 && u.size(0) == a.size(0),
+              "linear_ghost_rmatvec: u must be [N, M] with N = ", a.size(0), ", got ", u.sizes());
+  check_float_same("linear_ghost_rmatvec", {&a, &u});
+}
+
 }  // namespace hessext
 
 namespace hessext {

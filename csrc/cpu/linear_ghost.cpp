@@ -23,11 +23,8 @@ int64_t sample_block(int64_t N, int64_t per_sample) {
 //   I >  O:  t = a @ v permuted [I, O*M] ([nb, O*M]), then d_n . t_n per sample.
 at::Tensor linear_ghost_matvec_cpu(const at::Tensor& a_in, const at::Tensor& d_in,
                                    const at::Tensor& v_in) {
-  check_linear_ghost_args("linear_ghost_matvec", a_in, d_in);
+  check_linear_ghost_matvec_args(a_in, d_in, v_in);
   const int64_t N = a_in.size(0), I = a_in.size(1), O = d_in.size(1);
-  TORCH_CHECK(v_in.dim() == 2 && v_in.size(0) == O * I,
-              "linear_ghost_matvec: v must be [O*I, M] = [", O * I, ", M], got ", v_in.sizes());
-  check_float_same("linear_ghost_matvec", {&a_in, &v_in});
   const int64_t M = v_in.size(1);
   const auto a = a_in.contiguous(), d = d_in.contiguous(), v = v_in.contiguous();
   auto out = at::zeros({N, M}, a.options());
@@ -54,11 +51,8 @@ at::Tensor linear_ghost_matvec_cpu(const at::Tensor& a_in, const at::Tensor& d_i
 //   I >  O:  (d (x) u)^T @ a   -> [O*M, I], permuted to [O, I, M] once at the end.
 at::Tensor linear_ghost_rmatvec_cpu(const at::Tensor& a_in, const at::Tensor& d_in,
                                     const at::Tensor& u_in) {
-  check_linear_ghost_args("linear_ghost_rmatvec", a_in, d_in);
+  check_linear_ghost_rmatvec_args(a_in, d_in, u_in);
   const int64_t N = a_in.size(0), I = a_in.size(1), O = d_in.size(1);
-  TORCH_CHECK(u_in.dim() == 2 && u_in.size(0) == N,
-              "linear_ghost_rmatvec: u must be [N, M] with N = ", N, ", got ", u_in.sizes());
-  check_float_same("linear_ghost_rmatvec", {&a_in, &u_in});
   const int64_t M = u_in.size(1);
   const auto a = a_in.contiguous(), d = d_in.contiguous(), u = u_in.contiguous();
   if (N == 0 || M == 0 || O * I == 0) return at::zeros({O * I, M}, a.options());

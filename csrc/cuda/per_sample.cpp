@@ -44,11 +44,8 @@ void bias_grad_cuda(const at::Tensor& d, at::Tensor out) {
 
 at::Tensor linear_ghost_matvec_cuda(const at::Tensor& a_in, const at::Tensor& d_in,
                                     const at::Tensor& v_in) {
-  check_linear_ghost_args("linear_ghost_matvec", a_in, d_in);
+  check_linear_ghost_matvec_args(a_in, d_in, v_in);
   const int64_t N = a_in.size(0), I = a_in.size(1), O = d_in.size(1);
-  TORCH_CHECK(v_in.dim() == 2 && v_in.size(0) == O * I,
-              "linear_ghost_matvec: v must be [O*I, M] = [", O * I, ", M], got ", v_in.sizes());
-  check_float_same("linear_ghost_matvec", {&a_in, &v_in});
   const c10::cuda::CUDAGuard guard(a_in.device());
   const auto a = a_in.contiguous(), d = d_in.contiguous(), v = v_in.contiguous();
   auto out = at::empty({N, v.size(1)}, a.options());
@@ -63,11 +60,8 @@ at::Tensor linear_ghost_matvec_cuda(const at::Tensor& a_in, const at::Tensor& d_
 
 at::Tensor linear_ghost_rmatvec_cuda(const at::Tensor& a_in, const at::Tensor& d_in,
                                      const at::Tensor& u_in) {
-  check_linear_ghost_args("linear_ghost_rmatvec", a_in, d_in);
+  check_linear_ghost_rmatvec_args(a_in, d_in, u_in);
   const int64_t N = a_in.size(0), I = a_in.size(1), O = d_in.size(1);
-  TORCH_CHECK(u_in.dim() == 2 && u_in.size(0) == N,
-              "linear_ghost_rmatvec: u must be [N, M] with N = ", N, ", got ", u_in.sizes());
-  check_float_same("linear_ghost_rmatvec", {&a_in, &u_in});
   const c10::cuda::CUDAGuard guard(a_in.device());
   const auto a = a_in.contiguous(), d = d_in.contiguous(), u = u_in.contiguous();
   auto out = at::empty({O * I, u.size(1)}, a.options());
