@@ -1,8 +1,9 @@
 // CUDA glue for hessext::gemm_accumulate: checks, tensor unpacking, current stream.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include "checks.h"
@@ -19,7 +20,7 @@ void gemm_accumulate_cuda(at::Tensor acc, const at::Tensor& a, const at::Tensor&
     launch_gemm_accumulate<scalar_t>(acc.data_ptr<double>(), acc.stride(0), acc.stride(1),
                                      a.data_ptr<scalar_t>(), a.stride(0), a.stride(1),
                                      b.data_ptr<scalar_t>(), b.stride(0), b.stride(1), K, R, S,
-                                     alpha, at::cuda::getCurrentCUDAStream());
+                                     alpha, c10::cuda::getCurrentCUDAStream());
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }

@@ -2,8 +2,9 @@
 // unpacking, current stream.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include "checks.h"
@@ -26,7 +27,7 @@ void conv_weight_grad_cuda(const at::Tensor& x_in, const at::Tensor& d_in, at::T
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv_weight_grad_cuda", [&] {
     launch_conv_weight_grad<scalar_t>(x.data_ptr<scalar_t>(), d.data_ptr<scalar_t>(),
                                       out.data_ptr<scalar_t>(), out.stride(0), x.size(0), g,
-                                      at::cuda::getCurrentCUDAStream());
+                                      c10::cuda::getCurrentCUDAStream());
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
@@ -37,7 +38,7 @@ void bias_grad_cuda(const at::Tensor& d, at::Tensor out) {
   AT_DISPATCH_FLOATING_TYPES(d.scalar_type(), "bias_grad_cuda", [&] {
     launch_bias_grad<scalar_t>(d.data_ptr<scalar_t>(), d.stride(0), d.stride(1), d.stride(2),
                                out.data_ptr<scalar_t>(), out.stride(0), d.size(0), d.size(1),
-                               d.size(2), at::cuda::getCurrentCUDAStream());
+                               d.size(2), c10::cuda::getCurrentCUDAStream());
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
@@ -52,7 +53,7 @@ at::Tensor linear_ghost_matvec_cuda(const at::Tensor& a_in, const at::Tensor& d_
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "linear_ghost_matvec_cuda", [&] {
     launch_linear_ghost_matvec<scalar_t>(a.data_ptr<scalar_t>(), d.data_ptr<scalar_t>(),
                                          v.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), N, O,
-                                         I, v.size(1), at::cuda::getCurrentCUDAStream());
+                                         I, v.size(1), c10::cuda::getCurrentCUDAStream());
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return out;
@@ -68,7 +69,7 @@ at::Tensor linear_ghost_rmatvec_cuda(const at::Tensor& a_in, const at::Tensor& d
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "linear_ghost_rmatvec_cuda", [&] {
     launch_linear_ghost_rmatvec<scalar_t>(a.data_ptr<scalar_t>(), d.data_ptr<scalar_t>(),
                                           u.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), N,
-                                          O, I, u.size(1), at::cuda::getCurrentCUDAStream());
+                                          O, I, u.size(1), c10::cuda::getCurrentCUDAStream());
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return out;
@@ -82,7 +83,7 @@ at::Tensor linear_ghost_sqnorms_cuda(const at::Tensor& a_in, const at::Tensor& d
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "linear_ghost_sqnorms_cuda", [&] {
     launch_linear_ghost_sqnorms<scalar_t>(a.data_ptr<scalar_t>(), d.data_ptr<scalar_t>(),
                                           out.data_ptr<scalar_t>(), a.size(0), d.size(1),
-                                          a.size(1), at::cuda::getCurrentCUDAStream());
+                                          a.size(1), c10::cuda::getCurrentCUDAStream());
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return out;
@@ -96,7 +97,7 @@ at::Tensor linear_ghost_gram_cuda(const at::Tensor& a_in, const at::Tensor& d_in
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "linear_ghost_gram_cuda", [&] {
     launch_linear_ghost_gram<scalar_t>(a.data_ptr<scalar_t>(), d.data_ptr<scalar_t>(),
                                        out.data_ptr<scalar_t>(), a.size(0), d.size(1),
-                                       a.size(1), at::cuda::getCurrentCUDAStream());
+                                       a.size(1), c10::cuda::getCurrentCUDAStream());
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return out;
