@@ -320,12 +320,18 @@ def _assemble(kind, model, loss_fn, data, *, params, regularizer, dtype, memory_
             from hessext.curvature import _structured
             if method not in ("auto", "structured", "hvp"):
                 raise ValueError(f"{who}: method must be 'auto', 'structured' or 'hvp', got {method!r}")
+            from hessext.curvature import _piecewise_cnn
             structured = _structured.supports(prob)
-            if method == "structured" and not structured:
-                raise ValueError(f"{who}: method='structured' needs an nn.Sequential of Linear layers and "
-                                 f"piecewise-linear activations differentiated in all parameters; use 'hvp'")
+            cnn = not structured and _piecewise_cnn.supports(prob)
+            if method == "structured" and not (structured or cnn):
+                raise ValueError(f"{who}: method='structured' needs an nn.Sequential of Linear/Conv1d/Conv2d "
+                                 f"layers, piecewise-linear activations, pooling and Flatten differentiated "
+                                 f"in all parameters; use 'hvp'")
             if method != "hvp" and structured:
                 filler_cls, how = _StructuredFiller, "GGN factor products + closed-form residual (piecewise-linear MLP)"
+            elif method != "hvp" and cnn:
+                filler_cls = _piecewise_cnn.PiecewiseCNNFiller
+                how = "GGN factor products + packed-tangent residual (piecewise-linear CNN)"
             else:
                 filler_cls, how = _HVPFiller, "vmap(vjp(grad)) column blocks (reverse-over-reverse HVPs)"
         filler = filler_cls(prob, local, n_total, budget)

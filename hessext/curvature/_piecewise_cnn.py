@@ -1,0 +1,334 @@
+"""Exact Hessian of a piecewise-linear CNN = GGN + residual, the residual from packed tangents.
+
+    H = (1/n) Σ_i J_iᵀ Λ_i J_i  +  ∇²_θ S(θ),     S(θ) = (1/n) Σ_i r_iᵀ f(x_i; θ),  r_i = ∂ℓ_i/∂f  (held fixed)
+
+For an nn.Sequential of Conv1d/Conv2d/Linear layers and channel-wise piecewise-linear modules
+(ReLU, LeakyReLU, Identity, Dropout in eval, MaxPool, AvgPool, Flatten) the masks and argmaxes are
+locally constant, so ∇²S comes only from the bilinear weight × input products: with the adjoint
+δ_l = ∂(Σ_i r_iᵀ f_i)/∂z_l of weight layer l (z_l its output, independent of θ_{<l}),
+
+    ∂²S / ∂θ_m ∂W_l = (1/n) ∂/∂θ_m wgrad_l(δ_l, a_{l-1}(θ_m))        (m < l),
+
+where wgrad_l (layer l's weight gradient) is linear in its input a_{l-1}. Inside a layer's own block
+and for the biases of the later layer the residual is zero.
+
+The Jacobian over θ_m is a forward-mode derivative, but one tangent per parameter of W_m wastes a
+factor C_out: the tangent of W_m[c, q] (output channel c, patch position q) only moves channel c
+of z_m, and every later channel-wise module keeps channels apart. So the C_out tangents with the
+same q are packed into ONE tangent T_q (channel c holds channel c's response: the input patch q,
+or 1 for a bias), pushed through the channel-wise modules exactly (jvp), and at the next weight
+layer l the weight gradient wgrad_l(δ_l, T_q)[j, c, ·] only involves input channel c: it is
+exactly the residual entry of (W_m[c, q], W_l[j, c, ·]). Layers beyond the next one need the
+tangents apart again: layer l's contribution of each input channel separately (a grouped
+convolution) unpacks them into the P_m tangents of z_l, which are pushed through the rest and
+contracted with each later δ. Everything is computed at the model's precision and summed into
+float64 blocks once, in the filler's constructor; the strips then only copy from them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import jvp, vmap
+
+from hessext.curvature.assembly import _GGNFiller, _split_rows
+
+_ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.Identity, nn.Dropout)
+_POOLS = {nn.MaxPool1d: 3, nn.AvgPool1d: 3, nn.MaxPool2d: 4, nn.AvgPool2d: 4}
+_CONVS = {nn.Conv1d: (F.conv1d, 1), nn.Conv2d: (F.conv2d, 2)}
+
+
+def _is_weight_layer(m) -> bool:
+    return isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))
+
+
+def supports(prob) -> bool:
+    """Whether the packed-tangent residual applies: an nn.Sequential of Conv1d/Conv2d (groups=1,
+    zero padding), Linear, ReLU/LeakyReLU/Identity/Dropout, Max/AvgPool1d/2d and Flatten,
+    differentiated in all its parameters, on which channels stay apart between weight layers
+    (pools only on convolution outputs of their own dimension; after a Linear or Flatten only
+    elementwise modules)."""
+    model = prob.model
+    if not isinstance(model, nn.Sequential) or len(model) == 0:
+        return False
+    allowed = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Flatten) + _ELEMENTWISE + tuple(_POOLS)
+    if any(type(m) not in allowed for m in model):
+        return False
+    if not any(_is_weight_layer(m) for m in model):
+        return False
+    all_names = [n for n, _ in model.named_parameters()]
+    if prob.names != all_names or len(prob.others) != 0:
+        return False
+    for m in model:
+        if isinstance(m, (nn.Conv1d, nn.Conv2d)) and (m.groups != 1 or m.padding_mode != "zeros"):
+            return False
+        if isinstance(m, nn.Flatten) and (m.start_dim != 1 or m.end_dim != -1):
+            return False
+        if isinstance(m, (nn.MaxPool1d, nn.MaxPool2d)) and m.return_indices:
+            return False
+    # shapes along the network on one example: each module must see the batched input it expects
+    h = prob.batches[0][0][:1]
+    if not h.is_floating_point():
+        return False
+    flat = False      # after a Flatten or a Linear: features, not channels
+    seen_weight = False
+    try:
+        with torch.no_grad():
+            for m in model:
+                if isinstance(m, nn.Linear):
+                    if h.dim() != 2:
+                        return False
+                    flat = True
+                elif isinstance(m, (nn.Conv1d, nn.Conv2d)):
+                    if flat or h.dim() != 2 + _CONVS[type(m)][1]:
+                        return False
+                elif type(m) in _POOLS:
+                    if seen_weight and (flat or h.dim() != _POOLS[type(m)]):
+                        return False
+                elif isinstance(m, nn.Flatten):
+                    flat = True
+                seen_weight = seen_weight or _is_weight_layer(m)
+                h = m(h.to(prob.dtype))
+    except (RuntimeError, ValueError):
+        return False
+    return True
+
+
+class _Layer:
+    """One weight layer: its position, its parameters' place in θ and its linear maps."""
+
+    def __init__(self, idx, mod, offset, theta_params):
+        self.idx, self.mod, self.offset = idx, mod, offset
+        self.weight = theta_params[f"{idx}.weight"]
+        self.bias = theta_params.get(f"{idx}.bias")
+        self.has_bias = self.bias is not None
+        self.w_numel = self.weight.numel()
+        self.size = self.w_numel + (self.bias.numel() if self.has_bias else 0)
+        self.out_ch = self.weight.shape[0]
+        self.q_w = self.w_numel // self.out_ch              # patch positions C_in * K (or in_features)
+        self.Q = self.q_w + int(self.has_bias)              # ... plus the bias "position"
+        self.is_conv = not isinstance(mod, nn.Linear)
+        if self.is_conv:
+            self.convfn, self.nd = _CONVS[type(mod)]
+            self.ks = tuple(self.weight.shape[2:])
+            self.K = math.prod(self.ks)
+            self.in_ch = self.weight.shape[1]
+            self.conv_args = dict(stride=mod.stride, padding=mod.padding, dilation=mod.dilation)
+            eye = torch.eye(self.K, dtype=self.weight.dtype, device=self.weight.device)
+            # the grouped identity kernel: conv(u, eye_kernel, groups=C) = u's patches [B, C*K, *S']
+            self.eye_kernel = eye.view(self.K, 1, *self.ks).repeat(self.in_ch, 1, *([1] * self.nd))
+        else:
+            self.K, self.in_ch = 1, self.weight.shape[1]
+
+    def forward(self, a):
+        if self.is_conv:
+            return self.convfn(a, self.weight, self.bias, **self.conv_args)
+        return F.linear(a, self.weight, self.bias)
+
+    def linear_part(self, u):
+        """The layer's map without bias on a batch of tangents u [B, n, ...] → [B, n, ...]."""
+        B, n = u.shape[:2]
+        if self.is_conv:
+            out = self.convfn(u.reshape(B * n, *u.shape[2:]), self.weight, None, **self.conv_args)
+            return out.view(B, n, *out.shape[1:])
+        return u @ self.weight.T
+
+    def patches(self, a):
+        """[N, Q, *S_out]: the layer's output channel c is Σ_q W[c, q] · patches[:, q] (bias: q = Q-1)."""
+        if self.is_conv:
+            p = self.convfn(a, self.eye_kernel, None, groups=self.in_ch, **self.conv_args)
+        else:
+            p = a
+        if self.has_bias:
+            p = torch.cat([p, torch.ones_like(p[:, :1])], 1)
+        return p
+
+    def wgrad(self, delta, u):
+        """Σ_examples of the weight gradient for each tangent input u [B, n, *in] with output
+        adjoint delta [n, J, *S'] → [B, w_numel] (W's row-major order)."""
+        B, n = u.shape[:2]
+        if self.is_conv:
+            p = self.convfn(u.reshape(B * n, *u.shape[2:]), self.eye_kernel, None, groups=self.in_ch,
+                            **self.conv_args)
+            p = p.view(B, n, p.shape[1], -1)                               # [B, n, C*K, S']
+            g = torch.einsum("bnks,njs->bjk", p, delta.reshape(n, delta.shape[1], -1))
+            return g.reshape(B, -1)
+        return torch.einsum("bnf,nj->bjf", u, delta).reshape(B, -1)
+
+    def unpack(self, u, C):
+        """Layer output of each of the C input channels of packed tangents u [B, n, *in] (channels
+        C, or after a Flatten C contiguous feature blocks) separately → [B*C, n, *out], tangent
+        (b, c) at b*C + c."""
+        B, n = u.shape[:2]
+        J = self.out_ch
+        if self.is_conv:
+            w = self.weight.transpose(0, 1).reshape(C * J, 1, *self.ks)   # group c: W[:, c]
+            out = self.convfn(u.reshape(B * n, *u.shape[2:]), w, None, groups=C, **self.conv_args)
+            out = out.view(B, n, C, J, *out.shape[2:]).movedim(2, 1)
+            return out.reshape(B * C, n, J, *out.shape[4:])
+        blk = u.shape[2] // C
+        out = torch.einsum("bncf,jcf->bcnj", u.reshape(B, n, C, blk), self.weight.view(J, C, blk))
+        return out.reshape(B * C, n, J)
+
+    def rows(self, c, q):
+        """Local θ-index of the tangent (output channel c, patch position q)."""
+        bias_row = self.out_ch * self.q_w + c
+        return torch.where(q < self.q_w, c * self.q_w + q, bias_row)
+
+    def input_channel_of_weight(self, C_prev):
+        """For each entry of W (row-major), which channel of the previous weight layer's output
+        it reads ([w_numel] long)."""
+        col = torch.arange(self.w_numel, device=self.weight.device)
+        if self.is_conv:
+            return (col // self.K) % self.in_ch
+        F_in = self.in_ch
+        return (col % F_in) // (F_in // C_prev)
+
+
+class PackedTangentResidual:
+    """The upper-triangular residual blocks ∂²S/∂θ_{<l}∂W_l in float64 for every weight layer l
+    after the first, computed over the given mini-batches in one pass."""
+
+    def __init__(self, prob, batches, n_total, r_of, budget):
+        self.prob, self.n = prob, n_total
+        model = prob.model
+        params = prob.unflatten(prob.theta)
+        layers, o = [], 0
+        for i, m in enumerate(model):
+            if _is_weight_layer(m):
+                layers.append(_Layer(i, m, o, params))
+                o += layers[-1].size
+        self.layers = layers
+        dev = prob.device
+        self.blocks = [None] + [torch.zeros(L.offset, L.w_numel, dtype=torch.float64, device=dev)
+                                for L in layers[1:]]
+        if len(layers) < 2:
+            return
+        # shapes on one example, for the working-memory estimate
+        with torch.no_grad():
+            acts = self._forward(prob.batches[0][0][:1])[0]
+        item = prob.theta.element_size()
+        self.channels = [acts["z"][k].shape[1] for k in range(len(layers))]
+        # bytes per (packed tangent, example): the packed stage holds a few copies of the
+        # activations between m and the next layer, its patches, and unpacked the C_m tangents
+        # through the rest
+        self.per_q = []
+        for k in range(len(layers) - 1):
+            packed = sum(acts["z"][j][0].numel() + acts["a"][j + 1][0].numel() * (layers[j + 1].K + 1)
+                         for j in range(k, k + 1))
+            rest = max([acts["z"][j][0].numel() + acts["a"][j + 1][0].numel() * (layers[j + 1].K + 1)
+                        for j in range(k + 1, len(layers) - 1)] + [0])
+            self.per_q.append(3 * item * (packed + self.channels[k] * rest))
+        rows = max(1, min(max(x.shape[0] for x, _ in batches), int(budget // max(self.per_q))))
+        self.budget = budget
+        for x, y in _split_rows(batches, rows):
+            self._add_batch(x, r_of(x, y))
+
+    def _forward(self, x, r=None):
+        """Inputs a_l and outputs z_l of every weight layer and, given r = ∂ℓ/∂f, the adjoints δ_l."""
+        model, layers = self.prob.model, self.layers
+        a, z = [], []
+        by_idx = {L.idx: L for L in layers}
+        with torch.enable_grad():
+            h = x
+            for i, m in enumerate(model):
+                if i in by_idx:
+                    a.append(h.detach())
+                    h = by_idx[i].forward(h.detach() if not z else h)
+                    if not z:
+                        h = h.detach().requires_grad_(r is not None)
+                    z.append(h)
+                else:
+                    h = m(h)
+            deltas = None
+            if r is not None:
+                deltas = torch.autograd.grad((h * r.to(h.dtype)).sum(), z, allow_unused=True)
+        return {"a": a, "z": [t.detach() for t in z], "delta": deltas}, h
+
+    def _chain(self, k):
+        """The parameter-free modules between weight layers k and k+1, as a function."""
+        mods = self.prob.model[self.layers[k].idx + 1:self.layers[k + 1].idx]
+
+        def f(h):
+            for m in mods:
+                h = m(h)
+            return h
+        return f
+
+    def _push(self, k, z, t):
+        """Tangents t [B, n, *z_k] of z_k through the modules up to layer k+1's input (exact jvp
+        at the primal z_k; the modules are channel-wise, so packed channels stay apart)."""
+        if self.layers[k].idx + 1 == self.layers[k + 1].idx:
+            return t
+        f = self._chain(k)
+        return vmap(lambda v: jvp(f, (z,), (v,))[1])(t)
+
+    def _add_batch(self, x, r):
+        acts, _ = self._forward(x, r)
+        layers, L_count = self.layers, len(self.layers)
+        n = x.shape[0]
+        alpha = 1.0 / self.n
+        for k in range(L_count - 1):
+            Lm, Ln = layers[k], layers[k + 1]
+            C = self.channels[k]
+            pat = Lm.patches(acts["a"][k])                                 # [n, Q, *S_m]
+            col_ch = Ln.input_channel_of_weight(C)                        # [w_numel_next]
+            cols = torch.arange(Ln.w_numel, device=x.device)
+            qc = max(1, min(Lm.Q, int(self.budget // max(1, self.per_q[k] * n))))
+            for q0 in range(0, Lm.Q, qc):
+                q1 = min(Lm.Q, q0 + qc)
+                # packed tangents of z_m: channel c of T_q is patch q (the response to W_m[c, q])
+                T = pat[:, q0:q1].movedim(1, 0).unsqueeze(2)
+                T = T.expand(q1 - q0, n, C, *T.shape[3:])
+                U = self._push(k, acts["z"][k], T)                         # tangents of a_{m+1}
+                G = Ln.wgrad(acts["delta"][k + 1], U)                      # [qc, w_numel]
+                q = torch.arange(q0, q1, device=x.device)
+                rows = Lm.offset + Lm.rows(col_ch[None, :], q[:, None])
+                self.blocks[k + 1][rows, cols[None, :].expand_as(rows)] += G.to(torch.float64) * alpha
+                if k + 2 >= L_count:
+                    continue
+                # unpacked: the P_m tangents, (q, c) at (q - q0) * C + c, through the rest
+                D = Ln.unpack(U, C)                                        # tangents of z_{m+1}
+                cq = torch.arange(C, device=x.device)
+                rows = Lm.offset + Lm.rows(cq[None, :], q[:, None]).reshape(-1)
+                for j in range(k + 1, L_count - 1):
+                    D = self._push(j, acts["z"][j], D)
+                    G = layers[j + 1].wgrad(acts["delta"][j + 1], D)
+                    self.blocks[j + 1].index_add_(0, rows, G.to(torch.float64), alpha=alpha)
+                    if j + 2 < L_count:
+                        D = layers[j + 1].linear_part(D)
+
+    def add_to_strip(self, acc, j0, j1):
+        """acc (= H[0:j1, j0:j1]) += the residual there: the blocks (rows θ_<l, columns W_l,
+        above the diagonal) and, inside the diagonal tile, their mirror images below it."""
+        for L, block in zip(self.layers[1:], self.blocks[1:]):
+            o_l, w_n = L.offset, L.w_numel
+            c0, c1 = max(j0, o_l), min(j1, o_l + w_n)
+            if c1 > c0:
+                rows = min(o_l, j1)
+                acc[:rows, c0 - j0:c1 - j0] += block[:rows, c0 - o_l:c1 - o_l]
+            k0, k1 = j0, min(j1, o_l)
+            if c1 > c0 and k1 > k0:
+                acc[c0:c1, k0 - j0:k1 - j0] += block[k0:k1, c0 - o_l:c1 - o_l].T
+
+
+class PiecewiseCNNFiller(_GGNFiller):
+    """Exact Hessian of a piecewise-linear CNN: the GGN's factor products plus the residual blocks
+    from packed tangents."""
+
+    def __init__(self, prob, batches, n_total, budget):
+        super().__init__(prob, batches, n_total, budget)
+        self.residual = PackedTangentResidual(prob, batches, n_total, self._loss_adjoint, budget)
+
+    def _loss_adjoint(self, x, y):
+        with torch.enable_grad():
+            out = self.prob.forward(self.prob.theta, x).detach().requires_grad_(True)
+            r, = torch.autograd.grad(self.prob.per_example_losses(out, y).sum(), out)
+        return r
+
+    def fill(self, acc, j0, j1):
+        super().fill(acc, j0, j1)
+        self.residual.add_to_strip(acc, j0, j1)
