@@ -32,7 +32,6 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import jvp, vmap
 
 from hessext.curvature.assembly import _GGNFiller, _split_rows
 
@@ -97,6 +96,56 @@ def supports(prob) -> bool:
     return True
 
 
+def _apply(m, h):
+    """The module on h without writing h (inplace activations would overwrite saved primals)."""
+    if isinstance(m, nn.ReLU):
+        return F.relu(h)
+    if isinstance(m, nn.LeakyReLU):
+        return F.leaky_relu(h, m.negative_slope)
+    if isinstance(m, (nn.Identity, nn.Dropout)):      # Dropout: the assembly runs in eval mode
+        return h
+    return m(h)
+
+
+def _linearize(mods, z):
+    """The Jacobian of the parameter-free modules ``mods`` at the primal z [n, ...] as a function
+    on tangents with leading batch dimensions [B, n, ...] (masks and argmaxes computed once)."""
+    ops = []
+    h = z
+    for m in mods:
+        if isinstance(m, nn.ReLU):
+            ops.append(lambda t, mask=(h > 0).to(h.dtype): t * mask)
+        elif isinstance(m, nn.LeakyReLU):
+            ops.append(lambda t, s=torch.where(h > 0, h.new_ones(()), h.new_full((), m.negative_slope)): t * s)
+        elif isinstance(m, (nn.MaxPool1d, nn.MaxPool2d)):
+            nd = 1 if isinstance(m, nn.MaxPool1d) else 2
+            pool = F.max_pool1d if nd == 1 else F.max_pool2d
+            _, idx = pool(h, m.kernel_size, m.stride, m.padding, m.dilation, ceil_mode=m.ceil_mode,
+                          return_indices=True)
+
+            def op(t, idx=idx.flatten(-nd), nd=nd, out_shape=idx.shape[-nd:]):
+                g = t.flatten(-nd).gather(-1, idx.expand(*t.shape[:-nd - 2], *idx.shape))
+                return g.view(*g.shape[:-1], *out_shape)
+            ops.append(op)
+        elif isinstance(m, (nn.AvgPool1d, nn.AvgPool2d)):
+            nd = 1 if isinstance(m, nn.AvgPool1d) else 2
+
+            def op(t, m=m, nd=nd):
+                lead = t.shape[:-nd - 1]
+                o = m(t.reshape(-1, *t.shape[-nd - 1:]))
+                return o.view(*lead, *o.shape[1:])
+            ops.append(op)
+        elif isinstance(m, nn.Flatten):
+            ops.append(lambda t, k=h.dim() - 1: t.flatten(-k))
+        h = _apply(m, h)
+
+    def jac(t):
+        for op in ops:
+            t = op(t)
+        return t
+    return jac
+
+
 class _Layer:
     """One weight layer: its position, its parameters' place in θ and its linear maps."""
 
@@ -111,22 +160,43 @@ class _Layer:
         self.q_w = self.w_numel // self.out_ch              # patch positions C_in * K (or in_features)
         self.Q = self.q_w + int(self.has_bias)              # ... plus the bias "position"
         self.is_conv = not isinstance(mod, nn.Linear)
+        self.in_ch = self.weight.shape[1]
         if self.is_conv:
             self.convfn, self.nd = _CONVS[type(mod)]
             self.ks = tuple(self.weight.shape[2:])
             self.K = math.prod(self.ks)
-            self.in_ch = self.weight.shape[1]
             self.conv_args = dict(stride=mod.stride, padding=mod.padding, dilation=mod.dilation)
-            eye = torch.eye(self.K, dtype=self.weight.dtype, device=self.weight.device)
-            # the grouped identity kernel: conv(u, eye_kernel, groups=C) = u's patches [B, C*K, *S']
-            self.eye_kernel = eye.view(self.K, 1, *self.ks).repeat(self.in_ch, 1, *([1] * self.nd))
+            nd = self.nd
+            if isinstance(mod.padding, str):        # 'valid' or 'same' (extra element on the right)
+                total = [0 if mod.padding == "valid" else d * (k - 1) for d, k in zip(mod.dilation, self.ks)]
+                pads = [(t // 2, t - t // 2) for t in total]
+            else:
+                pads = [(p, p) for p in mod.padding]
+            self.pad = [v for lr in reversed(pads) for v in lr]              # F.pad order: last dim first
+            # letters for einsum: s.. spatial, k.. kernel
+            sp, kr = "stu"[:nd], "klm"[:nd]
+            self.eq_wgrad = f"bnc{sp}{kr},nj{sp}->bjc{kr}"
+            self.eq_unpack = f"bnc{sp}{kr},jc{kr}->bcnj{sp}"
         else:
-            self.K, self.in_ch = 1, self.weight.shape[1]
+            self.K = 1
 
     def forward(self, a):
         if self.is_conv:
             return self.convfn(a, self.weight, self.bias, **self.conv_args)
         return F.linear(a, self.weight, self.bias)
+
+    def windows(self, u):
+        """The receptive fields of u [..., C, *S] as a view [..., C, *S_out, *kernel] (after
+        zero padding): the layer's output is Σ over C and kernel of W times these."""
+        nd = self.nd
+        if any(self.pad):
+            u = F.pad(u, self.pad)
+        first = u.dim() - nd
+        for i, (k, s, d) in enumerate(zip(self.ks, self.mod.stride, self.mod.dilation)):
+            u = u.unfold(first + i, d * (k - 1) + 1, s)
+        if any(d != 1 for d in self.mod.dilation):
+            u = u[(..., *[slice(None, None, d) for d in self.mod.dilation])]
+        return u
 
     def linear_part(self, u):
         """The layer's map without bias on a batch of tangents u [B, n, ...] → [B, n, ...]."""
@@ -139,7 +209,10 @@ class _Layer:
     def patches(self, a):
         """[N, Q, *S_out]: the layer's output channel c is Σ_q W[c, q] · patches[:, q] (bias: q = Q-1)."""
         if self.is_conv:
-            p = self.convfn(a, self.eye_kernel, None, groups=self.in_ch, **self.conv_args)
+            w = self.windows(a)                                           # [N, C, *S', *ks]
+            nd = self.nd
+            w = w.movedim(tuple(range(-nd, 0)), tuple(range(2, 2 + nd)))   # [N, C, *ks, *S']
+            p = w.reshape(a.shape[0], self.q_w, *w.shape[2 + nd:])
         else:
             p = a
         if self.has_bias:
@@ -149,13 +222,9 @@ class _Layer:
     def wgrad(self, delta, u):
         """Σ_examples of the weight gradient for each tangent input u [B, n, *in] with output
         adjoint delta [n, J, *S'] → [B, w_numel] (W's row-major order)."""
-        B, n = u.shape[:2]
+        B = u.shape[0]
         if self.is_conv:
-            p = self.convfn(u.reshape(B * n, *u.shape[2:]), self.eye_kernel, None, groups=self.in_ch,
-                            **self.conv_args)
-            p = p.view(B, n, p.shape[1], -1)                               # [B, n, C*K, S']
-            g = torch.einsum("bnks,njs->bjk", p, delta.reshape(n, delta.shape[1], -1))
-            return g.reshape(B, -1)
+            return torch.einsum(self.eq_wgrad, self.windows(u), delta).reshape(B, -1)
         return torch.einsum("bnf,nj->bjf", u, delta).reshape(B, -1)
 
     def unpack(self, u, C):
@@ -165,9 +234,7 @@ class _Layer:
         B, n = u.shape[:2]
         J = self.out_ch
         if self.is_conv:
-            w = self.weight.transpose(0, 1).reshape(C * J, 1, *self.ks)   # group c: W[:, c]
-            out = self.convfn(u.reshape(B * n, *u.shape[2:]), w, None, groups=C, **self.conv_args)
-            out = out.view(B, n, C, J, *out.shape[2:]).movedim(2, 1)
+            out = torch.einsum(self.eq_unpack, self.windows(u), self.weight)   # [B, C, n, J, *S']
             return out.reshape(B * C, n, J, *out.shape[4:])
         blk = u.shape[2] // C
         out = torch.einsum("bncf,jcf->bcnj", u.reshape(B, n, C, blk), self.weight.view(J, C, blk))
@@ -242,33 +309,18 @@ class PackedTangentResidual:
                         h = h.detach().requires_grad_(r is not None)
                     z.append(h)
                 else:
-                    h = m(h)
+                    h = _apply(m, h)
             deltas = None
             if r is not None:
                 deltas = torch.autograd.grad((h * r.to(h.dtype)).sum(), z, allow_unused=True)
         return {"a": a, "z": [t.detach() for t in z], "delta": deltas}, h
 
-    def _chain(self, k):
-        """The parameter-free modules between weight layers k and k+1, as a function."""
-        mods = self.prob.model[self.layers[k].idx + 1:self.layers[k + 1].idx]
-
-        def f(h):
-            for m in mods:
-                h = m(h)
-            return h
-        return f
-
-    def _push(self, k, z, t):
-        """Tangents t [B, n, *z_k] of z_k through the modules up to layer k+1's input (exact jvp
-        at the primal z_k; the modules are channel-wise, so packed channels stay apart)."""
-        if self.layers[k].idx + 1 == self.layers[k + 1].idx:
-            return t
-        f = self._chain(k)
-        return vmap(lambda v: jvp(f, (z,), (v,))[1])(t)
-
     def _add_batch(self, x, r):
         acts, _ = self._forward(x, r)
         layers, L_count = self.layers, len(self.layers)
+        model = self.prob.model
+        # the modules between weight layers k and k+1, linearised at this batch's primal
+        push = [_linearize(model[layers[k].idx + 1:layers[k + 1].idx], acts["z"][k]) for k in range(L_count - 1)]
         n = x.shape[0]
         alpha = 1.0 / self.n
         for k in range(L_count - 1):
@@ -283,7 +335,7 @@ class PackedTangentResidual:
                 # packed tangents of z_m: channel c of T_q is patch q (the response to W_m[c, q])
                 T = pat[:, q0:q1].movedim(1, 0).unsqueeze(2)
                 T = T.expand(q1 - q0, n, C, *T.shape[3:])
-                U = self._push(k, acts["z"][k], T)                         # tangents of a_{m+1}
+                U = push[k](T)                         # tangents of a_{m+1}
                 G = Ln.wgrad(acts["delta"][k + 1], U)                      # [qc, w_numel]
                 q = torch.arange(q0, q1, device=x.device)
                 rows = Lm.offset + Lm.rows(col_ch[None, :], q[:, None])
@@ -295,7 +347,7 @@ class PackedTangentResidual:
                 cq = torch.arange(C, device=x.device)
                 rows = Lm.offset + Lm.rows(cq[None, :], q[:, None]).reshape(-1)
                 for j in range(k + 1, L_count - 1):
-                    D = self._push(j, acts["z"][j], D)
+                    D = push[j](D)
                     G = layers[j + 1].wgrad(acts["delta"][j + 1], D)
                     self.blocks[j + 1].index_add_(0, rows, G.to(torch.float64), alpha=alpha)
                     if j + 2 < L_count:
