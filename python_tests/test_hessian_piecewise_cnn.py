@@ -56,11 +56,23 @@ def flatten_mlp():
                          nn.Linear(5, 3))
 
 
+def conv_pair():
+    # two convolutions back to back (nothing between them to linearise)
+    return nn.Sequential(nn.Conv1d(2, 3, 4, stride=3), nn.Conv1d(3, 1, 3, padding=1), nn.Flatten())
+
+
+def single_conv():
+    # one weight layer: the Hessian is the GGN (no residual blocks)
+    return nn.Sequential(nn.Conv2d(1, 3, 3, stride=2), nn.ReLU(), nn.MaxPool2d(4), nn.Flatten())
+
+
 MODELS = {
     "cnn1d_deep": (cnn1d_deep, (2, 23)),
     "cnn2d_deep": (cnn2d_deep, (2, 11, 5)),
     "cnn2d_conv_head": (cnn2d_conv_head, (1, 12, 12)),
     "flatten_mlp": (flatten_mlp, (3, 4)),
+    "conv_pair": (conv_pair, (2, 11)),
+    "single_conv": (single_conv, (1, 9, 9)),
 }
 
 

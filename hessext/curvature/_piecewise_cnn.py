@@ -16,11 +16,12 @@ The Jacobian over θ_m is a forward-mode derivative, but one tangent per paramet
 factor C_out: the tangent of W_m[c, q] (output channel c, patch position q) only moves channel c
 of z_m, and every later channel-wise module keeps channels apart. So the C_out tangents with the
 same q are packed into ONE tangent T_q (channel c holds channel c's response: the input patch q,
-or 1 for a bias), pushed through the channel-wise modules exactly (jvp), and at the next weight
+or 1 for a bias), pushed through the channel-wise modules exactly (their Jacobian at the
+primal: ReLU masks, max-pool argmax gathers, average pools, reshapes), and at the next weight
 layer l the weight gradient wgrad_l(δ_l, T_q)[j, c, ·] only involves input channel c: it is
 exactly the residual entry of (W_m[c, q], W_l[j, c, ·]). Layers beyond the next one need the
-tangents apart again: layer l's contribution of each input channel separately (a grouped
-convolution) unpacks them into the P_m tangents of z_l, which are pushed through the rest and
+tangents apart again: layer l's contribution of each input channel separately (a per-channel
+contraction with l's receptive fields) unpacks them into the P_m tangents of z_l, which are pushed through the rest and
 contracted with each later δ. Everything is computed at the model's precision and summed into
 float64 blocks once, in the filler's constructor; the strips then only copy from them.
 """
@@ -279,16 +280,14 @@ class PackedTangentResidual:
             acts = self._forward(prob.batches[0][0][:1])[0]
         item = prob.theta.element_size()
         self.channels = [acts["z"][k].shape[1] for k in range(len(layers))]
-        # bytes per (packed tangent, example): the packed stage holds a few copies of the
-        # activations between m and the next layer, its patches, and unpacked the C_m tangents
-        # through the rest
-        self.per_q = []
-        for k in range(len(layers) - 1):
-            packed = sum(acts["z"][j][0].numel() + acts["a"][j + 1][0].numel() * (layers[j + 1].K + 1)
-                         for j in range(k, k + 1))
-            rest = max([acts["z"][j][0].numel() + acts["a"][j + 1][0].numel() * (layers[j + 1].K + 1)
-                        for j in range(k + 1, len(layers) - 1)] + [0])
-            self.per_q.append(3 * item * (packed + self.channels[k] * rest))
+        # bytes per (packed tangent, example) of the stage that starts at layer k: a few copies of
+        # z_k and of l's receptive fields (K_l times its input), and the C_k unpacked tangents of
+        # every later layer
+        def stage(j):
+            return acts["z"][j][0].numel() + acts["a"][j + 1][0].numel() * (layers[j + 1].K + 1)
+        last = len(layers) - 1
+        self.per_q = [3 * item * (stage(k) + self.channels[k] * max([stage(j) for j in range(k + 1, last)], default=0))
+                      for k in range(last)]
         rows = max(1, min(max(x.shape[0] for x, _ in batches), int(budget // max(self.per_q))))
         self.budget = budget
         for x, y in _split_rows(batches, rows):

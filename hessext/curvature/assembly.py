@@ -423,8 +423,10 @@ def hessian(model, loss_fn, data, *, params=None, regularizer=None, dtype=torch.
     distributed: None (use torch.distributed when initialised), True or False; each rank sums
       its shard of the mini-batches and strips are all-reduced, every rank gets the matrix.
     method: 'auto' (default: 'structured' where it applies, else 'hvp'), 'structured' (GGN factor
-      products + closed-form residual; nn.Sequential of Linear + ReLU/LeakyReLU/Identity/Dropout)
-      or 'hvp' (the general path: batched reverse-over-reverse Hessian-vector products).
+      products + closed-form residual; nn.Sequential of Linear + ReLU/LeakyReLU/Identity/Dropout,
+      or of Conv1d/Conv2d (groups=1)/Linear + those, Max/AvgPool1d/2d and Flatten, where the
+      residual comes from packed tangents) or 'hvp' (the general path: batched
+      reverse-over-reverse Hessian-vector products).
       All give the same matrix (to rounding); info['method'] says which ran.
     Raises HessianTooLargeError (a MemoryError) before allocating if the matrix would not fit.
     """
