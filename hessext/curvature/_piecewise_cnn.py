@@ -178,6 +178,7 @@ class _Layer:
             sp, kr = "stu"[:nd], "klm"[:nd]
             self.eq_wgrad = f"bnc{sp}{kr},nj{sp}->bjc{kr}"
             self.eq_unpack = f"bnc{sp}{kr},jc{kr}->bcnj{sp}"
+            self.eq_per_example = f"nc{sp}{kr},nj{sp}->njc{kr}"
         else:
             self.K = 1
 
@@ -228,6 +229,17 @@ class _Layer:
             return torch.einsum(self.eq_wgrad, self.windows(u), delta).reshape(B, -1)
         return torch.einsum("bnf,nj->bjf", u, delta).reshape(B, -1)
 
+    def per_example_grad(self, a, delta):
+        """[N, size]: each example's gradient of (W row-major, b) for input a and output adjoint delta."""
+        N = a.shape[0]
+        if self.is_conv:
+            gw = torch.einsum(self.eq_per_example, self.windows(a), delta).reshape(N, -1)
+            gb = delta.flatten(2).sum(2)
+        else:
+            gw = (delta[:, :, None] * a[:, None, :]).reshape(N, -1)
+            gb = delta
+        return torch.cat([gw, gb], 1) if self.has_bias else gw
+
     def unpack(self, u, C):
         """Layer output of each of the C input channels of packed tangents u [B, n, *in] (channels
         C, or after a Flatten C contiguous feature blocks) separately → [B*C, n, *out], tangent
@@ -256,19 +268,56 @@ class _Layer:
         return (col % F_in) // (F_in // C_prev)
 
 
+def _weight_layers(prob):
+    params = prob.unflatten(prob.theta)
+    layers, o = [], 0
+    for i, m in enumerate(prob.model):
+        if _is_weight_layer(m):
+            layers.append(_Layer(i, m, o, params))
+            o += layers[-1].size
+    return layers
+
+
+def _run(prob, layers, x):
+    """Forward pass → (inputs a_l of the weight layers, their outputs z_l, the output); the z_l
+    live in one autograd graph that starts at the first layer's output (θ is not differentiated)."""
+    by_idx = {L.idx: L for L in layers}
+    a, z = [], []
+    with torch.enable_grad():
+        h = x
+        for i, m in enumerate(prob.model):
+            if i in by_idx:
+                a.append(h.detach())
+                h = by_idx[i].forward(h)
+                if not z:
+                    h = h.detach().requires_grad_(True)
+                z.append(h)
+            else:
+                h = _apply(m, h)
+    return a, z, h
+
+
+def per_example_jacobian(prob, layers, x):
+    """[N, C, P]: each example's Jacobian of its flattened output, one backward pass per output
+    coordinate and per-example weight gradients from the layer inputs (no torch.func)."""
+    a, z, out = _run(prob, layers, x)
+    N = x.shape[0]
+    out = out.reshape(N, -1)
+    C = out.shape[1]
+    J = torch.empty(N, C, prob.num_params, dtype=out.dtype, device=out.device)
+    for c in range(C):
+        # example i's output depends on example i's input only: the batch gradient is per example
+        deltas = torch.autograd.grad(out[:, c].sum(), z, retain_graph=c + 1 < C)
+        J[:, c] = torch.cat([L.per_example_grad(a_l, d) for L, a_l, d in zip(layers, a, deltas)], 1)
+    return J
+
+
 class PackedTangentResidual:
     """The upper-triangular residual blocks ∂²S/∂θ_{<l}∂W_l in float64 for every weight layer l
     after the first, computed over the given mini-batches in one pass."""
 
-    def __init__(self, prob, batches, n_total, r_of, budget):
+    def __init__(self, prob, layers, batches, n_total, r_of, budget):
         self.prob, self.n = prob, n_total
-        model = prob.model
-        params = prob.unflatten(prob.theta)
-        layers, o = [], 0
-        for i, m in enumerate(model):
-            if _is_weight_layer(m):
-                layers.append(_Layer(i, m, o, params))
-                o += layers[-1].size
         self.layers = layers
         dev = prob.device
         self.blocks = [None] + [torch.zeros(L.offset, L.w_numel, dtype=torch.float64, device=dev)
@@ -295,24 +344,11 @@ class PackedTangentResidual:
 
     def _forward(self, x, r=None):
         """Inputs a_l and outputs z_l of every weight layer and, given r = ∂ℓ/∂f, the adjoints δ_l."""
-        model, layers = self.prob.model, self.layers
-        a, z = [], []
-        by_idx = {L.idx: L for L in layers}
-        with torch.enable_grad():
-            h = x
-            for i, m in enumerate(model):
-                if i in by_idx:
-                    a.append(h.detach())
-                    h = by_idx[i].forward(h.detach() if not z else h)
-                    if not z:
-                        h = h.detach().requires_grad_(r is not None)
-                    z.append(h)
-                else:
-                    h = _apply(m, h)
-            deltas = None
-            if r is not None:
-                deltas = torch.autograd.grad((h * r.to(h.dtype)).sum(), z, allow_unused=True)
-        return {"a": a, "z": [t.detach() for t in z], "delta": deltas}, h
+        a, z, out = _run(self.prob, self.layers, x)
+        deltas = None
+        if r is not None:
+            deltas = torch.autograd.grad((out * r.to(out.dtype)).sum(), z)
+        return {"a": a, "z": [t.detach() for t in z], "delta": deltas}, out
 
     def _add_batch(self, x, r):
         acts, _ = self._forward(x, r)
@@ -371,8 +407,12 @@ class PiecewiseCNNFiller(_GGNFiller):
     from packed tangents."""
 
     def __init__(self, prob, batches, n_total, budget):
+        self.layers = _weight_layers(prob)
         super().__init__(prob, batches, n_total, budget)
-        self.residual = PackedTangentResidual(prob, batches, n_total, self._loss_adjoint, budget)
+        self.residual = PackedTangentResidual(prob, self.layers, batches, n_total, self._loss_adjoint, budget)
+
+    def _jacobian(self, x):
+        return per_example_jacobian(self.prob, self.layers, x)
 
     def _loss_adjoint(self, x, y):
         with torch.enable_grad():

@@ -188,15 +188,20 @@ class _GGNFiller:
         total_rows = sum(x.shape[0] for x, _ in batches)
         self.cache = [self._factors(x, y) for x, y in self.batches] if 2 * total_rows * C * P * item <= budget else None
 
-    def _factors(self, x, y):
-        """(F_plus [k+, P], F_minus [k-, P]) at the model precision with Σ_i J_iᵀΛ_iJ_i = F₊ᵀF₊ − F₋ᵀF₋."""
-        prob, theta = self.prob, self.prob.theta
-        N = x.shape[0]
+    def _jacobian(self, x):
+        """Per-example Jacobians of the flattened outputs [N, C, P] at the model precision."""
+        prob = self.prob
 
         def f_one(th, xi):
             return prob.forward(th, xi.unsqueeze(0)).reshape(-1)
 
-        J = vmap(jacrev(f_one), in_dims=(None, 0))(theta, x)           # [N, C, P]
+        return vmap(jacrev(f_one), in_dims=(None, 0))(prob.theta, x)
+
+    def _factors(self, x, y):
+        """(F_plus [k+, P], F_minus [k-, P]) at the model precision with Σ_i J_iᵀΛ_iJ_i = F₊ᵀF₊ − F₋ᵀF₋."""
+        prob, theta = self.prob, self.prob.theta
+        N = x.shape[0]
+        J = self._jacobian(x)                                           # [N, C, P]
         with torch.no_grad():
             out = prob.forward(theta, x)
         out_shape = out.shape[1:]
