@@ -177,7 +177,6 @@ class _Layer:
             # letters for einsum: s.. spatial, k.. kernel
             sp, kr = "stu"[:nd], "klm"[:nd]
             self.eq_wgrad = f"bnc{sp}{kr},nj{sp}->bjc{kr}"
-            self.eq_unpack = f"bnc{sp}{kr},jc{kr}->bcnj{sp}"
             self.eq_per_example = f"nc{sp}{kr},nj{sp}->njc{kr}"
         else:
             self.K = 1
@@ -229,6 +228,24 @@ class _Layer:
             return torch.einsum(self.eq_wgrad, self.windows(u), delta).reshape(B, -1)
         return torch.einsum("bnf,nj->bjf", u, delta).reshape(B, -1)
 
+    def wgrad_and_unpack(self, delta, u, C, unpack):
+        """wgrad(delta, u) [B, w_numel] and, if asked, unpack(u, C) [B*C, n, *out] from ONE copy of
+        the receptive fields, laid out [B, C, K, n*S'] so that both are plain matrix products."""
+        if not self.is_conv:
+            return self.wgrad(delta, u), (self.unpack(u, C) if unpack else None)
+        B, n = u.shape[:2]
+        nd, J, K = self.nd, self.out_ch, self.K
+        w = self.windows(u)                                                # [B, n, C, *S', *ks]
+        S_out = w.shape[3:3 + nd]
+        w = w.permute(0, 2, *range(3 + nd, 3 + 2 * nd), 1, *range(3, 3 + nd)).reshape(B, C, K, -1)
+        d = delta.movedim(1, -1).reshape(-1, J)                            # [n*S', J]
+        G = (w.reshape(B * C * K, -1) @ d).view(B, C, K, J).permute(0, 3, 1, 2).reshape(B, -1)
+        if not unpack:
+            return G, None
+        out = torch.matmul(self.weight.view(J, C, K).transpose(0, 1), w)   # [B, C, J, n*S']
+        out = out.view(B, C, J, n, *S_out).transpose(2, 3)
+        return G, out.reshape(B * C, n, J, *S_out)
+
     def per_example_grad(self, a, delta):
         """[N, size]: each example's gradient of (W row-major, b) for input a and output adjoint delta."""
         N = a.shape[0]
@@ -241,15 +258,11 @@ class _Layer:
         return torch.cat([gw, gb], 1) if self.has_bias else gw
 
     def unpack(self, u, C):
-        """Layer output of each of the C input channels of packed tangents u [B, n, *in] (channels
-        C, or after a Flatten C contiguous feature blocks) separately → [B*C, n, *out], tangent
-        (b, c) at b*C + c."""
+        """For a Linear layer: its output from each of the C feature blocks (the previous layer's
+        channels after a Flatten, or its units) of packed tangents u [B, n, F] separately →
+        [B*C, n, J], tangent (b, c) at b*C + c. (Convolutions: wgrad_and_unpack.)"""
         B, n = u.shape[:2]
-        J = self.out_ch
-        if self.is_conv:
-            out = torch.einsum(self.eq_unpack, self.windows(u), self.weight)   # [B, C, n, J, *S']
-            return out.reshape(B * C, n, J, *out.shape[4:])
-        blk = u.shape[2] // C
+        J, blk = self.out_ch, u.shape[2] // C
         out = torch.einsum("bncf,jcf->bcnj", u.reshape(B, n, C, blk), self.weight.view(J, C, blk))
         return out.reshape(B * C, n, J)
 
@@ -371,14 +384,14 @@ class PackedTangentResidual:
                 T = pat[:, q0:q1].movedim(1, 0).unsqueeze(2)
                 T = T.expand(q1 - q0, n, C, *T.shape[3:])
                 U = push[k](T)                         # tangents of a_{m+1}
-                G = Ln.wgrad(acts["delta"][k + 1], U)                      # [qc, w_numel]
+                more = k + 2 < L_count
+                # G [qc, w_numel]; D: the unpacked P_m tangents of z_{m+1}, (q, c) at (q - q0) * C + c
+                G, D = Ln.wgrad_and_unpack(acts["delta"][k + 1], U, C, more)
                 q = torch.arange(q0, q1, device=x.device)
                 rows = Lm.offset + Lm.rows(col_ch[None, :], q[:, None])
                 self.blocks[k + 1][rows, cols[None, :].expand_as(rows)] += G.to(torch.float64) * alpha
-                if k + 2 >= L_count:
+                if not more:
                     continue
-                # unpacked: the P_m tangents, (q, c) at (q - q0) * C + c, through the rest
-                D = Ln.unpack(U, C)                                        # tangents of z_{m+1}
                 cq = torch.arange(C, device=x.device)
                 rows = Lm.offset + Lm.rows(cq[None, :], q[:, None]).reshape(-1)
                 for j in range(k + 1, L_count - 1):
