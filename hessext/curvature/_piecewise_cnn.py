@@ -108,6 +108,46 @@ def _apply(m, h):
     return m(h)
 
 
+def _per_channel(pool, t, nd):
+    """pool (the same spatial map for every channel) on t [..., *S] with any leading dimensions,
+    taken in memory order so that a transposed view is pooled without being copied first."""
+    lead = t.dim() - nd
+    order = sorted(range(lead), key=lambda i: -t.stride(i))
+    tp = t.permute(*order, *range(lead, t.dim()))
+    o = pool(tp.reshape(-1, 1, *tp.shape[lead:]))
+    o = o.view(*tp.shape[:lead], *o.shape[2:])
+    inverse = sorted(range(lead), key=lambda i: order[i])
+    return o.permute(*inverse, *range(lead, o.dim()))
+
+
+def _scale(t, s):
+    """t * s, s [n, ...] broadcast over t's leading tangent dimensions, with s copied into t's
+    memory order first: a transposed tangent view times a contiguous mask is a slow strided loop."""
+    lead = t.dim() - s.dim()
+    order = [d - lead for d in sorted(range(t.dim()), key=lambda i: -t.stride(i)) if d >= lead]
+    if order != sorted(order):
+        s = s.permute(order).contiguous().permute(sorted(range(len(order)), key=lambda i: order[i]))
+    return t * s
+
+
+def _avg_pool_op(m, nd):
+    """The average pool as a mean over strided windows (no copy of a transposed tangent view),
+    or None where padding or ceil_mode make the window count vary (then the module itself)."""
+    as_tuple = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v,) * nd
+    k, st, p = as_tuple(m.kernel_size), as_tuple(m.stride or m.kernel_size), as_tuple(m.padding)
+    if any(p) or m.ceil_mode:
+        return None
+    divisor = getattr(m, "divisor_override", None)
+
+    def op(t):
+        first = t.dim() - nd
+        for i in range(nd):
+            t = t.unfold(first + i, k[i], st[i])
+        dims = tuple(range(-nd, 0))
+        return t.mean(dims) if divisor is None else t.sum(dims) / divisor
+    return op
+
+
 def _linearize(mods, z):
     """The Jacobian of the parameter-free modules ``mods`` at the primal z [n, ...] as a function
     on tangents with leading batch dimensions [B, n, ...] (masks and argmaxes computed once)."""
@@ -115,9 +155,9 @@ def _linearize(mods, z):
     h = z
     for m in mods:
         if isinstance(m, nn.ReLU):
-            ops.append(lambda t, mask=(h > 0).to(h.dtype): t * mask)
+            ops.append(lambda t, mask=(h > 0).to(h.dtype): _scale(t, mask))
         elif isinstance(m, nn.LeakyReLU):
-            ops.append(lambda t, s=torch.where(h > 0, h.new_ones(()), h.new_full((), m.negative_slope)): t * s)
+            ops.append(lambda t, s=torch.where(h > 0, h.new_ones(()), h.new_full((), m.negative_slope)): _scale(t, s))
         elif isinstance(m, (nn.MaxPool1d, nn.MaxPool2d)):
             nd = 1 if isinstance(m, nn.MaxPool1d) else 2
             pool = F.max_pool1d if nd == 1 else F.max_pool2d
@@ -130,12 +170,7 @@ def _linearize(mods, z):
             ops.append(op)
         elif isinstance(m, (nn.AvgPool1d, nn.AvgPool2d)):
             nd = 1 if isinstance(m, nn.AvgPool1d) else 2
-
-            def op(t, m=m, nd=nd):
-                lead = t.shape[:-nd - 1]
-                o = m(t.reshape(-1, *t.shape[-nd - 1:]))
-                return o.view(*lead, *o.shape[1:])
-            ops.append(op)
+            ops.append(_avg_pool_op(m, nd) or (lambda t, m=m, nd=nd: _per_channel(m, t, nd)))
         elif isinstance(m, nn.Flatten):
             ops.append(lambda t, k=h.dim() - 1: t.flatten(-k))
         h = _apply(m, h)
@@ -243,8 +278,8 @@ class _Layer:
         if not unpack:
             return G, None
         out = torch.matmul(self.weight.view(J, C, K).transpose(0, 1), w)   # [B, C, J, n*S']
-        out = out.view(B, C, J, n, *S_out).transpose(2, 3)
-        return G, out.reshape(B * C, n, J, *S_out)
+        # a transposed view, not a copy: the next (channel-wise) modules shrink it first
+        return G, out.view(B * C, J, n, *S_out).transpose(1, 2)
 
     def per_example_grad(self, a, delta):
         """[N, size]: each example's gradient of (W row-major, b) for input a and output adjoint delta."""
