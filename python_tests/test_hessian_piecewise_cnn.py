@@ -61,6 +61,13 @@ def conv_pair():
     return nn.Sequential(nn.Conv1d(2, 3, 4, stride=3), nn.Conv1d(3, 1, 3, padding=1), nn.Flatten())
 
 
+def avgpool_between():
+    # an average pool without padding between weight layers (strided-window mean), with an
+    # uneven kernel/stride and a divisor override
+    return nn.Sequential(nn.Conv2d(1, 2, 3), nn.AvgPool2d((2, 3), stride=(1, 2), divisor_override=5), nn.ReLU(),
+                         nn.Conv2d(2, 1, 2), nn.Flatten())
+
+
 def single_conv():
     # one weight layer: the Hessian is the GGN (no residual blocks)
     return nn.Sequential(nn.Conv2d(1, 3, 3, stride=2), nn.ReLU(), nn.MaxPool2d(4), nn.Flatten())
@@ -72,6 +79,7 @@ MODELS = {
     "cnn2d_conv_head": (cnn2d_conv_head, (1, 12, 12)),
     "flatten_mlp": (flatten_mlp, (3, 4)),
     "conv_pair": (conv_pair, (2, 11)),
+    "avgpool_between": (avgpool_between, (1, 7, 8)),
     "single_conv": (single_conv, (1, 9, 9)),
 }
 
