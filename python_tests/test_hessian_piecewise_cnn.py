@@ -11,7 +11,7 @@ from torch import nn
 
 import hessext
 from hessext.regularizers import L2
-from _hessian_cases import ce, model_state, mse, reference_hessian, rel_err, same_state
+from _hessian_cases import ce, model_state, mse, reference_ggn, reference_hessian, rel_err, same_state
 
 TOL = 1e-10
 PATH = "packed-tangent residual"
@@ -99,6 +99,7 @@ def test_matches_torch_func(name, loss, l2):
     x, y_ce, y_mse = data(shape)
     y, loss_fn = (y_ce, ce) if loss == "ce" else (y_mse, mse)
     ref = reference_hessian(model.eval(), loss_fn, x, y, l2)
+    ref_ggn = reference_ggn(model, loss, x, y, l2)
     model.train()
     before = model_state(model)
     reg = L2(l2) if l2 else None
@@ -107,6 +108,11 @@ def test_matches_torch_func(name, loss, l2):
     assert PATH in H.info["method"]
     assert rel_err(H.dense(), ref) <= TOL
     assert torch.equal(H.dense(), H.dense().T)
+    assert same_state(before, model_state(model))
+    # the GGN of the same models takes its Jacobians from the layer inputs too
+    G = hessext.ggn(model, loss_fn, uneven(x, y), regularizer=reg, strip_width=13, progress=False)
+    assert "layer inputs" in G.info["method"]
+    assert rel_err(G.dense(), ref_ggn) <= TOL
     assert same_state(before, model_state(model))
 
 

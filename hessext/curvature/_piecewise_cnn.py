@@ -450,17 +450,24 @@ class PackedTangentResidual:
                 acc[c0:c1, k0 - j0:k1 - j0] += block[k0:k1, c0 - o_l:c1 - o_l].T
 
 
-class PiecewiseCNNFiller(_GGNFiller):
-    """Exact Hessian of a piecewise-linear CNN: the GGN's factor products plus the residual blocks
-    from packed tangents."""
+class LayerJacobianGGNFiller(_GGNFiller):
+    """The GGN filler with per-example Jacobians computed from the layer inputs (no torch.func)."""
 
     def __init__(self, prob, batches, n_total, budget):
         self.layers = _weight_layers(prob)
         super().__init__(prob, batches, n_total, budget)
-        self.residual = PackedTangentResidual(prob, self.layers, batches, n_total, self._loss_adjoint, budget)
 
     def _jacobian(self, x):
         return per_example_jacobian(self.prob, self.layers, x)
+
+
+class PiecewiseCNNFiller(LayerJacobianGGNFiller):
+    """Exact Hessian of a piecewise-linear CNN: the GGN's factor products plus the residual blocks
+    from packed tangents."""
+
+    def __init__(self, prob, batches, n_total, budget):
+        super().__init__(prob, batches, n_total, budget)
+        self.residual = PackedTangentResidual(prob, self.layers, batches, n_total, self._loss_adjoint, budget)
 
     def _loss_adjoint(self, x, y):
         with torch.enable_grad():

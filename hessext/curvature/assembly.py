@@ -320,7 +320,11 @@ def _assemble(kind, model, loss_fn, data, *, params, regularizer, dtype, memory_
         if W < 1:
             raise ValueError(f"{who}: strip_width must be >= 1, got {strip_width}")
         if kind == "ggn":
+            from hessext.curvature import _piecewise_cnn
             filler_cls, how = _GGNFiller, "products of per-example GGN factors"
+            if _piecewise_cnn.supports(prob):
+                filler_cls = _piecewise_cnn.LayerJacobianGGNFiller
+                how += " (Jacobians from the layer inputs)"
         else:
             from hessext.curvature import _structured
             if method not in ("auto", "structured", "hvp"):
