@@ -91,7 +91,7 @@ def supports(prob) -> bool:
                 elif isinstance(m, nn.Flatten):
                     flat = True
                 seen_weight = seen_weight or _is_weight_layer(m)
-                h = m(h.to(prob.dtype))
+                h = _apply(m, h)
     except (RuntimeError, ValueError):
         return False
     return True
