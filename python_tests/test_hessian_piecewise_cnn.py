@@ -68,6 +68,12 @@ def avgpool_between():
                          nn.Conv2d(2, 1, 2), nn.Flatten())
 
 
+def nested():
+    # nested Sequentials (parameter names "0.0.weight", ...): the chain is expanded
+    return nn.Sequential(nn.Sequential(nn.Conv1d(2, 3, 3), nn.ReLU()), nn.Sequential(nn.Conv1d(3, 2, 3), nn.MaxPool1d(2)),
+                         nn.ReLU(), nn.Sequential(nn.Flatten(), nn.Linear(16, 3)))
+
+
 def single_conv():
     # one weight layer: the Hessian is the GGN (no residual blocks)
     return nn.Sequential(nn.Conv2d(1, 3, 3, stride=2), nn.ReLU(), nn.MaxPool2d(4), nn.Flatten())
@@ -80,6 +86,7 @@ MODELS = {
     "flatten_mlp": (flatten_mlp, (3, 4)),
     "conv_pair": (conv_pair, (2, 11)),
     "avgpool_between": (avgpool_between, (1, 7, 8)),
+    "nested": (nested, (2, 20)),
     "single_conv": (single_conv, (1, 9, 9)),
 }
 
@@ -142,6 +149,10 @@ def test_float32_model():
     assert PATH in H.info["method"] and H.info["dtype"] == "float32"
     assert H.dense().dtype == torch.float64
     assert rel_err(H.dense(), ref) <= 1e-4
+    # dtype=float64 (the default) on the float32 model runs it in float64 on this path too
+    H64 = hessext.hessian(model, ce, (x.float(), y), progress=False)
+    assert PATH in H64.info["method"]
+    assert rel_err(H64.dense(), reference_hessian(model, ce, x.float().double(), y)) <= TOL
 
 
 def test_reduced_loss():
@@ -153,7 +164,15 @@ def test_reduced_loss():
     assert PATH in H.info["method"] and rel_err(H.dense(), ref) <= TOL
 
 
+class DoubledInput(nn.Sequential):
+    """A Sequential whose forward is not the chain of its modules."""
+
+    def forward(self, x):
+        return super().forward(2 * x) * x.flatten(1)[:, :3]
+
+
 UNSUPPORTED = {
+    "own_forward": lambda: DoubledInput(nn.Conv1d(2, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 21, 3)),
     "tanh": lambda: nn.Sequential(nn.Conv1d(2, 3, 3), nn.Tanh(), nn.Flatten(), nn.Linear(3 * 21, 3)),
     "groups2": lambda: nn.Sequential(nn.Conv1d(2, 4, 3, groups=2), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 21, 3)),
     "batchnorm": lambda: nn.Sequential(nn.Conv1d(2, 3, 3), nn.BatchNorm1d(3), nn.ReLU(), nn.Flatten(),
@@ -181,3 +200,24 @@ def test_partial_params_take_the_hvp_path():
     x, y, _ = data((2, 23), n=8)
     H = hessext.hessian(model, ce, (x, y), params=["0.weight", "3.weight"], progress=False)
     assert "vjp(grad)" in H.info["method"]
+
+
+def test_package_cnns():
+    """hessext.models' CNNs (custom modules whose forward is a known chain) take this path:
+    Conv1DToolbox against torch.func, MNISTCNN3 (P = 7,203: too large for the reference) against
+    forward-over-reverse Hessian-vector products of the matrix-free operator."""
+    from hessext.models import MNISTCNN3, Conv1DToolbox
+    torch.manual_seed(7)
+    model = Conv1DToolbox(seed=0)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(5, 1, 924, generator=g), torch.randint(0, 2, (5,), generator=g)
+    H = hessext.hessian(model, ce, (x, y), regularizer=L2(0.05), progress=False)
+    assert PATH in H.info["method"]
+    assert rel_err(H.dense(), reference_hessian(model, ce, x.double(), y, 0.05)) <= TOL
+    model = MNISTCNN3(seed=0)
+    x, y = torch.randn(4, 1, 28, 28, generator=g), torch.randint(0, 3, (4,), generator=g)
+    H = hessext.hessian(model, ce, (x, y), progress=False)
+    assert PATH in H.info["method"]
+    V = torch.randn(H.shape[0], 3, generator=g, dtype=torch.float64)
+    HV = hessext.hessian_operator(model, ce, (x, y)) @ V
+    assert rel_err(H.dense() @ V, HV) <= TOL

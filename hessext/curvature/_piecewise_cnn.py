@@ -45,6 +45,32 @@ def _is_weight_layer(m) -> bool:
     return isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))
 
 
+def _flat_modules(model):
+    """The modules model's forward applies, in order, or None where that is not known: an
+    nn.Sequential (nested ones expanded) or one of hessext.models' CNNs whose forward is such a
+    chain. supports() also checks the chain's output against the model's on an example."""
+    from hessext import models
+    if isinstance(model, nn.Sequential) and type(model).forward is nn.Sequential.forward:
+        out = []
+        for m in model:
+            inner = _flat_modules(m) if isinstance(m, nn.Sequential) else [m]
+            if inner is None:
+                return None
+            out += inner
+        return out
+    if type(model) is models.Conv1DToolbox:
+        return [*model.layer1, *model.layer2, *model.layer3, nn.Flatten(), model.dropout, model.fc1]
+    if type(model) is models.MNISTCNN3:
+        return _flat_modules(model.net)
+    return None
+
+
+def _param_names(model, mods):
+    """{id(module): its qualified name in model} for the modules of the chain."""
+    names = {id(m): n for n, m in model.named_modules()}
+    return {id(m): names.get(id(m)) for m in mods}
+
+
 def supports(prob) -> bool:
     """Whether the packed-tangent residual applies: an nn.Sequential of Conv1d/Conv2d (groups=1,
     zero padding), Linear, ReLU/LeakyReLU/Identity/Dropout, Max/AvgPool1d/2d and Flatten,
@@ -52,17 +78,24 @@ def supports(prob) -> bool:
     (pools only on convolution outputs of their own dimension; after a Linear or Flatten only
     elementwise modules)."""
     model = prob.model
-    if not isinstance(model, nn.Sequential) or len(model) == 0:
+    mods = _flat_modules(model)
+    if not mods:
         return False
     allowed = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Flatten) + _ELEMENTWISE + tuple(_POOLS)
-    if any(type(m) not in allowed for m in model):
+    if any(type(m) not in allowed for m in mods):
         return False
-    if not any(_is_weight_layer(m) for m in model):
+    if not any(_is_weight_layer(m) for m in mods):
         return False
     all_names = [n for n, _ in model.named_parameters()]
     if prob.names != all_names or len(prob.others) != 0:
         return False
-    for m in model:
+    # θ must hold the weight layers' parameters in chain order (weight, bias), nothing else
+    qual = _param_names(model, mods)
+    chain_names = [f"{qual[id(m)]}.{p}" for m in mods if _is_weight_layer(m)
+                   for p in ("weight", "bias") if getattr(m, p) is not None]
+    if chain_names != prob.names:
+        return False
+    for m in mods:
         if isinstance(m, (nn.Conv1d, nn.Conv2d)) and (m.groups != 1 or m.padding_mode != "zeros"):
             return False
         if isinstance(m, nn.Flatten) and (m.start_dim != 1 or m.end_dim != -1):
@@ -75,9 +108,11 @@ def supports(prob) -> bool:
         return False
     flat = False      # after a Flatten or a Linear: features, not channels
     seen_weight = False
+    mods, layers = _weight_layers(prob)
+    by_idx = {L.idx: L for L in layers}       # θ's copies at the compute dtype, not the model's
     try:
         with torch.no_grad():
-            for m in model:
+            for i, m in enumerate(mods):
                 if isinstance(m, nn.Linear):
                     if h.dim() != 2:
                         return False
@@ -91,7 +126,10 @@ def supports(prob) -> bool:
                 elif isinstance(m, nn.Flatten):
                     flat = True
                 seen_weight = seen_weight or _is_weight_layer(m)
-                h = _apply(m, h)
+                h = by_idx[i].forward(h) if i in by_idx else _apply(m, h)
+            # the chain must be the model's forward
+            if not torch.equal(h, prob.forward(prob.theta, prob.batches[0][0][:1])):
+                return False
     except (RuntimeError, ValueError):
         return False
     return True
@@ -183,12 +221,11 @@ def _linearize(mods, z):
 
 
 class _Layer:
-    """One weight layer: its position, its parameters' place in θ and its linear maps."""
+    """One weight layer: its position in the chain, its parameters' place in θ and its linear maps."""
 
-    def __init__(self, idx, mod, offset, theta_params):
+    def __init__(self, idx, mod, offset, weight, bias):
         self.idx, self.mod, self.offset = idx, mod, offset
-        self.weight = theta_params[f"{idx}.weight"]
-        self.bias = theta_params.get(f"{idx}.bias")
+        self.weight, self.bias = weight, bias
         self.has_bias = self.bias is not None
         self.w_numel = self.weight.numel()
         self.size = self.w_numel + (self.bias.numel() if self.has_bias else 0)
@@ -317,23 +354,27 @@ class _Layer:
 
 
 def _weight_layers(prob):
+    """(the chain of modules, its weight layers with their parameters' views into θ)."""
+    mods = _flat_modules(prob.model)
+    qual = _param_names(prob.model, mods)
     params = prob.unflatten(prob.theta)
     layers, o = [], 0
-    for i, m in enumerate(prob.model):
+    for i, m in enumerate(mods):
         if _is_weight_layer(m):
-            layers.append(_Layer(i, m, o, params))
+            name = qual[id(m)]
+            layers.append(_Layer(i, m, o, params[f"{name}.weight"], params.get(f"{name}.bias")))
             o += layers[-1].size
-    return layers
+    return mods, layers
 
 
-def _run(prob, layers, x):
+def _run(mods, layers, x):
     """Forward pass → (inputs a_l of the weight layers, their outputs z_l, the output); the z_l
     live in one autograd graph that starts at the first layer's output (θ is not differentiated)."""
     by_idx = {L.idx: L for L in layers}
     a, z = [], []
     with torch.enable_grad():
         h = x
-        for i, m in enumerate(prob.model):
+        for i, m in enumerate(mods):
             if i in by_idx:
                 a.append(h.detach())
                 h = by_idx[i].forward(h)
@@ -345,10 +386,10 @@ def _run(prob, layers, x):
     return a, z, h
 
 
-def per_example_jacobian(prob, layers, x):
+def per_example_jacobian(prob, mods, layers, x):
     """[N, C, P]: each example's Jacobian of its flattened output, one backward pass per output
     coordinate and per-example weight gradients from the layer inputs (no torch.func)."""
-    a, z, out = _run(prob, layers, x)
+    a, z, out = _run(mods, layers, x)
     N = x.shape[0]
     out = out.reshape(N, -1)
     C = out.shape[1]
@@ -364,9 +405,9 @@ class PackedTangentResidual:
     """The upper-triangular residual blocks ∂²S/∂θ_{<l}∂W_l in float64 for every weight layer l
     after the first, computed over the given mini-batches in one pass."""
 
-    def __init__(self, prob, layers, batches, n_total, r_of, budget):
+    def __init__(self, prob, mods, layers, batches, n_total, r_of, budget):
         self.prob, self.n = prob, n_total
-        self.layers = layers
+        self.mods, self.layers = mods, layers
         dev = prob.device
         self.blocks = [None] + [torch.zeros(L.offset, L.w_numel, dtype=torch.float64, device=dev)
                                 for L in layers[1:]]
@@ -385,14 +426,17 @@ class PackedTangentResidual:
         last = len(layers) - 1
         self.per_q = [3 * item * (stage(k) + self.channels[k] * max([stage(j) for j in range(k + 1, last)], default=0))
                       for k in range(last)]
-        rows = max(1, min(max(x.shape[0] for x, _ in batches), int(budget // max(self.per_q))))
+        # per example, also the patches of each stage's first layer (Q_k per channel of z_k)
+        per_example = max(q + item * layers[k].Q * acts["z"][k][0].numel() // self.channels[k]
+                          for k, q in enumerate(self.per_q))
+        rows = max(1, min(max(x.shape[0] for x, _ in batches), int(budget // per_example)))
         self.budget = budget
         for x, y in _split_rows(batches, rows):
             self._add_batch(x, r_of(x, y))
 
     def _forward(self, x, r=None):
         """Inputs a_l and outputs z_l of every weight layer and, given r = ∂ℓ/∂f, the adjoints δ_l."""
-        a, z, out = _run(self.prob, self.layers, x)
+        a, z, out = _run(self.mods, self.layers, x)
         deltas = None
         if r is not None:
             deltas = torch.autograd.grad((out * r.to(out.dtype)).sum(), z)
@@ -401,9 +445,8 @@ class PackedTangentResidual:
     def _add_batch(self, x, r):
         acts, _ = self._forward(x, r)
         layers, L_count = self.layers, len(self.layers)
-        model = self.prob.model
         # the modules between weight layers k and k+1, linearised at this batch's primal
-        push = [_linearize(model[layers[k].idx + 1:layers[k + 1].idx], acts["z"][k]) for k in range(L_count - 1)]
+        push = [_linearize(self.mods[layers[k].idx + 1:layers[k + 1].idx], acts["z"][k]) for k in range(L_count - 1)]
         n = x.shape[0]
         alpha = 1.0 / self.n
         for k in range(L_count - 1):
@@ -454,11 +497,11 @@ class LayerJacobianGGNFiller(_GGNFiller):
     """The GGN filler with per-example Jacobians computed from the layer inputs (no torch.func)."""
 
     def __init__(self, prob, batches, n_total, budget):
-        self.layers = _weight_layers(prob)
+        self.mods, self.layers = _weight_layers(prob)
         super().__init__(prob, batches, n_total, budget)
 
     def _jacobian(self, x):
-        return per_example_jacobian(self.prob, self.layers, x)
+        return per_example_jacobian(self.prob, self.mods, self.layers, x)
 
 
 class PiecewiseCNNFiller(LayerJacobianGGNFiller):
@@ -467,7 +510,8 @@ class PiecewiseCNNFiller(LayerJacobianGGNFiller):
 
     def __init__(self, prob, batches, n_total, budget):
         super().__init__(prob, batches, n_total, budget)
-        self.residual = PackedTangentResidual(prob, self.layers, batches, n_total, self._loss_adjoint, budget)
+        self.residual = PackedTangentResidual(prob, self.mods, self.layers, batches, n_total, self._loss_adjoint,
+                                              budget)
 
     def _loss_adjoint(self, x, y):
         with torch.enable_grad():
