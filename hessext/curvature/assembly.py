@@ -320,9 +320,11 @@ def _assemble(kind, model, loss_fn, data, *, params, regularizer, dtype, memory_
         if W < 1:
             raise ValueError(f"{who}: strip_width must be >= 1, got {strip_width}")
         if kind == "ggn":
-            from hessext.curvature import _piecewise_cnn
+            from hessext.curvature import _piecewise_cnn, _structured
             filler_cls, how = _GGNFiller, "products of per-example GGN factors"
-            if _piecewise_cnn.supports(prob):
+            # CNNs: per-example Jacobians from the layer inputs beat vmap(jacrev) clearly (for
+            # plain MLPs they do not)
+            if not _structured.supports(prob) and _piecewise_cnn.supports(prob):
                 filler_cls = _piecewise_cnn.LayerJacobianGGNFiller
                 how += " (Jacobians from the layer inputs)"
         else:
