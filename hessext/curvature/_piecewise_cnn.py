@@ -24,6 +24,10 @@ tangents apart again: layer l's contribution of each input channel separately (a
 contraction with l's receptive fields) unpacks them into the P_m tangents of z_l, which are pushed through the rest and
 contracted with each later δ. Everything is computed at the model's precision and summed into
 float64 blocks once, in the filler's constructor; the strips then only copy from them.
+
+Memory: the blocks (rows θ_<l, columns W_l; at most P²/2 float64 in all, beside the result) are
+held for the whole assembly and are not part of memory_budget, which bounds the working set
+(examples per chunk, packed tangents per pass).
 """
 
 from __future__ import annotations
