@@ -68,6 +68,21 @@ def avgpool_between():
                          nn.Conv2d(2, 1, 2), nn.Flatten())
 
 
+def conv_then_avgpool():
+    # convolutions directly followed by an average pool after the first layer: the unpacked
+    # tangents go through both as one strided convolution (2-D: stride, dilation, padding and a
+    # divisor override; 1-D: 'valid' padding, pool stride != kernel)
+    return nn.Sequential(
+        nn.Conv2d(1, 2, 3), nn.ReLU(),
+        nn.Conv2d(2, 3, (3, 2), stride=(1, 2), dilation=(2, 1), padding=(1, 0)),
+        nn.AvgPool2d((2, 3), stride=(2, 1), divisor_override=4), nn.ReLU(), nn.Flatten(), nn.Linear(36, 3))
+
+
+def conv1d_then_avgpool():
+    return nn.Sequential(nn.Conv1d(2, 3, 3), nn.ReLU(), nn.Conv1d(3, 2, 2, stride=2, padding="valid"),
+                         nn.AvgPool1d(3, stride=2), nn.Flatten(), nn.LeakyReLU(0.3), nn.Linear(12, 3))
+
+
 def nested():
     # nested Sequentials (parameter names "0.0.weight", ...): the chain is expanded
     return nn.Sequential(nn.Sequential(nn.Conv1d(2, 3, 3), nn.ReLU()), nn.Sequential(nn.Conv1d(3, 2, 3), nn.MaxPool1d(2)),
@@ -87,6 +102,8 @@ MODELS = {
     "conv_pair": (conv_pair, (2, 11)),
     "avgpool_between": (avgpool_between, (1, 7, 8)),
     "nested": (nested, (2, 20)),
+    "conv_then_avgpool": (conv_then_avgpool, (1, 11, 14)),
+    "conv1d_then_avgpool": (conv1d_then_avgpool, (2, 30)),
     "single_conv": (single_conv, (1, 9, 9)),
 }
 

@@ -32,6 +32,8 @@ held for the whole assembly and are not part of memory_budget, which bounds the 
 
 from __future__ import annotations
 
+import copy
+import itertools
 import math
 
 import torch
@@ -217,6 +219,10 @@ def _linearize(mods, z):
             ops.append(lambda t, k=h.dim() - 1: t.flatten(-k))
         h = _apply(m, h)
 
+    return ops
+
+
+def _compose(ops):
     def jac(t):
         for op in ops:
             t = op(t)
@@ -243,6 +249,7 @@ class _Layer:
             self.ks = tuple(self.weight.shape[2:])
             self.K = math.prod(self.ks)
             self.conv_args = dict(stride=mod.stride, padding=mod.padding, dilation=mod.dilation)
+            self.stride, self.dilation = tuple(mod.stride), tuple(mod.dilation)
             nd = self.nd
             if isinstance(mod.padding, str):        # 'valid' or 'same' (extra element on the right)
                 total = [0 if mod.padding == "valid" else d * (k - 1) for d, k in zip(mod.dilation, self.ks)]
@@ -257,6 +264,30 @@ class _Layer:
         else:
             self.K = 1
 
+    def then_avg_pool(self, pool):
+        """This convolution (without bias) followed by an average pool without padding, as one
+        strided convolution (only for tangents): offsets i·s + κ·d of pool offset i and kernel
+        offset κ add up into a kernel of (a-1)·s + (K-1)·d + 1 taps with stride t·s, so the
+        pool's 4x larger input is never formed. None where it does not apply."""
+        nd = self.nd
+        as_tuple = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v,) * nd
+        a, t, p = as_tuple(pool.kernel_size), as_tuple(pool.stride or pool.kernel_size), as_tuple(pool.padding)
+        if any(p) or pool.ceil_mode:
+            return None
+        divisor = getattr(pool, "divisor_override", None) or math.prod(a)
+        kc = [(ai - 1) * s + (k - 1) * d + 1 for ai, s, k, d in zip(a, self.stride, self.ks, self.dilation)]
+        w = self.weight.new_zeros(*self.weight.shape[:2], *kc)
+        for offs in itertools.product(*[range(ai) for ai in a]):
+            idx = tuple(slice(i * s, i * s + (k - 1) * d + 1, d) for i, s, k, d in
+                        zip(offs, self.stride, self.ks, self.dilation))
+            w[(slice(None), slice(None), *idx)] += self.weight / divisor
+        fused = copy.copy(self)
+        fused.weight, fused.bias, fused.has_bias = w, None, False
+        fused.ks, fused.K = tuple(kc), math.prod(kc)
+        fused.stride = tuple(ti * s for ti, s in zip(t, self.stride))
+        fused.dilation = (1,) * nd
+        return fused
+
     def forward(self, a):
         if self.is_conv:
             return self.convfn(a, self.weight, self.bias, **self.conv_args)
@@ -269,17 +300,19 @@ class _Layer:
         if any(self.pad):
             u = F.pad(u, self.pad)
         first = u.dim() - nd
-        for i, (k, s, d) in enumerate(zip(self.ks, self.mod.stride, self.mod.dilation)):
+        for i, (k, s, d) in enumerate(zip(self.ks, self.stride, self.dilation)):
             u = u.unfold(first + i, d * (k - 1) + 1, s)
-        if any(d != 1 for d in self.mod.dilation):
-            u = u[(..., *[slice(None, None, d) for d in self.mod.dilation])]
+        if any(d != 1 for d in self.dilation):
+            u = u[(..., *[slice(None, None, d) for d in self.dilation])]
         return u
 
     def linear_part(self, u):
         """The layer's map without bias on a batch of tangents u [B, n, ...] → [B, n, ...]."""
         B, n = u.shape[:2]
         if self.is_conv:
-            out = self.convfn(u.reshape(B * n, *u.shape[2:]), self.weight, None, **self.conv_args)
+            u = u.reshape(B * n, *u.shape[2:])
+            out = self.convfn(F.pad(u, self.pad) if any(self.pad) else u, self.weight, None, stride=self.stride,
+                              dilation=self.dilation)
             return out.view(B, n, *out.shape[1:])
         return u @ self.weight.T
 
@@ -314,8 +347,10 @@ class _Layer:
         w = self.windows(u)                                                # [B, n, C, *S', *ks]
         S_out = w.shape[3:3 + nd]
         w = w.permute(0, 2, *range(3 + nd, 3 + 2 * nd), 1, *range(3, 3 + nd)).reshape(B, C, K, -1)
-        d = delta.movedim(1, -1).reshape(-1, J)                            # [n*S', J]
-        G = (w.reshape(B * C * K, -1) @ d).view(B, C, K, J).permute(0, 3, 1, 2).reshape(B, -1)
+        G = None
+        if delta is not None:
+            d = delta.movedim(1, -1).reshape(-1, J)                        # [n*S', J]
+            G = (w.reshape(B * C * K, -1) @ d).view(B, C, K, J).permute(0, 3, 1, 2).reshape(B, -1)
         if not unpack:
             return G, None
         out = torch.matmul(self.weight.view(J, C, K).transpose(0, 1), w)   # [B, C, J, n*S']
@@ -450,7 +485,17 @@ class PackedTangentResidual:
         acts, _ = self._forward(x, r)
         layers, L_count = self.layers, len(self.layers)
         # the modules between weight layers k and k+1, linearised at this batch's primal
-        push = [_linearize(self.mods[layers[k].idx + 1:layers[k + 1].idx], acts["z"][k]) for k in range(L_count - 1)]
+        ops = [_linearize(self.mods[layers[k].idx + 1:layers[k + 1].idx], acts["z"][k]) for k in range(L_count - 1)]
+        push = [_compose(o) for o in ops]
+        # for the unpacked tangents, a convolution followed by an average pool is one strided
+        # convolution: lin[j] is layer j's map on them, push_after[j] the modules after it
+        lin, push_after = list(layers), list(push)
+        for j in range(1, L_count - 1):
+            nxt = self.mods[layers[j].idx + 1]
+            if layers[j].is_conv and isinstance(nxt, (nn.AvgPool1d, nn.AvgPool2d)):
+                fused = layers[j].then_avg_pool(nxt)
+                if fused is not None:
+                    lin[j], push_after[j] = fused, _compose(ops[j][1:])
         n = x.shape[0]
         alpha = 1.0 / self.n
         for k in range(L_count - 1):
@@ -465,10 +510,12 @@ class PackedTangentResidual:
                 # packed tangents of z_m: channel c of T_q is patch q (the response to W_m[c, q])
                 T = pat[:, q0:q1].movedim(1, 0).unsqueeze(2)
                 T = T.expand(q1 - q0, n, C, *T.shape[3:])
-                U = push[k](T)                         # tangents of a_{m+1}
+                U = push[k](T)                                             # tangents of a_{m+1}
                 more = k + 2 < L_count
                 # G [qc, w_numel]; D: the unpacked P_m tangents of z_{m+1}, (q, c) at (q - q0) * C + c
-                G, D = Ln.wgrad_and_unpack(acts["delta"][k + 1], U, C, more)
+                G, D = Ln.wgrad_and_unpack(acts["delta"][k + 1], U, C, more and lin[k + 1] is Ln)
+                if more and lin[k + 1] is not Ln:
+                    D = lin[k + 1].wgrad_and_unpack(None, U, C, True)[1]
                 q = torch.arange(q0, q1, device=x.device)
                 rows = Lm.offset + Lm.rows(col_ch[None, :], q[:, None])
                 self.blocks[k + 1][rows, cols[None, :].expand_as(rows)] += G.to(torch.float64) * alpha
@@ -477,11 +524,11 @@ class PackedTangentResidual:
                 cq = torch.arange(C, device=x.device)
                 rows = Lm.offset + Lm.rows(cq[None, :], q[:, None]).reshape(-1)
                 for j in range(k + 1, L_count - 1):
-                    D = push[j](D)
+                    D = push_after[j](D)
                     G = layers[j + 1].wgrad(acts["delta"][j + 1], D)
                     self.blocks[j + 1].index_add_(0, rows, G.to(torch.float64), alpha=alpha)
                     if j + 2 < L_count:
-                        D = layers[j + 1].linear_part(D)
+                        D = lin[j + 1].linear_part(D)
 
     def add_to_strip(self, acc, j0, j1):
         """acc (= H[0:j1, j0:j1]) += the residual there: the blocks (rows θ_<l, columns W_l,
