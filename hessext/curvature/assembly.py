@@ -229,26 +229,6 @@ class _GGNFiller:
                 ops.gemm_accumulate(acc, Fm[:, :j1], Fm[:, j0:j1], -1.0 / self.n)
 
 
-class _StructuredFiller(_GGNFiller):
-    """Exact Hessian of a piecewise-linear MLP: the GGN's products plus the closed-form residual
-    blocks between layers (hessext/curvature/_structured.py)."""
-
-    def __init__(self, prob: Problem, batches, n_total: int, budget: int):
-        super().__init__(prob, batches, n_total, budget)
-        from hessext.curvature._structured import ResidualBlocks
-        self.residual = ResidualBlocks(prob, batches, n_total, self._loss_adjoint, budget)
-
-    def _loss_adjoint(self, x, y):
-        with torch.enable_grad():
-            out = self.prob.forward(self.prob.theta, x).detach().requires_grad_(True)
-            r, = torch.autograd.grad(self.prob.per_example_losses(out, y).sum(), out)
-        return r
-
-    def fill(self, acc, j0, j1):
-        super().fill(acc, j0, j1)
-        self.residual.add_to_strip(acc, j0, j1)
-
-
 # --------------------------------------------------------------------------- out= / resume
 def _fingerprint(prob: Problem, kind: str, W: int) -> str:
     h = hashlib.sha256()
@@ -314,21 +294,21 @@ def _assemble(kind, model, loss_fn, data, *, params, regularizer, dtype, memory_
         W = int(strip_width)
         if W < 1:
             raise ValueError(f"{who}: strip_width must be >= 1, got {strip_width}")
-        if kind == "ggn":
-            filler_cls, how = _GGNFiller, "products of per-example GGN factors"
+        from hessext.curvature import _structured
+        structured = _structured.supports(prob)
+        if method not in ("auto", "structured", "hvp"):
+            raise ValueError(f"{who}: method must be 'auto', 'structured' or 'hvp', got {method!r}")
+        if method == "structured" and not structured:
+            raise ValueError(f"{who}: method='structured' needs an nn.Sequential of Linear layers and "
+                             f"elementwise activations differentiated in all parameters; use 'hvp'")
+        if structured and method != "hvp":
+            exact = kind == "hessian"
+            filler = _structured.MLPBlocks(prob, local, n_total, budget, exact=exact)
+            how = "closed-form layer blocks (MLP): one product per layer pair" + ("" if exact else ", GGN")
+        elif kind == "ggn":
+            filler, how = _GGNFiller(prob, local, n_total, budget), "products of per-example GGN factors"
         else:
-            from hessext.curvature import _structured
-            if method not in ("auto", "structured", "hvp"):
-                raise ValueError(f"{who}: method must be 'auto', 'structured' or 'hvp', got {method!r}")
-            structured = _structured.supports(prob)
-            if method == "structured" and not structured:
-                raise ValueError(f"{who}: method='structured' needs an nn.Sequential of Linear layers and "
-                                 f"piecewise-linear activations differentiated in all parameters; use 'hvp'")
-            if method != "hvp" and structured:
-                filler_cls, how = _StructuredFiller, "GGN factor products + closed-form residual (piecewise-linear MLP)"
-            else:
-                filler_cls, how = _HVPFiller, "vmap(vjp(grad)) column blocks (reverse-over-reverse HVPs)"
-        filler = filler_cls(prob, local, n_total, budget)
+            filler, how = _HVPFiller(prob, local, n_total, budget), "vmap(vjp(grad)) column blocks (reverse-over-reverse HVPs)"
 
         strips = [(j0, min(P, j0 + W)) for j0 in range(0, P, W)]
         H = torch.empty(P, P, dtype=torch.float64, device=dev)
@@ -368,7 +348,8 @@ def _assemble(kind, model, loss_fn, data, *, params, regularizer, dtype, memory_
                 if (j0, j1) in done:
                     continue
                 acc = H[:j1, j0:j1]         # accumulate in place: no extra strip buffer
-                acc.zero_()
+                if not getattr(filler, "overwrites", False):
+                    acc.zero_()
                 filler.fill(acc, j0, j1)
                 if world > 1:
                     acc.copy_(_all_reduce(acc.contiguous(), world))
@@ -390,8 +371,12 @@ def _assemble(kind, model, loss_fn, data, *, params, regularizer, dtype, memory_
             if bar is not None:
                 bar.close()
         # the lower tiles are the mirror of the upper ones
+        # the lower tiles are the mirror of the upper ones (in square tiles: a transposed copy of
+        # a whole strip at once walks memory with a large stride and is several times slower)
         for j0, j1 in strips:
-            H[j0:j1, :j0] = H[:j0, j0:j1].T
+            for i0 in range(0, j0, 256):
+                i1 = min(j0, i0 + 256)
+                H[j0:j1, i0:i1] = H[i0:i1, j0:j1].T
         info["seconds"] = time.perf_counter() - t_start
         return Hessian(H, info)
 
