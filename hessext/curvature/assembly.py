@@ -7,13 +7,16 @@ and above the diagonal); the strictly lower tiles are mirrored from it, so only 
 triangle is ever computed. A strip is summed over all mini-batches in float64 before it is
 stored, which is what makes strips the unit of progress, of the on-disk format and of resuming.
 
-Two ways to fill a strip, both exact:
+Three ways to fill a strip, all exact:
 
-* GGN: per-example factors F (rows f_ik = J_iᵀ b_ik with Λ_i = Σ_k s_k b_ik b_ikᵀ, s = ±1) so that
+* MLPs (an nn.Sequential of Linear layers and elementwise modules), Hessian and GGN: closed-form
+  layer-pair blocks, one matrix product per pair with the example count as inner dimension
+  (hessext/curvature/_structured.py).
+* GGN of other models: per-example factors F (rows f_ik = J_iᵀ b_ik with Λ_i = Σ_k s_k b_ik b_ikᵀ, s = ±1) so that
   GGN = (1/n) Σ s_k f fᵀ, and the strip is F[:, 0:j1]ᵀ F[:, j0:j1]: a matrix product with the
   factor count as inner dimension, computed at the model's precision and added into the float64
   strip by hessext.ops.gemm_accumulate.
-* Exact Hessian: batched reverse-over-reverse Hessian-vector products (torch.func vmap of vjp of
+* Exact Hessian of other models: batched reverse-over-reverse Hessian-vector products (torch.func vmap of vjp of
   grad) on the strip's unit vectors, i.e. W columns of H per pass over the data, accumulated in
   float64 across mini-batches.
 
@@ -401,9 +404,10 @@ def hessian(model, loss_fn, data, *, params=None, regularizer=None, dtype=torch.
       the module docstring). max_bytes: cap for the size check (default: memory available).
     distributed: None (use torch.distributed when initialised), True or False; each rank sums
       its shard of the mini-batches and strips are all-reduced, every rank gets the matrix.
-    method: 'auto' (default: 'structured' where it applies, else 'hvp'), 'structured' (GGN factor
-      products + closed-form residual; nn.Sequential of Linear + ReLU/LeakyReLU/Identity/Dropout)
-      or 'hvp' (the general path: batched reverse-over-reverse Hessian-vector products).
+    method: 'auto' (default: 'structured' where it applies, else 'hvp'), 'structured' (closed-form
+      layer-pair blocks as matrix products; an nn.Sequential of Linear layers and elementwise
+      modules such as ReLU, tanh, softplus, GELU, Dropout) or 'hvp' (the general path: batched
+      reverse-over-reverse Hessian-vector products).
       All give the same matrix (to rounding); info['method'] says which ran.
     Raises HessianTooLargeError (a MemoryError) before allocating if the matrix would not fit.
     """
