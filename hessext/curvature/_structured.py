@@ -101,19 +101,24 @@ class MLPBlocks:
         widths = [lin.out_features for lin in self.linears]
         ins = [lin.in_features + 1 for lin in self.linears]
         L = len(widths)
-        # bytes per example of the cached factors (K, T for every layer pair) and of the largest
-        # product operand (a strip of up to 1024 columns against the widest layer)
-        per_ex = item * (sum(widths[m] * widths[l] + ins[l] * widths[m] for m in range(L) for l in range(m, L))
-                         + 4 * sum(ins) + 4 * sum(widths))
-        per_ex_work = item * 2 * max(widths) * 1024 + per_ex
-        self.rows = max(1, int(budget // (2 * per_ex_work)))
+        # bytes per example of the cached factors (K, T for every layer pair, activations) and of
+        # the products' per-example operands (K slice, Kronecker rows); the products' outputs are
+        # strip-sized, not per example
+        per_ex = item * (sum(widths[m] * widths[l] for m in range(L) for l in range(m, L))
+                         + sum(widths[m] * ins[l] for m in range(L) for l in range(m + 2, L))
+                         + 2 * sum(ins) + 3 * sum(widths))
+        per_ex_work = per_ex + item * max(widths[m] * widths[l] + ins[m] * (ins[l] + widths[l])
+                                          for m in range(L) for l in range(m, L))
+        self.rows = max(1, int(budget // (4 * per_ex_work)))
+        strip_bytes = 2 * prob.num_params * 1024 * item       # a strip's product outputs
         chunks = []
         for x, y in batches:
             for s in range(0, x.shape[0], self.rows):
                 chunks.append((x[s:s + self.rows], y[s:s + self.rows]))
         self.chunks = chunks
         total = sum(x.shape[0] for x, _ in batches)
-        self.cache = [self._factors(x, y) for x, y in chunks] if total * per_ex <= budget // 2 else None
+        self.cache = ([self._factors(x, y) for x, y in chunks] if total * per_ex + strip_bytes <= budget
+                      else None)
 
     # ------------------------------------------------------------------ per-example factors
     def _factors(self, x, y):
@@ -152,18 +157,21 @@ class MLPBlocks:
                 Hz = Hz + torch.diag_embed(d2[m] * ga)
             deltas[m] = d1[m] * ga
             Hzs[m] = Hz
-        # K^{(m,l)} = M_{l,m}ᵀ 𝓗_l and T^{(l,m)} = ∂a_{l-1}/∂z_m for m < l, via M_{l,m} = W_l T^{(l,m)}
-        K, T = {}, {}
+        # K^{(m,l)} = M_{l,m}ᵀ 𝓗_l and T^{(l,m)} = ∂a_{l-1}/∂z_m for m < l, via M_{l,m} = W_l T^{(l,m)};
+        # T of adjacent layers is diag(φ') and is not stored (built when used)
+        K, Tt = {}, {}
         for m in range(L):
             K[m, m] = Hzs[m]
-            Tlm = torch.diag_embed(d1[m])                                   # ∂a_m/∂z_m
+            Tlm = None                                                      # ∂a_{l-1}/∂z_m, [N, in_l, w_m]
             for l in range(m + 1, L):
-                T[l, m] = Tlm                                               # [N, in_l, w_m]
-                M = self.W[l] @ Tlm                                         # M_{l,m} [N, w_l, w_m]
+                if Tlm is None:
+                    M = self.W[l] * d1[m].unsqueeze(1)                      # W_l diag(φ_m')
+                else:
+                    Tt[l, m] = Tlm.transpose(1, 2).contiguous()             # [N, w_m, in_l]
+                    M = self.W[l] @ Tlm
                 K[m, l] = M.transpose(1, 2) @ Hzs[l]                        # [N, w_m, w_l]
                 Tlm = d1[l].unsqueeze(2) * M                                # ∂a_l/∂z_m
-        Tt = {key: t.transpose(1, 2).contiguous() for key, t in T.items()}  # [N, w_m, in_l]
-        return {"a": a_in, "delta": deltas, "K": K, "Tt": Tt}
+        return {"a": a_in, "delta": deltas, "K": K, "Tt": Tt, "d1": d1}
 
     # ------------------------------------------------------------------ strips
     def fill(self, acc: torch.Tensor, j0: int, j1: int) -> None:
@@ -219,7 +227,10 @@ class MLPBlocks:
         S = (Kmat.T @ kron).view(p_hi, J, Q, kk).transpose(1, 2)           # [p, q̃, j, k]
         if self.exact and m < l and gc.kind == "W":
             ad = (a_m[:, :, None] * (fac["delta"][l][:, None, u0:u1] * scale)).reshape(N, Q * J)
-            Tt = fac["Tt"][l, m].reshape(N, -1)                            # [N, (p, k)]
+            Tt = fac["Tt"].get((l, m))
+            if Tt is None:                                                 # adjacent: diag(φ_m')
+                Tt = torch.diag_embed(fac["d1"][m])
+            Tt = Tt[:, :p_hi].reshape(N, -1)                               # [N, (p, k)]
             S = S + (ad.T @ Tt).view(Q, J, p_hi, kk).permute(2, 0, 1, 3)
         # S into acc: whole units of the columns through a 4-D view, cut units on the edges (the
         # float64 copy_/add_ converts on the fly: no float64 temporary of S)
