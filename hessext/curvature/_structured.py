@@ -109,7 +109,7 @@ class MLPBlocks:
                          + 2 * sum(ins) + 3 * sum(widths))
         per_ex_work = per_ex + item * max(widths[m] * widths[l] + ins[m] * (ins[l] + widths[l])
                                           for m in range(L) for l in range(m, L))
-        self.rows = max(1, int(budget // (4 * per_ex_work)))
+        self.rows = max(1, int(budget // (2 * per_ex_work)))
         strip_bytes = 2 * prob.num_params * 1024 * item       # a strip's product outputs
         chunks = []
         for x, y in batches:

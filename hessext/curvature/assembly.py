@@ -43,6 +43,7 @@ import torch
 from torch.func import grad, jacrev, jvp, vjp, vmap
 
 from hessext import ops
+from hessext._memory import empty_large
 from hessext._model_guard import preserved
 from hessext.curvature._problem import Problem, build_problem, regularizer_hessian_add
 from hessext.curvature.hessian import Hessian, HessianOperator
@@ -314,7 +315,7 @@ def _assemble(kind, model, loss_fn, data, *, params, regularizer, dtype, memory_
             filler, how = _HVPFiller(prob, local, n_total, budget), "vmap(vjp(grad)) column blocks (reverse-over-reverse HVPs)"
 
         strips = [(j0, min(P, j0 + W)) for j0 in range(0, P, W)]
-        H = torch.empty(P, P, dtype=torch.float64, device=dev)
+        H = empty_large(P, P, torch.float64, dev)
         done: set = set()
         out_dir = Path(out) if out is not None else None
         info = {"kind": kind, **prob.info, "n": n_total, "strip_width": W, "world_size": world,
