@@ -108,6 +108,18 @@ def _saved_bytes_per_example(prob: Problem) -> float:
     return max(total / m, 8.0 * 16)
 
 
+def _symmetrize_(D: torch.Tensor, tile: int = 128) -> None:
+    """D ← (D + Dᵀ)/2 in place, tile pair by tile pair (no [W, W] temporaries, cache-sized
+    transposes)."""
+    W = D.shape[0]
+    for i0 in range(0, W, tile):
+        for k0 in range(i0, W, tile):
+            a, b = D[i0:i0 + tile, k0:k0 + tile], D[k0:k0 + tile, i0:i0 + tile]
+            s = (a + b.T) / 2
+            a.copy_(s)
+            b.copy_(s.T)
+
+
 def _split_rows(batches, max_rows: int):
     out = []
     for x, y in batches:
@@ -360,8 +372,7 @@ def _assemble(kind, model, loss_fn, data, *, params, regularizer, dtype, memory_
                 regularizer_hessian_add(prob, acc, slice(0, j1), slice(j0, j1))
                 # the diagonal tile is symmetric only up to the order of rounding: symmetrise it
                 # before storing, so the stored strip is exactly the final matrix's
-                D = acc[j0:j1]
-                D.copy_((D + D.T) / 2)
+                _symmetrize_(acc[j0:j1])
                 if out_dir is not None and rank == 0:
                     np.save(_strip_path(out_dir, j0, j1), acc.cpu().numpy())
                     man["done"].append([j0, j1])
