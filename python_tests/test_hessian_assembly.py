@@ -146,23 +146,48 @@ def test_hessian_operator_products():
     assert rel_err(op.to_hessian().dense(), ref) <= TOL
 
 
-def test_structured_residual_path_matches_torch_func_and_hvp_path():
-    """Piecewise-linear MLPs take the GGN + closed-form residual path; it must equal torch.func
-    and the general HVP path (deep enough for blocks between non-adjacent layers)."""
+STRUCTURED_MLPS = {
+    # deep enough for blocks between non-adjacent layers; inert modules between layers
+    "piecewise_linear": lambda: nn.Sequential(
+        nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 5), nn.LeakyReLU(0.1), nn.Dropout(0.3),
+        nn.Linear(5, 4), nn.Identity(), nn.ReLU(), nn.Linear(4, 3)),
+    # smooth activations (φ'' terms), chains of them, one before the first layer and one after the
+    # last (part of f), layers without bias
+    "smooth_trailing_nobias": lambda: nn.Sequential(
+        nn.Tanh(), nn.Linear(4, 6, bias=False), nn.GELU(), nn.Linear(6, 5), nn.Softplus(), nn.SiLU(),
+        nn.Linear(5, 4), nn.ELU(), nn.Linear(4, 3, bias=False), nn.Sigmoid()),
+    "single_layer": lambda: nn.Sequential(nn.Linear(4, 3)),
+}
+
+
+@pytest.mark.parametrize("name", list(STRUCTURED_MLPS))
+def test_closed_form_mlp_path_matches_torch_func_and_hvp_path(name):
+    """MLPs (Linear + elementwise modules) take the closed-form layer-block path for the Hessian
+    and the GGN; it must equal torch.func and the general HVP path, for strips that cut through
+    units and layers, uneven mini-batches and a budget so small that every chunk is one example."""
     torch.manual_seed(7)
-    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 5), nn.LeakyReLU(0.1), nn.Dropout(0.3),
-                          nn.Linear(5, 4), nn.Identity(), nn.ReLU(), nn.Linear(4, 3)).double()
+    model = STRUCTURED_MLPS[name]().double()
     x, y, y_mse = data_for("mlp", 19)
-    for loss_fn, yy in ((ce, y), (mse, y_mse)):
+    for loss, loss_fn, yy in (("ce", ce, y), ("mse", mse, y_mse)):
         ref = reference_hessian(model, loss_fn, x, yy, 0.05)
-        H = hessext.hessian(model, loss_fn, uneven(x, yy), regularizer=L2(0.05), strip_width=11, progress=False)
-        assert "closed-form residual" in H.info["method"]
-        assert rel_err(H.dense(), ref) <= TOL
-        Hh = hessext.hessian(model, loss_fn, uneven(x, yy), regularizer=L2(0.05), method="hvp", progress=False)
-        assert "vjp(grad)" in Hh.info["method"]
-        assert rel_err(Hh.dense(), ref) <= TOL
-    # tiny budget: Jacobian chunks of one example
-    H = hessext.hessian(model, ce, (x, y), memory_budget=1, strip_width=5, progress=False)
-    assert rel_err(H.dense(), reference_hessian(model, ce, x, y)) <= TOL
+        for sw, budget in ((None, None), (11, None), (5, 1)):
+            H = hessext.hessian(model, loss_fn, uneven(x, yy), regularizer=L2(0.05), strip_width=sw,
+                                memory_budget=budget, progress=False)
+            assert "closed-form layer blocks" in H.info["method"]
+            assert rel_err(H.dense(), ref) <= TOL
+            assert torch.equal(H.dense(), H.dense().T)
+        G = hessext.ggn(model, loss_fn, uneven(x, yy), regularizer=L2(0.05), strip_width=11, progress=False)
+        assert "closed-form layer blocks" in G.info["method"]
+        assert rel_err(G.dense(), reference_ggn(model, loss, x, yy, 0.05)) <= TOL
+    Hh = hessext.hessian(model, ce, uneven(x, y), method="hvp", progress=False)
+    assert "vjp(grad)" in Hh.info["method"]
+    assert rel_err(Hh.dense(), reference_hessian(model, ce, x, y)) <= TOL
+
+
+def test_structured_method_refuses_models_outside_the_closed_form():
+    x, y, _ = data_for("cnn1d", 5)
     with pytest.raises(ValueError, match="method='structured' needs"):
-        hessext.hessian(mlp(nn.Tanh()).double(), ce, (x, y), method="structured", progress=False)
+        hessext.hessian(CNN1d().double(), ce, (x, y), method="structured", progress=False)
+    xb, yb, _ = data_for("mlp", 5)
+    H = hessext.hessian(bn_mlp().double(), ce, (xb, yb), progress=False)       # BatchNorm: HVP path
+    assert "vjp(grad)" in H.info["method"]

@@ -7,13 +7,20 @@ and above the diagonal); the strictly lower tiles are mirrored from it, so only 
 triangle is ever computed. A strip is summed over all mini-batches in float64 before it is
 stored, which is what makes strips the unit of progress, of the on-disk format and of resuming.
 
-Two ways to fill a strip, both exact:
+Four ways to fill a strip, all exact:
 
-* GGN: per-example factors F (rows f_ik = J_iᵀ b_ik with Λ_i = Σ_k s_k b_ik b_ikᵀ, s = ±1) so that
+* MLPs (an nn.Sequential of Linear layers and elementwise modules), Hessian and GGN: closed-form
+  layer-pair blocks, one matrix product per pair with the example count as inner dimension
+  (hessext/curvature/_structured.py).
+* GGN of other models: per-example factors F (rows f_ik = J_iᵀ b_ik with Λ_i = Σ_k s_k b_ik b_ikᵀ, s = ±1) so that
   GGN = (1/n) Σ s_k f fᵀ, and the strip is F[:, 0:j1]ᵀ F[:, j0:j1]: a matrix product with the
   factor count as inner dimension, computed at the model's precision and added into the float64
   strip by hessext.ops.gemm_accumulate.
-* Exact Hessian: batched reverse-over-reverse Hessian-vector products (torch.func vmap of vjp of
+* Piecewise-linear CNNs (Conv1d/Conv2d/Linear layers, ReLU-like modules, pools, Flatten), Hessian:
+  these GGN factor products plus the residual blocks between layers, from forward tangents packed
+  over output channels (hessext/curvature/_piecewise_cnn.py); their GGN takes the per-example
+  Jacobians from the layer inputs.
+* Exact Hessian of other models: batched reverse-over-reverse Hessian-vector products (torch.func vmap of vjp of
   grad) on the strip's unit vectors, i.e. W columns of H per pass over the data, accumulated in
   float64 across mini-batches.
 
@@ -40,6 +47,7 @@ import torch
 from torch.func import grad, jacrev, jvp, vjp, vmap
 
 from hessext import ops
+from hessext._memory import empty_large
 from hessext._model_guard import preserved
 from hessext.curvature._problem import Problem, build_problem, regularizer_hessian_add
 from hessext.curvature.hessian import Hessian, HessianOperator
@@ -102,6 +110,18 @@ def _saved_bytes_per_example(prob: Problem) -> float:
         loss = prob.batch_loss_sum(theta, x[:m], y[:m])
     del loss
     return max(total / m, 8.0 * 16)
+
+
+def _symmetrize_(D: torch.Tensor, tile: int = 128) -> None:
+    """D ← (D + Dᵀ)/2 in place, tile pair by tile pair (no [W, W] temporaries, cache-sized
+    transposes)."""
+    W = D.shape[0]
+    for i0 in range(0, W, tile):
+        for k0 in range(i0, W, tile):
+            a, b = D[i0:i0 + tile, k0:k0 + tile], D[k0:k0 + tile, i0:i0 + tile]
+            s = (a + b.T) / 2
+            a.copy_(s)
+            b.copy_(s.T)
 
 
 def _split_rows(batches, max_rows: int):
@@ -234,26 +254,6 @@ class _GGNFiller:
                 ops.gemm_accumulate(acc, Fm[:, :j1], Fm[:, j0:j1], -1.0 / self.n)
 
 
-class _StructuredFiller(_GGNFiller):
-    """Exact Hessian of a piecewise-linear MLP: the GGN's products plus the closed-form residual
-    blocks between layers (hessext/curvature/_structured.py)."""
-
-    def __init__(self, prob: Problem, batches, n_total: int, budget: int):
-        super().__init__(prob, batches, n_total, budget)
-        from hessext.curvature._structured import ResidualBlocks
-        self.residual = ResidualBlocks(prob, batches, n_total, self._loss_adjoint, budget)
-
-    def _loss_adjoint(self, x, y):
-        with torch.enable_grad():
-            out = self.prob.forward(self.prob.theta, x).detach().requires_grad_(True)
-            r, = torch.autograd.grad(self.prob.per_example_losses(out, y).sum(), out)
-        return r
-
-    def fill(self, acc, j0, j1):
-        super().fill(acc, j0, j1)
-        self.residual.add_to_strip(acc, j0, j1)
-
-
 # --------------------------------------------------------------------------- out= / resume
 def _fingerprint(prob: Problem, kind: str, W: int) -> str:
     h = hashlib.sha256()
@@ -319,36 +319,33 @@ def _assemble(kind, model, loss_fn, data, *, params, regularizer, dtype, memory_
         W = int(strip_width)
         if W < 1:
             raise ValueError(f"{who}: strip_width must be >= 1, got {strip_width}")
-        if kind == "ggn":
-            from hessext.curvature import _piecewise_cnn, _structured
-            filler_cls, how = _GGNFiller, "products of per-example GGN factors"
-            # CNNs: per-example Jacobians from the layer inputs beat vmap(jacrev) clearly (for
-            # plain MLPs they do not)
-            if not _structured.supports(prob) and _piecewise_cnn.supports(prob):
-                filler_cls = _piecewise_cnn.LayerJacobianGGNFiller
-                how += " (Jacobians from the layer inputs)"
-        else:
-            from hessext.curvature import _structured
-            if method not in ("auto", "structured", "hvp"):
-                raise ValueError(f"{who}: method must be 'auto', 'structured' or 'hvp', got {method!r}")
-            from hessext.curvature import _piecewise_cnn
-            structured = _structured.supports(prob)
-            cnn = not structured and _piecewise_cnn.supports(prob)
-            if method == "structured" and not (structured or cnn):
-                raise ValueError(f"{who}: method='structured' needs an nn.Sequential of Linear/Conv1d/Conv2d "
-                                 f"layers, piecewise-linear activations, pooling and Flatten differentiated "
-                                 f"in all parameters; use 'hvp'")
-            if method != "hvp" and structured:
-                filler_cls, how = _StructuredFiller, "GGN factor products + closed-form residual (piecewise-linear MLP)"
-            elif method != "hvp" and cnn:
-                filler_cls = _piecewise_cnn.PiecewiseCNNFiller
+        from hessext.curvature import _piecewise_cnn, _structured
+        structured = _structured.supports(prob)
+        if method not in ("auto", "structured", "hvp"):
+            raise ValueError(f"{who}: method must be 'auto', 'structured' or 'hvp', got {method!r}")
+        cnn = not structured and _piecewise_cnn.supports(prob)
+        if method == "structured" and not (structured or cnn):
+            raise ValueError(f"{who}: method='structured' needs an nn.Sequential of Linear layers and "
+                             f"elementwise activations, or of Conv1d/Conv2d/Linear layers, piecewise-linear "
+                             f"activations, Max/AvgPool and Flatten, differentiated in all parameters; use 'hvp'")
+        if structured and method != "hvp":
+            exact = kind == "hessian"
+            filler = _structured.MLPBlocks(prob, local, n_total, budget, exact=exact)
+            how = "closed-form layer blocks (MLP): one product per layer pair" + ("" if exact else ", GGN")
+        elif cnn and method != "hvp":
+            if kind == "hessian":
+                filler = _piecewise_cnn.PiecewiseCNNFiller(prob, local, n_total, budget)
                 how = "GGN factor products + packed-tangent residual (piecewise-linear CNN)"
             else:
-                filler_cls, how = _HVPFiller, "vmap(vjp(grad)) column blocks (reverse-over-reverse HVPs)"
-        filler = filler_cls(prob, local, n_total, budget)
+                filler = _piecewise_cnn.LayerJacobianGGNFiller(prob, local, n_total, budget)
+                how = "products of per-example GGN factors (Jacobians from the layer inputs)"
+        elif kind == "ggn":
+            filler, how = _GGNFiller(prob, local, n_total, budget), "products of per-example GGN factors"
+        else:
+            filler, how = _HVPFiller(prob, local, n_total, budget), "vmap(vjp(grad)) column blocks (reverse-over-reverse HVPs)"
 
         strips = [(j0, min(P, j0 + W)) for j0 in range(0, P, W)]
-        H = torch.empty(P, P, dtype=torch.float64, device=dev)
+        H = empty_large(P, P, torch.float64, dev)
         done: set = set()
         out_dir = Path(out) if out is not None else None
         info = {"kind": kind, **prob.info, "n": n_total, "strip_width": W, "world_size": world,
@@ -385,15 +382,15 @@ def _assemble(kind, model, loss_fn, data, *, params, regularizer, dtype, memory_
                 if (j0, j1) in done:
                     continue
                 acc = H[:j1, j0:j1]         # accumulate in place: no extra strip buffer
-                acc.zero_()
+                if not getattr(filler, "overwrites", False):
+                    acc.zero_()
                 filler.fill(acc, j0, j1)
                 if world > 1:
                     acc.copy_(_all_reduce(acc.contiguous(), world))
                 regularizer_hessian_add(prob, acc, slice(0, j1), slice(j0, j1))
                 # the diagonal tile is symmetric only up to the order of rounding: symmetrise it
                 # before storing, so the stored strip is exactly the final matrix's
-                D = acc[j0:j1]
-                D.copy_((D + D.T) / 2)
+                _symmetrize_(acc[j0:j1])
                 if out_dir is not None and rank == 0:
                     np.save(_strip_path(out_dir, j0, j1), acc.cpu().numpy())
                     man["done"].append([j0, j1])
@@ -407,8 +404,12 @@ def _assemble(kind, model, loss_fn, data, *, params, regularizer, dtype, memory_
             if bar is not None:
                 bar.close()
         # the lower tiles are the mirror of the upper ones
+        # the lower tiles are the mirror of the upper ones (in square tiles: a transposed copy of
+        # a whole strip at once walks memory with a large stride and is several times slower)
         for j0, j1 in strips:
-            H[j0:j1, :j0] = H[:j0, j0:j1].T
+            for i0 in range(0, j0, 256):
+                i1 = min(j0, i0 + 256)
+                H[j0:j1, i0:i1] = H[i0:i1, j0:j1].T
         info["seconds"] = time.perf_counter() - t_start
         return Hessian(H, info)
 
@@ -433,10 +434,11 @@ def hessian(model, loss_fn, data, *, params=None, regularizer=None, dtype=torch.
       the module docstring). max_bytes: cap for the size check (default: memory available).
     distributed: None (use torch.distributed when initialised), True or False; each rank sums
       its shard of the mini-batches and strips are all-reduced, every rank gets the matrix.
-    method: 'auto' (default: 'structured' where it applies, else 'hvp'), 'structured' (GGN factor
-      products + closed-form residual; nn.Sequential of Linear + ReLU/LeakyReLU/Identity/Dropout,
-      or of Conv1d/Conv2d (groups=1)/Linear + those, Max/AvgPool1d/2d and Flatten, where the
-      residual comes from packed tangents) or 'hvp' (the general path: batched
+    method: 'auto' (default: 'structured' where it applies, else 'hvp'), 'structured' (closed-form
+      layer-pair blocks as matrix products; an nn.Sequential of Linear layers and elementwise
+      modules such as ReLU, tanh, softplus, GELU, Dropout; or GGN factor products + a residual
+      from packed tangents for an nn.Sequential of Conv1d/Conv2d (groups=1)/Linear layers,
+      ReLU/LeakyReLU/Identity/Dropout, Max/AvgPool1d/2d and Flatten) or 'hvp' (the general path: batched
       reverse-over-reverse Hessian-vector products).
       All give the same matrix (to rounding); info['method'] says which ran.
     Raises HessianTooLargeError (a MemoryError) before allocating if the matrix would not fit.
