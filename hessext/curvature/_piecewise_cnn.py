@@ -25,6 +25,12 @@ contraction with l's receptive fields) unpacks them into the P_m tangents of z_l
 contracted with each later δ. Everything is computed at the model's precision and summed into
 float64 blocks once, in the filler's constructor; the strips then only copy from them.
 
+Models: an nn.Sequential (nested ones expanded) or hessext.models' Conv1DToolbox / MNISTCNN3,
+whose forwards are such chains; supports() also checks the chain's output against the model's.
+The per-example Jacobians of the GGN factors come from the same layer machinery (one backward
+pass per output coordinate, per-example weight gradients from the receptive fields), without
+torch.func.
+
 Memory: the blocks (rows θ_<l, columns W_l; at most P²/2 float64 in all, beside the result) are
 held for the whole assembly and are not part of memory_budget, which bounds the working set
 (examples per chunk, packed tangents per pass).
