@@ -7,7 +7,7 @@ and above the diagonal); the strictly lower tiles are mirrored from it, so only 
 triangle is ever computed. A strip is summed over all mini-batches in float64 before it is
 stored, which is what makes strips the unit of progress, of the on-disk format and of resuming.
 
-Three ways to fill a strip, all exact:
+Four ways to fill a strip, all exact:
 
 * MLPs (an nn.Sequential of Linear layers and elementwise modules), Hessian and GGN: closed-form
   layer-pair blocks, one matrix product per pair with the example count as inner dimension
@@ -16,6 +16,10 @@ Three ways to fill a strip, all exact:
   GGN = (1/n) Σ s_k f fᵀ, and the strip is F[:, 0:j1]ᵀ F[:, j0:j1]: a matrix product with the
   factor count as inner dimension, computed at the model's precision and added into the float64
   strip by hessext.ops.gemm_accumulate.
+* Piecewise-linear CNNs (Conv1d/Conv2d/Linear layers, ReLU-like modules, pools, Flatten), Hessian:
+  these GGN factor products plus the residual blocks between layers, from forward tangents packed
+  over output channels (hessext/curvature/_piecewise_cnn.py); their GGN takes the per-example
+  Jacobians from the layer inputs.
 * Exact Hessian of other models: batched reverse-over-reverse Hessian-vector products (torch.func vmap of vjp of
   grad) on the strip's unit vectors, i.e. W columns of H per pass over the data, accumulated in
   float64 across mini-batches.
@@ -204,15 +208,20 @@ class _GGNFiller:
         total_rows = sum(x.shape[0] for x, _ in batches)
         self.cache = [self._factors(x, y) for x, y in self.batches] if 2 * total_rows * C * P * item <= budget else None
 
-    def _factors(self, x, y):
-        """(F_plus [k+, P], F_minus [k-, P]) at the model precision with Σ_i J_iᵀΛ_iJ_i = F₊ᵀF₊ − F₋ᵀF₋."""
-        prob, theta = self.prob, self.prob.theta
-        N = x.shape[0]
+    def _jacobian(self, x):
+        """Per-example Jacobians of the flattened outputs [N, C, P] at the model precision."""
+        prob = self.prob
 
         def f_one(th, xi):
             return prob.forward(th, xi.unsqueeze(0)).reshape(-1)
 
-        J = vmap(jacrev(f_one), in_dims=(None, 0))(theta, x)           # [N, C, P]
+        return vmap(jacrev(f_one), in_dims=(None, 0))(prob.theta, x)
+
+    def _factors(self, x, y):
+        """(F_plus [k+, P], F_minus [k-, P]) at the model precision with Σ_i J_iᵀΛ_iJ_i = F₊ᵀF₊ − F₋ᵀF₋."""
+        prob, theta = self.prob, self.prob.theta
+        N = x.shape[0]
+        J = self._jacobian(x)                                           # [N, C, P]
         with torch.no_grad():
             out = prob.forward(theta, x)
         out_shape = out.shape[1:]
@@ -310,17 +319,26 @@ def _assemble(kind, model, loss_fn, data, *, params, regularizer, dtype, memory_
         W = int(strip_width)
         if W < 1:
             raise ValueError(f"{who}: strip_width must be >= 1, got {strip_width}")
-        from hessext.curvature import _structured
+        from hessext.curvature import _piecewise_cnn, _structured
         structured = _structured.supports(prob)
         if method not in ("auto", "structured", "hvp"):
             raise ValueError(f"{who}: method must be 'auto', 'structured' or 'hvp', got {method!r}")
-        if method == "structured" and not structured:
+        cnn = not structured and _piecewise_cnn.supports(prob)
+        if method == "structured" and not (structured or cnn):
             raise ValueError(f"{who}: method='structured' needs an nn.Sequential of Linear layers and "
-                             f"elementwise activations differentiated in all parameters; use 'hvp'")
+                             f"elementwise activations, or of Conv1d/Conv2d/Linear layers, piecewise-linear "
+                             f"activations, Max/AvgPool and Flatten, differentiated in all parameters; use 'hvp'")
         if structured and method != "hvp":
             exact = kind == "hessian"
             filler = _structured.MLPBlocks(prob, local, n_total, budget, exact=exact)
             how = "closed-form layer blocks (MLP): one product per layer pair" + ("" if exact else ", GGN")
+        elif cnn and method != "hvp":
+            if kind == "hessian":
+                filler = _piecewise_cnn.PiecewiseCNNFiller(prob, local, n_total, budget)
+                how = "GGN factor products + packed-tangent residual (piecewise-linear CNN)"
+            else:
+                filler = _piecewise_cnn.LayerJacobianGGNFiller(prob, local, n_total, budget)
+                how = "products of per-example GGN factors (Jacobians from the layer inputs)"
         elif kind == "ggn":
             filler, how = _GGNFiller(prob, local, n_total, budget), "products of per-example GGN factors"
         else:
@@ -418,7 +436,9 @@ def hessian(model, loss_fn, data, *, params=None, regularizer=None, dtype=torch.
       its shard of the mini-batches and strips are all-reduced, every rank gets the matrix.
     method: 'auto' (default: 'structured' where it applies, else 'hvp'), 'structured' (closed-form
       layer-pair blocks as matrix products; an nn.Sequential of Linear layers and elementwise
-      modules such as ReLU, tanh, softplus, GELU, Dropout) or 'hvp' (the general path: batched
+      modules such as ReLU, tanh, softplus, GELU, Dropout; or GGN factor products + a residual
+      from packed tangents for an nn.Sequential of Conv1d/Conv2d (groups=1)/Linear layers,
+      ReLU/LeakyReLU/Identity/Dropout, Max/AvgPool1d/2d and Flatten) or 'hvp' (the general path: batched
       reverse-over-reverse Hessian-vector products).
       All give the same matrix (to rounding); info['method'] says which ran.
     Raises HessianTooLargeError (a MemoryError) before allocating if the matrix would not fit.

@@ -1,0 +1,240 @@
+"""The packed-tangent path of hessext.hessian (GGN + residual of piecewise-linear CNNs) against
+torch.func.hessian in float64.
+
+Tolerance: both sides are float64 sums of O(n·S·P) products of numbers of size ~1; the GGN factor
+products and the residual blocks round differently from the reference's nested forward/backward,
+a few ulps times the depth and the spatial sums, far below 1e-10 relative to the largest entry."""
+
+import pytest
+import torch
+from torch import nn
+
+import hessext
+from hessext.regularizers import L2
+from _hessian_cases import ce, model_state, mse, reference_ggn, reference_hessian, rel_err, same_state
+
+TOL = 1e-10
+PATH = "packed-tangent residual"
+
+
+def uneven(x, y, sizes=(5, 1, 7)):
+    out, s = [], 0
+    for k in sizes:
+        out.append((x[s:s + k], y[s:s + k]))
+        s += k
+    out.append((x[s:], y[s:]))
+    return out
+
+
+def cnn1d_deep():
+    # four weight layers: stride, padding, dilation, a bias-free conv, in-place ReLU, both pools,
+    # so that blocks between non-adjacent layers (conv-conv, conv-linear) are exercised
+    return nn.Sequential(
+        nn.Conv1d(2, 3, 3, stride=2, padding=1), nn.ReLU(inplace=True), nn.MaxPool1d(2),
+        nn.Conv1d(3, 4, 2, dilation=2, bias=False), nn.LeakyReLU(0.1), nn.AvgPool1d(2, ceil_mode=True),
+        nn.Conv1d(4, 2, 2, padding=1), nn.ReLU(), nn.Flatten(),
+        nn.Linear(6, 5), nn.Dropout(0.3), nn.ReLU(), nn.Linear(5, 3))
+
+
+def cnn2d_deep():
+    return nn.Sequential(
+        nn.Conv2d(2, 3, (3, 2), stride=(2, 1), padding=(1, 2)), nn.ReLU(), nn.MaxPool2d(2, padding=1),
+        nn.Conv2d(3, 4, 2, dilation=(2, 1), padding="same"), nn.LeakyReLU(0.2),
+        nn.AvgPool2d(2, count_include_pad=False, padding=1),
+        nn.Flatten(), nn.Linear(4 * 3 * 3, 5), nn.Identity(), nn.ReLU(), nn.Linear(5, 3))
+
+
+def cnn2d_conv_head():
+    # preprocessing pool before the first layer; a convolution as the last weight layer
+    return nn.Sequential(nn.AvgPool2d(2), nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(3, 4, 3, stride=2), nn.Flatten(), nn.ReLU(), nn.Linear(16, 3))
+
+
+def flatten_mlp():
+    # an MLP behind a Flatten (3-D inputs): not the MLP closed form's, handled here
+    return nn.Sequential(nn.Flatten(), nn.Linear(12, 6), nn.ReLU(), nn.Linear(6, 5), nn.LeakyReLU(0.05),
+                         nn.Linear(5, 3))
+
+
+def conv_pair():
+    # two convolutions back to back (nothing between them to linearise)
+    return nn.Sequential(nn.Conv1d(2, 3, 4, stride=3), nn.Conv1d(3, 1, 3, padding=1), nn.Flatten())
+
+
+def avgpool_between():
+    # an average pool without padding between weight layers (strided-window mean), with an
+    # uneven kernel/stride and a divisor override
+    return nn.Sequential(nn.Conv2d(1, 2, 3), nn.AvgPool2d((2, 3), stride=(1, 2), divisor_override=5), nn.ReLU(),
+                         nn.Conv2d(2, 1, 2), nn.Flatten())
+
+
+def conv_then_avgpool():
+    # convolutions directly followed by an average pool after the first layer: the unpacked
+    # tangents go through both as one strided convolution (2-D: stride, dilation, padding and a
+    # divisor override; 1-D: 'valid' padding, pool stride != kernel)
+    return nn.Sequential(
+        nn.Conv2d(1, 2, 3), nn.ReLU(),
+        nn.Conv2d(2, 3, (3, 2), stride=(1, 2), dilation=(2, 1), padding=(1, 0)),
+        nn.AvgPool2d((2, 3), stride=(2, 1), divisor_override=4), nn.ReLU(), nn.Flatten(), nn.Linear(36, 3))
+
+
+def conv1d_then_avgpool():
+    return nn.Sequential(nn.Conv1d(2, 3, 3), nn.ReLU(), nn.Conv1d(3, 2, 2, stride=2, padding="valid"),
+                         nn.AvgPool1d(3, stride=2), nn.Flatten(), nn.LeakyReLU(0.3), nn.Linear(12, 3))
+
+
+def nested():
+    # nested Sequentials (parameter names "0.0.weight", ...): the chain is expanded
+    return nn.Sequential(nn.Sequential(nn.Conv1d(2, 3, 3), nn.ReLU()), nn.Sequential(nn.Conv1d(3, 2, 3), nn.MaxPool1d(2)),
+                         nn.ReLU(), nn.Sequential(nn.Flatten(), nn.Linear(16, 3)))
+
+
+def single_conv():
+    # one weight layer: the Hessian is the GGN (no residual blocks)
+    return nn.Sequential(nn.Conv2d(1, 3, 3, stride=2), nn.ReLU(), nn.MaxPool2d(4), nn.Flatten())
+
+
+MODELS = {
+    "cnn1d_deep": (cnn1d_deep, (2, 23)),
+    "cnn2d_deep": (cnn2d_deep, (2, 11, 5)),
+    "cnn2d_conv_head": (cnn2d_conv_head, (1, 12, 12)),
+    "flatten_mlp": (flatten_mlp, (3, 4)),
+    "conv_pair": (conv_pair, (2, 11)),
+    "avgpool_between": (avgpool_between, (1, 7, 8)),
+    "nested": (nested, (2, 20)),
+    "conv_then_avgpool": (conv_then_avgpool, (1, 11, 14)),
+    "conv1d_then_avgpool": (conv1d_then_avgpool, (2, 30)),
+    "single_conv": (single_conv, (1, 9, 9)),
+}
+
+
+def data(shape, n=17, c=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn((n, *shape), generator=g, dtype=torch.float64)
+    return x, torch.randint(0, c, (n,), generator=g), torch.randn(n, c, generator=g, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("loss, l2", [("ce", 0.03), ("mse", 0.0)])
+def test_matches_torch_func(name, loss, l2):
+    torch.manual_seed(1)
+    make, shape = MODELS[name]
+    model = make().double().train()          # the assembly evaluates in eval mode (Dropout off)
+    x, y_ce, y_mse = data(shape)
+    y, loss_fn = (y_ce, ce) if loss == "ce" else (y_mse, mse)
+    ref = reference_hessian(model.eval(), loss_fn, x, y, l2)
+    ref_ggn = reference_ggn(model, loss, x, y, l2)
+    model.train()
+    before = model_state(model)
+    reg = L2(l2) if l2 else None
+    # strip width 13: strips start and end inside layer blocks
+    H = hessext.hessian(model, loss_fn, uneven(x, y), regularizer=reg, strip_width=13, progress=False)
+    assert PATH in H.info["method"]
+    assert rel_err(H.dense(), ref) <= TOL
+    assert torch.equal(H.dense(), H.dense().T)
+    assert same_state(before, model_state(model))
+    # the GGN of the same models takes its Jacobians from the layer inputs too
+    G = hessext.ggn(model, loss_fn, uneven(x, y), regularizer=reg, strip_width=13, progress=False)
+    assert "layer inputs" in G.info["method"]
+    assert rel_err(G.dense(), ref_ggn) <= TOL
+    assert same_state(before, model_state(model))
+
+
+def test_tiny_budget_and_method_structured():
+    """memory_budget=1 forces chunks of one example and one packed tangent; 'structured' picks
+    this path for a CNN; all agree with the HVP path."""
+    torch.manual_seed(2)
+    model = cnn1d_deep().double()
+    x, y, _ = data((2, 23), n=9)
+    ref = reference_hessian(model, ce, x, y)
+    H = hessext.hessian(model, ce, (x, y), memory_budget=1, strip_width=7, progress=False)
+    assert PATH in H.info["method"] and rel_err(H.dense(), ref) <= TOL
+    Hs = hessext.hessian(model, ce, uneven(x, y, (4,)), method="structured", progress=False)
+    assert PATH in Hs.info["method"] and rel_err(Hs.dense(), ref) <= TOL
+    Hh = hessext.hessian(model, ce, (x, y), method="hvp", progress=False)
+    assert "vjp(grad)" in Hh.info["method"] and rel_err(Hh.dense(), ref) <= TOL
+
+
+def test_float32_model():
+    """A float32 model at dtype=float32: products in float32 (unit roundoff 6e-8) over sums of at
+    most a few hundred terms per entry, summed in float64: relative error well below 1e-4."""
+    torch.manual_seed(3)
+    model = cnn2d_deep()
+    x, y, _ = data((2, 11, 5), n=20)
+    ref = reference_hessian(model, ce, x, y)
+    H = hessext.hessian(model, ce, (x.float(), y), dtype=torch.float32, strip_width=31, progress=False)
+    assert PATH in H.info["method"] and H.info["dtype"] == "float32"
+    assert H.dense().dtype == torch.float64
+    assert rel_err(H.dense(), ref) <= 1e-4
+    # dtype=float64 (the default) on the float32 model runs it in float64 on this path too
+    H64 = hessext.hessian(model, ce, (x.float(), y), progress=False)
+    assert PATH in H64.info["method"]
+    assert rel_err(H64.dense(), reference_hessian(model, ce, x.float().double(), y)) <= TOL
+
+
+def test_reduced_loss():
+    torch.manual_seed(4)
+    model = cnn2d_conv_head().double()
+    x, y, _ = data((1, 12, 12), n=6)
+    ref = reference_hessian(model, ce, x, y)
+    H = hessext.hessian(model, torch.nn.CrossEntropyLoss(), (x, y), progress=False)
+    assert PATH in H.info["method"] and rel_err(H.dense(), ref) <= TOL
+
+
+class DoubledInput(nn.Sequential):
+    """A Sequential whose forward is not the chain of its modules."""
+
+    def forward(self, x):
+        return super().forward(2 * x) * x.flatten(1)[:, :3]
+
+
+UNSUPPORTED = {
+    "own_forward": lambda: DoubledInput(nn.Conv1d(2, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 21, 3)),
+    "tanh": lambda: nn.Sequential(nn.Conv1d(2, 3, 3), nn.Tanh(), nn.Flatten(), nn.Linear(3 * 21, 3)),
+    "groups2": lambda: nn.Sequential(nn.Conv1d(2, 4, 3, groups=2), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 21, 3)),
+    "batchnorm": lambda: nn.Sequential(nn.Conv1d(2, 3, 3), nn.BatchNorm1d(3), nn.ReLU(), nn.Flatten(),
+                                       nn.Linear(3 * 21, 3)),
+    "pool_after_linear": lambda: nn.Sequential(nn.Flatten(), nn.Linear(46, 6), nn.ReLU(), nn.MaxPool1d(2),
+                                               nn.Linear(3, 3)),
+}
+
+
+@pytest.mark.parametrize("name", list(UNSUPPORTED))
+def test_unsupported_models_take_the_hvp_path(name):
+    torch.manual_seed(5)
+    model = UNSUPPORTED[name]().double()
+    x, y, _ = data((2, 23), n=8)
+    H = hessext.hessian(model, ce, (x, y), progress=False)
+    assert "vjp(grad)" in H.info["method"]
+    assert rel_err(H.dense(), reference_hessian(model, ce, x, y)) <= TOL
+    with pytest.raises(ValueError, match="method='structured' needs"):
+        hessext.hessian(model, ce, (x, y), method="structured", progress=False)
+
+
+def test_partial_params_take_the_hvp_path():
+    torch.manual_seed(6)
+    model = cnn1d_deep().double()
+    x, y, _ = data((2, 23), n=8)
+    H = hessext.hessian(model, ce, (x, y), params=["0.weight", "3.weight"], progress=False)
+    assert "vjp(grad)" in H.info["method"]
+
+
+def test_package_cnns():
+    """hessext.models' CNNs (custom modules whose forward is a known chain) take this path:
+    Conv1DToolbox against torch.func, MNISTCNN3 (P = 7,203: too large for the reference) against
+    forward-over-reverse Hessian-vector products of the matrix-free operator."""
+    from hessext.models import MNISTCNN3, Conv1DToolbox
+    torch.manual_seed(7)
+    model = Conv1DToolbox(seed=0)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(5, 1, 924, generator=g), torch.randint(0, 2, (5,), generator=g)
+    H = hessext.hessian(model, ce, (x, y), regularizer=L2(0.05), progress=False)
+    assert PATH in H.info["method"]
+    assert rel_err(H.dense(), reference_hessian(model, ce, x.double(), y, 0.05)) <= TOL
+    model = MNISTCNN3(seed=0)
+    x, y = torch.randn(4, 1, 28, 28, generator=g), torch.randint(0, 3, (4,), generator=g)
+    H = hessext.hessian(model, ce, (x, y), progress=False)
+    assert PATH in H.info["method"]
+    V = torch.randn(H.shape[0], 3, generator=g, dtype=torch.float64)
+    HV = hessext.hessian_operator(model, ce, (x, y)) @ V
+    assert rel_err(H.dense() @ V, HV) <= TOL
