@@ -44,9 +44,8 @@ def make_case(name, dtype):
         x = torch.rand(n, 1, 924, generator=g)
         y = torch.randint(0, 2, (n,), generator=g)
     elif name == "c":   # per-sample benchmark CNN adapted to 3 classes (P = 7,203), 450 images
-        model = nn.Sequential(nn.Conv2d(1, 8, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 16, 5),
-                              nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(256, 24), nn.ReLU(),
-                              nn.Linear(24, 3))
+        model = nn.Sequential(nn.Conv2d(1, 16, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(16, 32, 3),
+                              nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(800, 3))
         n = int(450 * SCALE)
         x = torch.randn(n, 1, 28, 28, generator=g)
         y = torch.randint(0, 3, (n,), generator=g)
@@ -153,7 +152,11 @@ def run_tool(tool, case, dtype_name):
                     return {"skipped": "curvlinops not installed"}
                 params = [p for p in model.parameters()]
                 Hop = HessianLinearOperator(model, torch.nn.CrossEntropyLoss(), params, [(x, y)])
+                # columns per product: 256, fewer where the vectorised product would not fit in
+                # LIMIT_GB (it holds the saved activations once per column)
                 block = 256
+                while block > 8 and est_gb * block / P > LIMIT_GB:
+                    block //= 2
                 t = time.perf_counter()
                 cols = 0
                 for s in range(0, P, block):
@@ -164,7 +167,7 @@ def run_tool(tool, case, dtype_name):
                     if time.perf_counter() - t > LIMIT_S / 4 and cols < P:
                         break
                 sec = (time.perf_counter() - t) * P / cols
-                note = f"estimated from {cols} columns" if cols < P else ""
+                note = (f"estimated from {cols} columns" if cols < P else "") + f" ({block} per product)"
     rss = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
     return {"seconds": sec, "peak_mb": rss, "note": note, "P": P, "n": n}
 
@@ -221,7 +224,9 @@ def main():
                     r = subprocess.run([sys.executable, __file__, "--one", tool, case, dt],
                                        capture_output=True, text=True, timeout=max(120, 3 * LIMIT_S))
                     res = json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else {
-                        "skipped": "failed: " + (r.stderr.strip().splitlines() or ["?"])[-1][:80]}
+                        "skipped": f"failed (exit {r.returncode}"
+                                   f"{', killed: out of memory?' if r.returncode in (-9, 137) else ''}): "
+                                   + (r.stderr.strip().splitlines() or [""])[-1][:80]}
                 except subprocess.TimeoutExpired:
                     res = {"skipped": f"timed out (> {max(120, 3 * LIMIT_S):.0f} s)"}
                 if "skipped" in res:
