@@ -11,19 +11,11 @@ from torch import nn
 
 import hessext
 from hessext.regularizers import L2
-from _hessian_cases import ce, model_state, mse, reference_ggn, reference_hessian, rel_err, same_state
+from _hessian_cases import (ce, model_state, mse, reference_ggn, reference_hessian, rel_err, same_state,
+                            uneven)
 
 TOL = 1e-10
 PATH = "packed-tangent residual"
-
-
-def uneven(x, y, sizes=(5, 1, 7)):
-    out, s = [], 0
-    for k in sizes:
-        out.append((x[s:s + k], y[s:s + k]))
-        s += k
-    out.append((x[s:], y[s:]))
-    return out
 
 
 def cnn1d_deep():
