@@ -124,12 +124,11 @@ class MLPBlocks:
     def _factors(self, x, y):
         prob, L, dt = self.prob, len(self.linears), self.prob.dtype
         h = self.head(x) if len(self.head) else x
-        a_in, zs, d1, d2 = [], [], [], []
+        a_in, d1, d2 = [], [], []
         for m in range(L):
             a_in.append(torch.cat([h, torch.ones_like(h[:, :1])], 1))      # ã_{m-1} [N, in+1]
             z = torch.nn.functional.linear(h, self.W[m], self.b[m])
             h, s1, s2 = _elementwise_derivatives(self.chains[m], z)
-            zs.append(z)
             d1.append(s1)
             d2.append(s2)
         f = h
@@ -176,6 +175,8 @@ class MLPBlocks:
     # ------------------------------------------------------------------ strips
     def fill(self, acc: torch.Tensor, j0: int, j1: int) -> None:
         chunks = self.cache if self.cache is not None else (self._factors(x, y) for x, y in self.chunks)
+        if not self.chunks:         # a rank of a distributed assembly without examples
+            acc.zero_()
         for c, fac in enumerate(chunks):
             for gc in self.groups:
                 c0, c1 = max(j0, gc.offset), min(j1, gc.offset + gc.size)
@@ -203,8 +204,8 @@ class MLPBlocks:
 
     def _block(self, acc, fac, m, gc, c0, c1, j0, j1, first):
         """acc[rows of layer m's parameters (< j1), columns c0:c1 of group gc] = (first chunk) or
-        += (later chunks) the block's entries (divided by n) over this chunk's examples, as matrix products with the example
-        count as inner dimension. The layer-pair block, indexed [p, q̃, j, k] (rows: unit p of
+        += (later chunks) the block's entries (divided by n) over this chunk's examples, as matrix
+        products with the example count as inner dimension. The layer-pair block, indexed [p, q̃, j, k] (rows: unit p of
         layer m and its input q̃ (the last one is the bias); columns: unit j of layer l and its
         input k), is
 
