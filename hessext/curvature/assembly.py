@@ -327,7 +327,8 @@ def _assemble(kind, model, loss_fn, data, *, params, regularizer, dtype, memory_
         if method == "structured" and not (structured or cnn):
             raise ValueError(f"{who}: method='structured' needs an nn.Sequential of Linear layers and "
                              f"elementwise activations, or of Conv1d/Conv2d/Linear layers, piecewise-linear "
-                             f"activations, Max/AvgPool and Flatten, differentiated in all parameters; use 'hvp'")
+                             f"activations, Max/AvgPool, global average pools, BatchNorm with running "
+                             f"statistics and Flatten, differentiated in all parameters; use 'hvp'")
         if structured and method != "hvp":
             exact = kind == "hessian"
             filler = _structured.MLPBlocks(prob, local, n_total, budget, exact=exact)
