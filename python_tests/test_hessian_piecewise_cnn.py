@@ -184,8 +184,9 @@ UNSUPPORTED = {
     "own_forward": lambda: DoubledInput(nn.Conv1d(2, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 21, 3)),
     "tanh": lambda: nn.Sequential(nn.Conv1d(2, 3, 3), nn.Tanh(), nn.Flatten(), nn.Linear(3 * 21, 3)),
     "groups2": lambda: nn.Sequential(nn.Conv1d(2, 4, 3, groups=2), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 21, 3)),
-    "batchnorm": lambda: nn.Sequential(nn.Conv1d(2, 3, 3), nn.BatchNorm1d(3), nn.ReLU(), nn.Flatten(),
-                                       nn.Linear(3 * 21, 3)),
+    # BatchNorm is supported (test_hessian_batchnorm_cnn.py), an adaptive pool to 3 positions is not
+    "batchnorm_adaptive_pool": lambda: nn.Sequential(nn.Conv1d(2, 3, 3), nn.BatchNorm1d(3), nn.ReLU(),
+                                                     nn.AdaptiveAvgPool1d(3), nn.Flatten(), nn.Linear(9, 3)),
     "pool_after_linear": lambda: nn.Sequential(nn.Flatten(), nn.Linear(46, 6), nn.ReLU(), nn.MaxPool1d(2),
                                                nn.Linear(3, 3)),
 }

@@ -25,8 +25,18 @@ contraction with l's receptive fields) unpacks them into the P_m tangents of z_l
 contracted with each later δ. Everything is computed at the model's precision and summed into
 float64 blocks once, in the filler's constructor; the strips then only copy from them.
 
-Models: an nn.Sequential (nested ones expanded) or hessext.models' Conv1DToolbox / MNISTCNN3,
-whose forwards are such chains; supports() also checks the chain's output against the model's.
+BatchNorm in eval mode is z = γ_c (x_c − μ_c)/s_c + β_c with the running statistics (constants).
+Without affine parameters it is one more channel-wise linear module (scale 1/s_c). With them it is
+also a weight layer, a depthwise one (_BNLayer): γ, β act like a 1x1 depthwise convolution with
+bias on x̂ = (x − μ)/s, so its Q = 2 packed tangents (x̂_c and 1 in channel c) are exact; its γ
+column against earlier parameters is Σ δ_c dx_c / s_c, a contraction of the packed tangents per
+channel (entry (θ_m[c, q], γ_c)); and because output channel c reads input channel c only, the
+tangents go through it still packed (scaled by γ_c/s_c), to be unpacked at the next convolution
+or Linear. Global average pools (AdaptiveAvgPool1d/2d(1), SSHCNN's mean over H, W) are
+channel-wise linear modules too.
+
+Models: an nn.Sequential (nested ones expanded) or hessext.models' Conv1DToolbox / MNISTCNN3 /
+SSHCNN, whose forwards are such chains; supports() also checks the chain's output against the model's.
 The per-example Jacobians of the GGN factors come from the same layer machinery (one backward
 pass per output coordinate, per-example weight gradients from the receptive fields), without
 torch.func.
@@ -50,11 +60,44 @@ from hessext.curvature.assembly import _GGNFiller, _split_rows
 
 _ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.Identity, nn.Dropout)
 _POOLS = {nn.MaxPool1d: 3, nn.AvgPool1d: 3, nn.MaxPool2d: 4, nn.AvgPool2d: 4}
+_GLOBAL_POOLS = {nn.AdaptiveAvgPool1d: 3, nn.AdaptiveAvgPool2d: 4}
 _CONVS = {nn.Conv1d: (F.conv1d, 1), nn.Conv2d: (F.conv2d, 2)}
+_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
+
+
+class _GlobalMean(nn.Module):
+    """The mean over all spatial dimensions, [N, C, *S] → [N, C] (hessext.models.SSHCNN's
+    ``h.mean(dim=(2, 3))``, the same reduction so that the chain reproduces it bit for bit)."""
+
+    def forward(self, h):
+        return h.mean(dim=tuple(range(2, h.dim())))
 
 
 def _is_weight_layer(m) -> bool:
-    return isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))
+    """Modules with parameters: Linear/Conv and affine BatchNorm (γ, β a channel-wise layer)."""
+    return isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)) or (type(m) in _BATCHNORMS and m.affine)
+
+
+def _is_global_pool(m) -> bool:
+    if isinstance(m, _GlobalMean):
+        return True
+    if type(m) in _GLOBAL_POOLS:
+        size = m.output_size if isinstance(m.output_size, (tuple, list)) else (m.output_size,)
+        return all(v == 1 for v in size)
+    return False
+
+
+def _bn_stats(m, dtype):
+    """(running mean, sqrt(running var + eps)) of a BatchNorm at dtype: its eval-mode map is
+    z = γ (x − μ)/s + β, channel by channel."""
+    mean = m.running_mean.detach().to(dtype)
+    return mean, (m.running_var.detach().to(dtype) + m.eps).sqrt()
+
+
+def _channel_view(v, h_dim):
+    """A per-channel vector [C] shaped to broadcast over an activation's trailing dims [C, *S]
+    (h_dim: the activation's dimension count with the batch axis)."""
+    return v.view(-1, *([1] * (h_dim - 2)))
 
 
 def _flat_modules(model):
@@ -74,6 +117,8 @@ def _flat_modules(model):
         return [*model.layer1, *model.layer2, *model.layer3, nn.Flatten(), model.dropout, model.fc1]
     if type(model) is models.MNISTCNN3:
         return _flat_modules(model.net)
+    if type(model) is models.SSHCNN:
+        return [*model.block1, *model.block2, *model.block3, _GlobalMean(), model.fc]
     return None
 
 
@@ -85,21 +130,25 @@ def _param_names(model, mods):
 
 def supports(prob) -> bool:
     """Whether the packed-tangent residual applies: an nn.Sequential of Conv1d/Conv2d (groups=1,
-    zero padding), Linear, ReLU/LeakyReLU/Identity/Dropout, Max/AvgPool1d/2d and Flatten,
-    differentiated in all its parameters, on which channels stay apart between weight layers
-    (pools only on convolution outputs of their own dimension; after a Linear or Flatten only
-    elementwise modules)."""
+    zero padding), Linear, ReLU/LeakyReLU/Identity/Dropout, Max/AvgPool1d/2d, global average
+    pools (AdaptiveAvgPool1d/2d(1)), BatchNorm1d/2d with running statistics (affine or not) and
+    Flatten, differentiated in all its parameters, on which channels stay apart between weight
+    layers (pools only on convolution outputs of their own dimension; after a Linear, Flatten or
+    global pool only elementwise modules and BatchNorm1d)."""
     model = prob.model
     mods = _flat_modules(model)
     if not mods:
         return False
-    allowed = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Flatten) + _ELEMENTWISE + tuple(_POOLS)
+    allowed = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Flatten, _GlobalMean) + _ELEMENTWISE + tuple(_POOLS) \
+        + tuple(_GLOBAL_POOLS) + _BATCHNORMS
     if any(type(m) not in allowed for m in mods):
         return False
     if not any(_is_weight_layer(m) for m in mods):
         return False
     all_names = [n for n, _ in model.named_parameters()]
-    if prob.names != all_names or len(prob.others) != 0:
+    # besides θ only buffers (BatchNorm's running statistics, constants here)
+    buffers = {n for n, _ in model.named_buffers()}
+    if prob.names != all_names or any(n not in buffers for n in prob.others):
         return False
     # θ must hold the weight layers' parameters in chain order (weight, bias), nothing else
     qual = _param_names(model, mods)
@@ -114,11 +163,16 @@ def supports(prob) -> bool:
             return False
         if isinstance(m, (nn.MaxPool1d, nn.MaxPool2d)) and m.return_indices:
             return False
+        if type(m) in _GLOBAL_POOLS and not _is_global_pool(m):
+            return False
+        # without running statistics eval mode normalises by the batch's: examples interact
+        if type(m) in _BATCHNORMS and (m.running_mean is None or m.running_var is None):
+            return False
     # shapes along the network on one example: each module must see the batched input it expects
     h = prob.batches[0][0][:1]
     if not h.is_floating_point():
         return False
-    flat = False      # after a Flatten or a Linear: features, not channels
+    flat = False      # after a Flatten, Linear or global pool: features, not channels
     seen_weight = False
     mods, layers = _weight_layers(prob)
     by_idx = {L.idx: L for L in layers}       # θ's copies at the compute dtype, not the model's
@@ -134,6 +188,20 @@ def supports(prob) -> bool:
                         return False
                 elif type(m) in _POOLS:
                     if seen_weight and (flat or h.dim() != _POOLS[type(m)]):
+                        return False
+                elif type(m) in _GLOBAL_POOLS:
+                    if seen_weight and (flat or h.dim() != _GLOBAL_POOLS[type(m)]):
+                        return False
+                elif isinstance(m, _GlobalMean):
+                    if h.dim() < 3 or (seen_weight and flat):
+                        return False
+                    flat = True
+                elif isinstance(m, nn.BatchNorm2d):
+                    if h.dim() != 4:
+                        return False
+                elif isinstance(m, nn.BatchNorm1d):
+                    # [N, F] (features: elementwise) or [N, C, L] (channels of a Conv1d)
+                    if h.dim() not in (2, 3) or (flat and h.dim() != 2):
                         return False
                 elif isinstance(m, nn.Flatten):
                     flat = True
@@ -155,6 +223,10 @@ def _apply(m, h):
         return F.leaky_relu(h, m.negative_slope)
     if isinstance(m, (nn.Identity, nn.Dropout)):      # Dropout: the assembly runs in eval mode
         return h
+    if type(m) in _BATCHNORMS:                        # affine=False (affine ones are _BNLayers)
+        # its statistics at the compute dtype, as the problem's functional forward sees them
+        return F.batch_norm(h, m.running_mean.to(h.dtype), m.running_var.to(h.dtype), None, None,
+                            False, 0.0, m.eps)
     return m(h)
 
 
@@ -223,6 +295,14 @@ def _linearize(mods, z):
             ops.append(_avg_pool_op(m, nd) or (lambda t, m=m, nd=nd: _per_channel(m, t, nd)))
         elif isinstance(m, nn.Flatten):
             ops.append(lambda t, k=h.dim() - 1: t.flatten(-k))
+        elif _is_global_pool(m):
+            # AdaptiveAvgPool(1) keeps its size-1 dims, _GlobalMean drops them
+            dims, keep = tuple(range(-(h.dim() - 2), 0)), not isinstance(m, _GlobalMean)
+            ops.append(lambda t, dims=dims, keep=keep: t.mean(dims, keepdim=keep))
+        elif type(m) in _BATCHNORMS:
+            # affine=False: x ↦ (x − μ)/s, linear part 1/s per channel
+            s = _channel_view(_bn_stats(m, h.dtype)[1].reciprocal(), h.dim())
+            ops.append(lambda t, s=s: t * s)
         h = _apply(m, h)
 
     return ops
@@ -238,6 +318,8 @@ def _compose(ops):
 
 class _Layer:
     """One weight layer: its position in the chain, its parameters' place in θ and its linear maps."""
+
+    depthwise = False
 
     def __init__(self, idx, mod, offset, weight, bias):
         self.idx, self.mod, self.offset = idx, mod, offset
@@ -398,6 +480,68 @@ class _Layer:
         return (col % F_in) // (F_in // C_prev)
 
 
+class _BNLayer:
+    """An affine BatchNorm in eval mode as a weight layer: z = γ ⊙ x̂ + β with x̂ = (x − μ)/s (μ, s
+    from the running statistics, constants). Like a depthwise 1x1 convolution with bias on x̂:
+    "weight" γ [C], "bias" β [C], and per channel the patches x̂_c (q = 0) and 1 (q = 1). It is
+    depthwise: output channel c reads input channel c only, so packed tangents pass through it
+    still packed (linear part γ/s per channel) and are never unpacked here. Its residual column
+    of γ_c against earlier parameters is Σ δ_c · dx_c / s_c; β's column is zero like a bias's."""
+
+    depthwise = True
+    is_conv = False
+
+    def __init__(self, idx, mod, offset, weight, bias, mean, var):
+        self.idx, self.mod, self.offset = idx, mod, offset
+        self.weight, self.bias = weight, bias
+        self.mean, self._var = mean, var
+        self.std = (var + mod.eps).sqrt()
+        self.has_bias = True
+        self.w_numel = weight.numel()
+        self.size = 2 * self.w_numel
+        self.out_ch = self.in_ch = self.w_numel
+        self.q_w, self.Q, self.K = 1, 2, 1
+
+    def forward(self, a):
+        # nn.BatchNorm's own eval-mode call, so that the chain reproduces the model bit for bit
+        return F.batch_norm(a, self.mean, self._var, self.weight, self.bias, False, 0.0, self.mod.eps)
+
+    def _cv(self, v, dim):
+        return _channel_view(v, dim)
+
+    def packed_tangents(self, a, q0, q1):
+        """[q1 - q0, n, C, *S]: channel c of tangent q is z's response to (γ_c, β_c)[q]."""
+        xhat = (a - self._cv(self.mean, a.dim())) / self._cv(self.std, a.dim())
+        return torch.stack([xhat, torch.ones_like(xhat)][q0:q1])
+
+    def _contract(self, delta, u):
+        """Σ over examples and positions of δ_c · u_c for tangents u [B, n, C, *S] → [B, C]."""
+        B, n = u.shape[:2]
+        return torch.einsum("bncs,ncs->bc", u.reshape(B, n, self.out_ch, -1), delta.reshape(n, self.out_ch, -1))
+
+    def wgrad(self, delta, u):
+        """[B, C]: γ's gradient for each tangent u [B, n, C, *S] of the input x (dx̂ = dx / s)."""
+        return self._contract(delta, u) / self.std
+
+    def linear_part(self, u):
+        return u * self._cv(self.weight / self.std, u.dim() - 1)
+
+    def per_example_grad(self, a, delta):
+        N = a.shape[0]
+        xhat = (a - self._cv(self.mean, a.dim())) / self._cv(self.std, a.dim())
+        d = delta.reshape(N, self.out_ch, -1)
+        return torch.cat([(d * xhat.reshape(N, self.out_ch, -1)).sum(2), d.sum(2)], 1)
+
+    def rows(self, c, q):
+        return torch.where(q < 1, c, self.w_numel + c)
+
+    def input_channel_of_weight(self, C_prev):
+        """γ_f reads feature f, which belongs to packed channel f // (F / C_prev) (a BatchNorm1d
+        after a Flatten normalises each feature of a channel's block separately)."""
+        col = torch.arange(self.w_numel, device=self.weight.device)
+        return col // (self.w_numel // C_prev)
+
+
 def _weight_layers(prob):
     """(the chain of modules, its weight layers with their parameters' views into θ)."""
     mods = _flat_modules(prob.model)
@@ -407,7 +551,12 @@ def _weight_layers(prob):
     for i, m in enumerate(mods):
         if _is_weight_layer(m):
             name = qual[id(m)]
-            layers.append(_Layer(i, m, o, params[f"{name}.weight"], params.get(f"{name}.bias")))
+            if type(m) in _BATCHNORMS:
+                mean = prob.others[f"{name}.running_mean"]
+                var = prob.others[f"{name}.running_var"]
+                layers.append(_BNLayer(i, m, o, params[f"{name}.weight"], params[f"{name}.bias"], mean, var))
+            else:
+                layers.append(_Layer(i, m, o, params[f"{name}.weight"], params.get(f"{name}.bias")))
             o += layers[-1].size
     return mods, layers
 
@@ -472,7 +621,8 @@ class PackedTangentResidual:
         self.per_q = [3 * item * (stage(k) + self.channels[k] * max([stage(j) for j in range(k + 1, last)], default=0))
                       for k in range(last)]
         # per example, also the patches of each stage's first layer (Q_k per channel of z_k)
-        per_example = max(q + item * layers[k].Q * acts["z"][k][0].numel() // self.channels[k]
+        per_example = max(q + item * layers[k].Q * acts["z"][k][0].numel()
+                          // (1 if layers[k].depthwise else self.channels[k])
                           for k, q in enumerate(self.per_q))
         rows = max(1, min(max(x.shape[0] for x, _ in batches), int(budget // per_example)))
         self.budget = budget
@@ -505,36 +655,55 @@ class PackedTangentResidual:
         n = x.shape[0]
         alpha = 1.0 / self.n
         for k in range(L_count - 1):
-            Lm, Ln = layers[k], layers[k + 1]
+            Lm = layers[k]
             C = self.channels[k]
-            pat = Lm.patches(acts["a"][k])                                 # [n, Q, *S_m]
-            col_ch = Ln.input_channel_of_weight(C)                        # [w_numel_next]
-            cols = torch.arange(Ln.w_numel, device=x.device)
+            pat = None if Lm.depthwise else Lm.patches(acts["a"][k])       # [n, Q, *S_m]
             qc = max(1, min(Lm.Q, int(self.budget // max(1, self.per_q[k] * n))))
             for q0 in range(0, Lm.Q, qc):
                 q1 = min(Lm.Q, q0 + qc)
-                # packed tangents of z_m: channel c of T_q is patch q (the response to W_m[c, q])
-                T = pat[:, q0:q1].movedim(1, 0).unsqueeze(2)
-                T = T.expand(q1 - q0, n, C, *T.shape[3:])
-                U = push[k](T)                                             # tangents of a_{m+1}
-                more = k + 2 < L_count
-                # G [qc, w_numel]; D: the unpacked P_m tangents of z_{m+1}, (q, c) at (q - q0) * C + c
-                G, D = Ln.wgrad_and_unpack(acts["delta"][k + 1], U, C, more and lin[k + 1] is Ln)
-                if more and lin[k + 1] is not Ln:
-                    D = lin[k + 1].wgrad_and_unpack(None, U, C, True)[1]
                 q = torch.arange(q0, q1, device=x.device)
-                rows = Lm.offset + Lm.rows(col_ch[None, :], q[:, None])
-                self.blocks[k + 1][rows, cols[None, :].expand_as(rows)] += G.to(torch.float64) * alpha
-                if not more:
+                # packed tangents of z_m: channel c of T_q is the response to θ_m[c, q] (for a
+                # convolution or Linear patch q, the same for every channel; for a BatchNorm x̂_c or 1)
+                if Lm.depthwise:
+                    U = Lm.packed_tangents(acts["a"][k], q0, q1)
+                else:
+                    T = pat[:, q0:q1].movedim(1, 0).unsqueeze(2)
+                    U = T.expand(q1 - q0, n, C, *T.shape[3:])
+                # packed phase: through the modules and the depthwise layers (BatchNorm) up to the
+                # next convolution or Linear, whose weight gradient per input channel gives exact
+                # entries; from there on the P_m tangents are unpacked
+                j, D = k, None
+                while j + 1 < L_count:
+                    Ln = layers[j + 1]
+                    U = push[j](U)                                         # tangents of a_{j+1}
+                    col_ch = Ln.input_channel_of_weight(C)                # [w_numel of layer j+1]
+                    cols = torch.arange(Ln.w_numel, device=x.device)
+                    rows = Lm.offset + Lm.rows(col_ch[None, :], q[:, None])
+                    more = j + 2 < L_count
+                    if Ln.depthwise:
+                        G = Ln.wgrad(acts["delta"][j + 1], U)              # [qc, C_{j+1}]
+                        self.blocks[j + 1][rows, cols[None, :].expand_as(rows)] += G.to(torch.float64) * alpha
+                        j += 1
+                        if more:
+                            U = Ln.linear_part(U)                          # still packed
+                        continue
+                    # G [qc, w_numel]; D: the unpacked P_m tangents of z_{j+1}, (q, c) at (q - q0) * C + c
+                    G, D = Ln.wgrad_and_unpack(acts["delta"][j + 1], U, C, more and lin[j + 1] is Ln)
+                    if more and lin[j + 1] is not Ln:
+                        D = lin[j + 1].wgrad_and_unpack(None, U, C, True)[1]
+                    self.blocks[j + 1][rows, cols[None, :].expand_as(rows)] += G.to(torch.float64) * alpha
+                    j += 1
+                    break
+                if D is None or j + 1 >= L_count:
                     continue
                 cq = torch.arange(C, device=x.device)
                 rows = Lm.offset + Lm.rows(cq[None, :], q[:, None]).reshape(-1)
-                for j in range(k + 1, L_count - 1):
-                    D = push_after[j](D)
-                    G = layers[j + 1].wgrad(acts["delta"][j + 1], D)
-                    self.blocks[j + 1].index_add_(0, rows, G.to(torch.float64), alpha=alpha)
-                    if j + 2 < L_count:
-                        D = lin[j + 1].linear_part(D)
+                for jj in range(j, L_count - 1):
+                    D = push_after[jj](D)
+                    G = layers[jj + 1].wgrad(acts["delta"][jj + 1], D)
+                    self.blocks[jj + 1].index_add_(0, rows, G.to(torch.float64), alpha=alpha)
+                    if jj + 2 < L_count:
+                        D = lin[jj + 1].linear_part(D)
 
     def add_to_strip(self, acc, j0, j1):
         """acc (= H[0:j1, j0:j1]) += the residual there: the blocks (rows θ_<l, columns W_l,

@@ -327,7 +327,8 @@ def _assemble(kind, model, loss_fn, data, *, params, regularizer, dtype, memory_
         if method == "structured" and not (structured or cnn):
             raise ValueError(f"{who}: method='structured' needs an nn.Sequential of Linear layers and "
                              f"elementwise activations, or of Conv1d/Conv2d/Linear layers, piecewise-linear "
-                             f"activations, Max/AvgPool and Flatten, differentiated in all parameters; use 'hvp'")
+                             f"activations, Max/AvgPool, global average pools, BatchNorm with running "
+                             f"statistics and Flatten, differentiated in all parameters; use 'hvp'")
         if structured and method != "hvp":
             exact = kind == "hessian"
             filler = _structured.MLPBlocks(prob, local, n_total, budget, exact=exact)
@@ -439,7 +440,8 @@ def hessian(model, loss_fn, data, *, params=None, regularizer=None, dtype=torch.
       layer-pair blocks as matrix products; an nn.Sequential of Linear layers and elementwise
       modules such as ReLU, tanh, softplus, GELU, Dropout; or GGN factor products + a residual
       from packed tangents for an nn.Sequential of Conv1d/Conv2d (groups=1)/Linear layers,
-      ReLU/LeakyReLU/Identity/Dropout, Max/AvgPool1d/2d and Flatten) or 'hvp' (the general path: batched
+      ReLU/LeakyReLU/Identity/Dropout, Max/AvgPool1d/2d, global average pools, BatchNorm1d/2d
+      and Flatten, e.g. hessext.models.SSHCNN) or 'hvp' (the general path: batched
       reverse-over-reverse Hessian-vector products).
       All give the same matrix (to rounding); info['method'] says which ran.
     Raises HessianTooLargeError (a MemoryError) before allocating if the matrix would not fit.
