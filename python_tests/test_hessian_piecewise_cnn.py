@@ -112,6 +112,12 @@ def test_matches_torch_func(name, loss, l2):
     torch.manual_seed(1)
     make, shape = MODELS[name]
     model = make().double().train()          # the assembly evaluates in eval mode (Dropout off)
+    check_against_references(model, shape, loss, l2)
+
+
+def check_against_references(model, shape, loss, l2):
+    """Hessian and GGN of ``model`` (packed-tangent path, strips cutting through layer blocks,
+    uneven mini-batches) against torch.func in float64; the model's state is left untouched."""
     x, y_ce, y_mse = data(shape)
     y, loss_fn = (y_ce, ce) if loss == "ce" else (y_mse, mse)
     ref = reference_hessian(model.eval(), loss_fn, x, y, l2)
