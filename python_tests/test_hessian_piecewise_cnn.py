@@ -153,6 +153,19 @@ def test_tiny_budget_and_method_structured():
     assert "vjp(grad)" in Hh.info["method"] and rel_err(Hh.dense(), ref) <= TOL
 
 
+def test_size_check_counts_the_residual_blocks():
+    """The packed-tangent path holds float64 residual blocks (<= P²/2 entries) beside the result:
+    room for the matrix alone is not enough for it, but is for the GGN (no residual)."""
+    model = cnn1d_deep().double()
+    x, y, _ = data((2, 23))
+    P = sum(p.numel() for p in model.parameters())
+    room = 8 * P * P + 2 * P * P         # the matrix and half the residual bound
+    with pytest.raises(hessext.curvature.HessianTooLargeError, match="packed-tangent residual blocks"):
+        hessext.hessian(model, ce, (x, y), max_bytes=room, progress=False)
+    G = hessext.ggn(model, ce, (x, y), max_bytes=room, progress=False)
+    assert G.dense().shape == (P, P)
+
+
 def test_float32_model():
     """A float32 model at dtype=float32: products in float32 (unit roundoff 6e-8) over sums of at
     most a few hundred terms per entry, summed in float64: relative error well below 1e-4."""

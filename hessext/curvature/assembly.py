@@ -80,14 +80,17 @@ def available_bytes(device: torch.device) -> int:
     return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
 
 
-def _check_size(who: str, P: int, device, max_bytes, memory_budget) -> None:
-    need = 8 * P * P
+def _check_size(who: str, P: int, device, max_bytes, memory_budget, extra: int = 0,
+                what: str = "") -> None:
+    """Raise HessianTooLargeError unless the [P, P] float64 result (+ ``extra`` bytes the chosen
+    path holds beside it, described by ``what``) fits in the memory available."""
+    need = 8 * P * P + extra
     avail = available_bytes(device)
     limit = avail if max_bytes is None else min(avail, int(max_bytes))
     # the result plus a strip buffer and the working set must fit
     if need + (memory_budget or 0) // 4 > limit:
         raise HessianTooLargeError(
-            f"{who}: the dense float64 Hessian for P = {P} parameters needs {need:,} bytes "
+            f"{who}: the dense float64 Hessian for P = {P} parameters{what} needs {need:,} bytes "
             f"({need / 2**30:.2f} GiB) but only {limit:,} bytes ({limit / 2**30:.2f} GiB) are available"
             f"{' (max_bytes)' if max_bytes is not None and max_bytes < avail else ''} on {device}. "
             f"Use the matrix-free path instead: hessext.hessian_operator(model, loss_fn, data) gives "
@@ -335,6 +338,9 @@ def _assemble(kind, model, loss_fn, data, *, params, regularizer, dtype, memory_
             how = "closed-form layer blocks (MLP): one product per layer pair" + ("" if exact else ", GGN")
         elif cnn and method != "hvp":
             if kind == "hessian":
+                # this path also holds its float64 residual blocks (at most P²/2 entries)
+                _check_size(who, P, dev, max_bytes, None, extra=4 * P * P,
+                            what=" with the packed-tangent residual blocks beside it")
                 filler = _piecewise_cnn.PiecewiseCNNFiller(prob, local, n_total, budget)
                 how = "GGN factor products + packed-tangent residual (piecewise-linear CNN)"
             else:
