@@ -42,9 +42,8 @@ pass per output coordinate, per-example weight gradients from the receptive fiel
 torch.func.
 
 Memory: the blocks (rows θ_<l, columns W_l; at most P²/2 float64 in all, beside the result) are
-held for the whole assembly and are not part of memory_budget (the size check before allocating
-counts them), which bounds the working set
-(examples per chunk, packed tangents per pass).
+held for the whole assembly; the size check before allocating counts them, memory_budget does
+not (it bounds the working set: examples per chunk, packed tangents per pass).
 """
 
 from __future__ import annotations
