@@ -56,6 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hessext._progress import progress_bar
 from hessext.curvature.assembly import _GGNFiller, _split_rows
 
 _ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.Identity, nn.Dropout)
@@ -599,7 +600,7 @@ class PackedTangentResidual:
     """The upper-triangular residual blocks ∂²S/∂θ_{<l}∂W_l in float64 for every weight layer l
     after the first, computed over the given mini-batches in one pass."""
 
-    def __init__(self, prob, mods, layers, batches, n_total, r_of, budget):
+    def __init__(self, prob, mods, layers, batches, n_total, r_of, budget, progress=False):
         self.prob, self.n = prob, n_total
         self.mods, self.layers = mods, layers
         dev = prob.device
@@ -626,7 +627,9 @@ class PackedTangentResidual:
                           for k, q in enumerate(self.per_q))
         rows = max(1, min(max(x.shape[0] for x, _ in batches), int(budget // per_example)))
         self.budget = budget
-        for x, y in _split_rows(batches, rows):
+        chunks = _split_rows(batches, rows)
+        for x, y in progress_bar(chunks, total=len(chunks), progress=progress,
+                                 desc="hessext.hessian: residual blocks (packed tangents)"):
             self._add_batch(x, r_of(x, y))
 
     def _forward(self, x, r=None):
@@ -734,10 +737,10 @@ class PiecewiseCNNFiller(LayerJacobianGGNFiller):
     """Exact Hessian of a piecewise-linear CNN: the GGN's factor products plus the residual blocks
     from packed tangents."""
 
-    def __init__(self, prob, batches, n_total, budget):
+    def __init__(self, prob, batches, n_total, budget, progress=False):
         super().__init__(prob, batches, n_total, budget)
         self.residual = PackedTangentResidual(prob, self.mods, self.layers, batches, n_total, self._loss_adjoint,
-                                              budget)
+                                              budget, progress)
 
     def _loss_adjoint(self, x, y):
         with torch.enable_grad():

@@ -341,7 +341,9 @@ def _assemble(kind, model, loss_fn, data, *, params, regularizer, dtype, memory_
                 # this path also holds its float64 residual blocks (at most P²/2 entries)
                 _check_size(who, P, dev, max_bytes, None, extra=4 * P * P,
                             what=" with the packed-tangent residual blocks beside it")
-                filler = _piecewise_cnn.PiecewiseCNNFiller(prob, local, n_total, budget)
+                # its residual is computed up front: a bar of its own (on a terminal, rank 0)
+                filler = _piecewise_cnn.PiecewiseCNNFiller(prob, local, n_total, budget,
+                                                           progress=None if progress and rank == 0 else False)
                 how = "GGN factor products + packed-tangent residual (piecewise-linear CNN)"
             else:
                 filler = _piecewise_cnn.LayerJacobianGGNFiller(prob, local, n_total, budget)
