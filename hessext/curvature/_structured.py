@@ -26,6 +26,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from hessext.curvature.assembly import _split_rows
+
 # Modules applied elementwise (so their Jacobian is diagonal); Dropout is the identity in eval mode.
 _ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.Identity, nn.Dropout, nn.Tanh, nn.Sigmoid, nn.Softplus,
                 nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Softsign, nn.Hardtanh,
@@ -109,13 +111,9 @@ class MLPBlocks:
                          + 2 * sum(ins) + 3 * sum(widths))
         per_ex_work = per_ex + item * max(widths[m] * widths[l] + ins[m] * (ins[l] + widths[l])
                                           for m in range(L) for l in range(m, L))
-        self.rows = max(1, int(budget // (2 * per_ex_work)))
+        rows = max(1, int(budget // (2 * per_ex_work)))
         strip_bytes = 2 * prob.num_params * 1024 * item       # a strip's product outputs
-        chunks = []
-        for x, y in batches:
-            for s in range(0, x.shape[0], self.rows):
-                chunks.append((x[s:s + self.rows], y[s:s + self.rows]))
-        self.chunks = chunks
+        self.chunks = chunks = _split_rows(batches, rows)
         total = sum(x.shape[0] for x, _ in batches)
         self.cache = ([self._factors(x, y) for x, y in chunks] if total * per_ex + strip_bytes <= budget
                       else None)
