@@ -80,15 +80,13 @@ def available_bytes(device: torch.device) -> int:
     return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
 
 
-def _check_size(who: str, P: int, device, max_bytes, memory_budget, extra: int = 0,
-                what: str = "") -> None:
+def _check_size(who: str, P: int, device, max_bytes, extra: int = 0, what: str = "") -> None:
     """Raise HessianTooLargeError unless the [P, P] float64 result (+ ``extra`` bytes the chosen
     path holds beside it, described by ``what``) fits in the memory available."""
     need = 8 * P * P + extra
     avail = available_bytes(device)
     limit = avail if max_bytes is None else min(avail, int(max_bytes))
-    # the result plus a strip buffer and the working set must fit
-    if need + (memory_budget or 0) // 4 > limit:
+    if need > limit:
         raise HessianTooLargeError(
             f"{who}: the dense float64 Hessian for P = {P} parameters{what} needs {need:,} bytes "
             f"({need / 2**30:.2f} GiB) but only {limit:,} bytes ({limit / 2**30:.2f} GiB) are available"
@@ -310,7 +308,7 @@ def _assemble(kind, model, loss_fn, data, *, params, regularizer, dtype, memory_
         budget = int(memory_budget) if memory_budget is not None else max(8 * P * P, 256 * 2**20)
         if budget <= 0:
             raise ValueError(f"{who}: memory_budget must be positive, got {memory_budget}")
-        _check_size(who, P, dev, max_bytes, None)
+        _check_size(who, P, dev, max_bytes)
         rank, world = _dist_context(distributed)
         local = _shard(prob.batches, rank, world)
         n_local = sum(x.shape[0] for x, _ in local)
@@ -339,7 +337,7 @@ def _assemble(kind, model, loss_fn, data, *, params, regularizer, dtype, memory_
         elif cnn and method != "hvp":
             if kind == "hessian":
                 # this path also holds its float64 residual blocks (at most P²/2 entries)
-                _check_size(who, P, dev, max_bytes, None, extra=4 * P * P,
+                _check_size(who, P, dev, max_bytes, extra=4 * P * P,
                             what=" with the packed-tangent residual blocks beside it")
                 # its residual is computed up front: a bar of its own (on a terminal, rank 0)
                 filler = _piecewise_cnn.PiecewiseCNNFiller(prob, local, n_total, budget,
