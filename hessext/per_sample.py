@@ -36,7 +36,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from hessext import ops
-from hessext._memory import empty_large as _empty_output
+from hessext._memory import empty_large
 from hessext._model_guard import flat_parameters, preserved
 
 __all__ = ["per_sample_grads", "PerSampleGrads", "unflatten_params", "kernel_layers"]
@@ -368,7 +368,7 @@ def per_sample_grads(model: nn.Module, loss_fn, inputs: torch.Tensor, targets: t
     cap = _capture(fn, model, loss_fn, inputs, targets, params, regularizer, dtype)
     P = sum(math.prod(s) for s in cap.shapes)
     if out is None:
-        out = _empty_output(cap.n, P, cap.dtype, cap.device)
+        out = empty_large(cap.n, P, cap.dtype, cap.device)
     elif not isinstance(out, torch.Tensor) or out.shape != (cap.n, P) or out.dtype != cap.dtype \
             or out.device != cap.device or (P > 1 and out.stride(1) != 1):
         got = (tuple(out.shape), out.dtype, out.device) if isinstance(out, torch.Tensor) else type(out)
@@ -459,7 +459,7 @@ class PerSampleGrads:
     def _row_block(self, rows: slice) -> torch.Tensor:
         """G[rows] restricted to the row-chunked columns, regulariser excluded."""
         cap = self._cap
-        out = _empty_output(rows.stop - rows.start, self._row_width, self.dtype, self.device)
+        out = empty_large(rows.stop - rows.start, self._row_width, self.dtype, self.device)
         for layer in self._row_layers:
             _write_layer(layer, rows, out, self._row_offsets)
         _write_fallback(cap, self._model, self._loss_fn, cap.fallback, rows, out, self._row_offsets)
@@ -601,7 +601,7 @@ class PerSampleGrads:
     def materialize(self) -> torch.Tensor:
         """The whole matrix G: [N, P] (what ``per_sample_grads`` returns)."""
         cap = self._cap
-        out = _empty_output(*self.shape, self.dtype, self.device)
+        out = empty_large(*self.shape, self.dtype, self.device)
         rows = slice(0, cap.n)
         for layer in cap.layers:
             _write_layer(layer, rows, out, cap.offsets)
