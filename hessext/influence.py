@@ -55,6 +55,16 @@ def _test_side(model, loss_fn, H, test, *, damping, method, rcond, params, calle
     return solve(H, G_test.T, damping=damping, method=method, rcond=rcond, caller=caller)
 
 
+def _prepare_with_test(model, loss_fn, train, test, hessian, *, damping, method, rcond, params,
+                       regularizer, caller, progress):
+    """(inputs, targets, H) of the training side and (S, solve record) of the test side."""
+    inputs, targets, H = _prepare(model, loss_fn, train, hessian, params, regularizer, caller,
+                                  progress)
+    S, info = _test_side(model, loss_fn, H, test, damping=damping, method=method, rcond=rcond,
+                         params=params, caller=caller)
+    return inputs, targets, H, S, info
+
+
 def influence(model: nn.Module, loss_fn: Callable, train, test, *, hessian=None,
               damping: float = 0.0, method: str | None = None, rcond: float | None = None,
               params=None, regularizer=None, progress: bool | None = None) -> torch.Tensor:
@@ -87,10 +97,9 @@ def influence(model: nn.Module, loss_fn: Callable, train, test, *, hessian=None,
     caller = "influence"
     check_options(damping, method, rcond, caller)
     with preserved(model):
-        inputs, targets, H = _prepare(model, loss_fn, train, hessian, params, regularizer, caller,
-                                      progress)
-        S, info = _test_side(model, loss_fn, H, test, damping=damping, method=method,
-                             rcond=rcond, params=params, caller=caller)
+        inputs, targets, H, S, info = _prepare_with_test(
+            model, loss_fn, train, test, hessian, damping=damping, method=method, rcond=rcond,
+            params=params, regularizer=regularizer, caller=caller, progress=progress)
         G = grads.train_grads(model, loss_fn, inputs, targets, params=params,
                               regularizer=regularizer)
         scores = grads.times(G, S) / inputs.shape[0]
@@ -123,10 +132,9 @@ def relatif(model: nn.Module, loss_fn: Callable, train, test, *, hessian=None,
     caller = "relatif"
     check_options(damping, method, rcond, caller)
     with preserved(model):
-        inputs, targets, H = _prepare(model, loss_fn, train, hessian, params, regularizer, caller,
-                                      progress)
-        S, info = _test_side(model, loss_fn, H, test, damping=damping, method=method,
-                             rcond=rcond, params=params, caller=caller)
+        inputs, targets, H, S, info = _prepare_with_test(
+            model, loss_fn, train, test, hessian, damping=damping, method=method, rcond=rcond,
+            params=params, regularizer=regularizer, caller=caller, progress=progress)
         n = inputs.shape[0]
         scores = torch.empty(n, S.shape[1], dtype=torch.float64, device=S.device)
         for start, Gc, Xc, _ in _train_chunks(model, loss_fn, inputs, targets, H, damping=damping,
