@@ -11,8 +11,18 @@ Ghost products (lazy PerSampleGrads, METHODS §1): G @ V with M = 50 and the Gra
 against materialise-then-multiply from the same captured object (product cost only), on (a),
 (b), and a wider MLP (784-1024-1024-10) that shows the ghost memory does not grow with P.
 
-Peak memory: the process's peak resident set size during one call above what was resident
-before it (Linux: /proc/self/clear_refs resets the peak), in MiB.
+Peak memory: the peak resident set size during one call above what was resident before it
+(Linux: /proc/self/clear_refs resets the peak), in MiB, measured in a fresh worker process per
+method in which glibc returns every freed block >= 64 KiB to the system (otherwise freed buffers
+stay resident and a call's peak undercounts what it allocates). Times are measured in the main
+process with glibc's default allocation behaviour, as a user's process has it: the fixed 64 KiB
+mmap threshold makes every large buffer a fresh mapping and page-faults it on every call, which
+cost torch.func twice its time here and distorted the ratios (the README before 2026-11-25
+afternoon was measured that way).
+
+Reference row "forward + input backward": one forward pass and one backward pass to the inputs
+only (no parameter gradients at all): the part every method shares, the floor below which no
+per-sample method can go without its own forward/backward kernels.
 
 Run:  python -m pytest bench/bench_per_sample.py --benchmark-only   (pytest-benchmark)
       python bench/bench_per_sample.py                              (markdown table)
@@ -26,6 +36,7 @@ import copy
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -48,7 +59,7 @@ if os.environ.get("HESSEXT_BENCH_THREADS"):
 def _fixed_malloc_thresholds():
     """Make glibc return every freed block >= 64 KiB to the system and stop raising the mmap
     threshold after frees; otherwise freed buffers stay resident and a later call's peak RSS
-    undercounts what it allocates."""
+    undercounts what it allocates. Only in the memory workers: it changes timings."""
     try:
         import ctypes
         libc = ctypes.CDLL("libc.so.6")
@@ -58,7 +69,6 @@ def _fixed_malloc_thresholds():
         pass
 
 
-_fixed_malloc_thresholds()
 QUICK = os.environ.get("HESSEXT_BENCH_QUICK", "") == "1"
 CE_NONE = nn.CrossEntropyLoss(reduction="none")
 
@@ -143,8 +153,15 @@ def m_opacus(model, x, y):
     return run
 
 
+def m_shared_floor(model, x, y):
+    """Reference, not a method: forward + backward to the inputs only (no parameter gradients)."""
+    x = x.clone().requires_grad_(True)
+    return lambda: torch.autograd.grad(CE_NONE(model(x), y).sum(), x)
+
+
+FLOOR = "forward + input backward (reference)"
 METHODS = {"hessext": m_hessext, "hessext, out= reused": m_hessext_out, "torch.func": m_torch_func, "BackPACK": m_backpack,
-           "Opacus": m_opacus}
+           "Opacus": m_opacus, FLOOR: m_shared_floor}
 
 
 def available(method):
@@ -197,6 +214,27 @@ def peak_mib(fn) -> float:
     return max(0.0, (peak - before) / 1024)
 
 
+def _peak_worker(kind, name, what):
+    """Runs in a fresh process (``--peak``): one warm-up call, then the peak of one call."""
+    _fixed_malloc_thresholds()
+    if kind == "ghost":
+        fn = ghost_callables(name)[0][what]
+    else:
+        fn = METHODS[what](*problem(name))
+    fn()
+    print(peak_mib(fn))
+
+
+def peak_in_worker(kind, name, what) -> float:
+    """peak_mib of one call, measured in a fresh process (see the module docstring)."""
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--peak", kind, name, what],
+                         capture_output=True, text=True)
+    try:
+        return float(out.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        return float("nan")
+
+
 def time_s(fns: dict, repeat=REPEAT) -> dict:
     """Best time of each callable; the callables take turns, so that load changes on a shared
     machine hit all of them alike."""
@@ -226,7 +264,7 @@ if pytest is not None:
             pytest.skip(f"{method} not installed")
         model, x, y = problem(name)
         fn = METHODS[method](model, x, y)
-        benchmark.extra_info["peak_mib"] = peak_mib(fn)
+        benchmark.extra_info["peak_mib"] = peak_in_worker("method", name, method)
         benchmark.extra_info["N"] = x.shape[0]
         benchmark.pedantic(fn, rounds=REPEAT, warmup_rounds=1)
 
@@ -234,7 +272,7 @@ if pytest is not None:
     @pytest.mark.parametrize("name", GHOST_PROBLEMS)
     def test_ghost_products(benchmark, name, product):
         fns, G = ghost_callables(name)
-        benchmark.extra_info["peak_mib"] = peak_mib(fns[product])
+        benchmark.extra_info["peak_mib"] = peak_in_worker("ghost", name, product)
         benchmark.extra_info["P"] = G.shape[1]
         benchmark.pedantic(fns[product], rounds=REPEAT, warmup_rounds=1)
 
@@ -252,8 +290,8 @@ def main():
         model, x, y = problem(name)
         P = sum(p.numel() for p in model.parameters())
         fns = {method: make(model, x, y) for method, make in METHODS.items() if available(method)}
-        mems = {method: peak_mib(fn) for method, fn in fns.items()}
         times = time_s(fns)
+        mems = {method: peak_in_worker("method", name, method) for method in fns}
         rows = {method: (times[method], mems[method]) for method in fns}
         base = rows["hessext"][0]
         for method, (t, mem) in rows.items():
@@ -262,8 +300,8 @@ def main():
     print("|---|---|---|---|---|---|")
     for name in GHOST_PROBLEMS:
         fns, G = ghost_callables(name)
-        mems = {k: peak_mib(f) for k, f in fns.items()}
         times = time_s(fns)
+        mems = {k: peak_in_worker("ghost", name, k) for k in fns}
         res = {k: (times[k], mems[k]) for k in fns}
         for kind in ("G@V", "Gram"):
             tg, mg = res[f"{kind} ghost"]
@@ -273,4 +311,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 5 and sys.argv[1] == "--peak":
+        _peak_worker(*sys.argv[2:])
+    else:
+        main()
