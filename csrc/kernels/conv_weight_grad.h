@@ -10,6 +10,8 @@
 // out: per-sample weight gradients,        [N, O, Cg, kH, kW], contiguous per sample, any
 //      sample stride (a column block of the N x P per-sample gradient matrix)
 #pragma once
+#include <algorithm>
+
 #include "common.h"
 
 namespace hessext {
@@ -45,8 +47,10 @@ HESSEXT_HD scalar_t conv_weight_grad_element(const scalar_t* x_n, const scalar_t
 }
 
 // The patches of ONE sample and ONE group, cols[(c, kh, kw), (oh, ow)] ([Cg*kH*kW, Ho*Wo]), so
-// that the CPU kernel can finish with one small GEMM per sample: out_n,g = d_n,g cols^T.
-// Only a per-thread buffer of one sample's patches is ever alive, never the batch's.
+// that the CPU kernel can finish with batched GEMMs over a few samples: out_n,g = d_n,g cols^T.
+// Only a per-thread buffer of a few samples' patches is ever alive, never the batch's. Each
+// row segment is the valid column range of one input row (a contiguous copy at stride 1)
+// between zeros: no bounds test per element.
 template <typename scalar_t>
 inline void conv_im2col_sample(const scalar_t* x_n, const ConvGeometry& g, int64_t group,
                                scalar_t* cols) {
@@ -56,6 +60,12 @@ inline void conv_im2col_sample(const scalar_t* x_n, const ConvGeometry& g, int64
     for (int64_t kh = 0; kh < g.kH; ++kh) {
       for (int64_t kw = 0; kw < g.kW; ++kw) {
         scalar_t* row = cols + ((c * g.kH + kh) * g.kW + kw) * L;
+        // output columns ow whose input column iw = ow*sw + off lies in [0, W)
+        const int64_t off = kw * g.dw - g.pw;
+        int64_t lo = off >= 0 ? 0 : (-off + g.sw - 1) / g.sw;
+        int64_t hi = off < g.W ? (g.W - 1 - off) / g.sw + 1 : 0;
+        hi = hi < g.Wo ? hi : g.Wo;
+        lo = lo < hi ? lo : hi;
         for (int64_t oh = 0; oh < g.Ho; ++oh) {
           const int64_t ih = oh * g.sh - g.ph + kh * g.dh;
           scalar_t* dst = row + oh * g.Wo;
@@ -63,11 +73,14 @@ inline void conv_im2col_sample(const scalar_t* x_n, const ConvGeometry& g, int64
             for (int64_t ow = 0; ow < g.Wo; ++ow) dst[ow] = scalar_t(0);
             continue;
           }
-          const scalar_t* src = x_c + ih * g.W;
-          for (int64_t ow = 0; ow < g.Wo; ++ow) {
-            const int64_t iw = ow * g.sw - g.pw + kw * g.dw;
-            dst[ow] = (iw >= 0 && iw < g.W) ? src[iw] : scalar_t(0);
+          const scalar_t* src = x_c + ih * g.W + off;
+          for (int64_t ow = 0; ow < lo; ++ow) dst[ow] = scalar_t(0);
+          if (g.sw == 1) {
+            std::copy(src + lo, src + hi, dst + lo);
+          } else {
+            for (int64_t ow = lo; ow < hi; ++ow) dst[ow] = src[ow * g.sw];
           }
+          for (int64_t ow = hi; ow < g.Wo; ++ow) dst[ow] = scalar_t(0);
         }
       }
     }
