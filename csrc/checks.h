@@ -49,6 +49,40 @@ inline void check_float_same(const char* op, std::initializer_list<const at::Ten
   }
 }
 
+// ---- max pooling with window == stride (kernels/max_pool.h) ----------------------------------
+
+inline void check_max_pool_kernel(const char* op, at::IntArrayRef kernel) {
+  TORCH_CHECK(kernel.size() == 2 && kernel[0] >= 1 && kernel[1] >= 1,
+              op, ": kernel must be two positive ints, got ", kernel);
+  TORCH_CHECK(kernel[0] * kernel[1] <= 256, op, ": the window must hold at most 256 elements "
+              "(uint8 indices), got ", kernel);
+}
+
+inline void check_max_pool_forward_args(const at::Tensor& x, at::IntArrayRef kernel) {
+  TORCH_CHECK(x.dim() == 4, "max_pool_forward: x must be [N, C, H, W], got ", x.sizes());
+  check_float_same("max_pool_forward", {&x});
+  check_max_pool_kernel("max_pool_forward", kernel);
+  TORCH_CHECK(x.size(2) >= kernel[0] && x.size(3) >= kernel[1], "max_pool_forward: the window ",
+              kernel, " does not fit in x ", x.sizes());
+}
+
+inline void check_max_pool_backward_args(const at::Tensor& dy, const at::Tensor& idx,
+                                         at::IntArrayRef kernel, at::IntArrayRef input_size) {
+  check_max_pool_kernel("max_pool_backward", kernel);
+  TORCH_CHECK(input_size.size() == 2 && input_size[0] >= 0 && input_size[1] >= 0,
+              "max_pool_backward: input_size must be two ints (H, W), got ", input_size);
+  TORCH_CHECK(dy.dim() == 4 && dy.size(2) == input_size[0] / kernel[0] &&
+                  dy.size(3) == input_size[1] / kernel[1],
+              "max_pool_backward: grad_out must be [N, C, H/kH, W/kW] for input_size ",
+              input_size, " and kernel ", kernel, ", got ", dy.sizes());
+  TORCH_CHECK(idx.sizes() == dy.sizes() && idx.scalar_type() == at::kByte,
+              "max_pool_backward: indices must be uint8 of grad_out's shape ", dy.sizes(),
+              ", got ", idx.scalar_type(), " ", idx.sizes());
+  TORCH_CHECK(idx.device() == dy.device(), "max_pool_backward: tensors on different devices: ",
+              dy.device(), " vs ", idx.device());
+  check_float_same("max_pool_backward", {&dy});
+}
+
 // Output extent of a convolution along one axis (as torch computes it).
 inline int64_t conv_out_extent(int64_t in, int64_t k, int64_t s, int64_t p, int64_t dl) {
   return (in + 2 * p - dl * (k - 1) - 1) / s + 1;

@@ -14,6 +14,14 @@
 #define HESSEXT_HD inline
 #endif
 
+// A loop the CPU compiler must vectorise (OpenMP simd; the kernels are built with OpenMP);
+// nothing under nvcc, where the loop is one thread's.
+#if defined(__CUDACC__)
+#define HESSEXT_SIMD
+#else
+#define HESSEXT_SIMD _Pragma("omp simd")
+#endif
+
 #include <cstdint>
 
 namespace hessext {

@@ -42,6 +42,14 @@ TORCH_LIBRARY(hessext, m) {
   m.def("linear_ghost_rmatvec(Tensor a, Tensor d, Tensor u) -> Tensor");
   m.def("linear_ghost_sqnorms(Tensor a, Tensor d) -> Tensor");
   m.def("linear_ghost_gram(Tensor a, Tensor d) -> Tensor");
+
+  // Max pooling whose window equals its stride (no padding, dilation 1, floor mode), for the
+  // per-sample capture's forward pass (kernels/max_pool.h). x: [N, C, H, W] -> values and uint8
+  // window indices i*kW + j, both [N, C, H/kH, W/kW]; backward: dx [N, C, H, W] from grad_out
+  // and the indices.
+  m.def("max_pool_forward(Tensor x, int[2] kernel) -> (Tensor, Tensor)");
+  m.def("max_pool_backward(Tensor grad_out, Tensor indices, int[2] kernel, int[2] input_size) "
+        "-> Tensor");
 }
 
 namespace py = pybind11;

@@ -55,6 +55,16 @@ void launch_linear_ghost_rmatvec(const scalar_t* a, const scalar_t* d, const sca
                                  scalar_t* out, int64_t N, int64_t O, int64_t I, int64_t M,
                                  cudaStream_t stream);
 
+// Max pooling with window == stride over `planes` contiguous [H, W] planes (kernels/max_pool.h):
+// y, idx [planes, H/kH, W/kW]; backward: dx [planes, H, W] from dy and idx.
+template <typename scalar_t>
+void launch_max_pool_forward(const scalar_t* x, scalar_t* y, uint8_t* idx, int64_t planes,
+                             int64_t H, int64_t W, int64_t kH, int64_t kW, cudaStream_t stream);
+template <typename scalar_t>
+void launch_max_pool_backward(const scalar_t* dy, const uint8_t* idx, scalar_t* dx,
+                              int64_t planes, int64_t H, int64_t W, int64_t kH, int64_t kW,
+                              cudaStream_t stream);
+
 // All contiguous: a [N, I], d [N, O] -> out [N] (squared norms) or [N, N] (Gram).
 template <typename scalar_t>
 void launch_linear_ghost_sqnorms(const scalar_t* a, const scalar_t* d, scalar_t* out, int64_t N,

@@ -139,3 +139,24 @@ def linear_ghost_gram(a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     if uses_kernel("linear_ghost_gram", a, d):
         return torch.ops.hessext.linear_ghost_gram(a, d)
     return _reference.linear_ghost_gram(a, d)
+
+
+def max_pool_forward(x: torch.Tensor, kernel) -> tuple[torch.Tensor, torch.Tensor]:
+    """Max pooling whose window equals its stride (no padding, dilation 1, floor mode).
+
+    x: [N, C, H, W]; kernel: (kH, kW) with kH*kW <= 256. Returns y [N, C, H/kH, W/kW] (the same
+    values as torch's max_pool2d, NaN propagating) and uint8 indices i*kW + j of the chosen
+    element within each window (torch's choice: the first maximum). Differentiable in x."""
+    kernel = [int(k) for k in kernel]
+    if uses_kernel("max_pool_forward", x):
+        return torch.ops.hessext.max_pool_forward(x, kernel)
+    return _reference.max_pool_forward(x, kernel)
+
+
+def max_pool_backward(grad_out: torch.Tensor, indices: torch.Tensor, kernel, input_size) -> torch.Tensor:
+    """Gradient of max_pool_forward: dx [N, C, H, W] = grad_out at each window's chosen element
+    (indices from max_pool_forward), 0 elsewhere; input_size = (H, W)."""
+    kernel, input_size = [int(k) for k in kernel], [int(s) for s in input_size]
+    if uses_kernel("max_pool_backward", grad_out):
+        return torch.ops.hessext.max_pool_backward(grad_out, indices, kernel, input_size)
+    return _reference.max_pool_backward(grad_out, indices, kernel, input_size)

@@ -190,3 +190,26 @@ def linear_ghost_sqnorms(a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
 def linear_ghost_gram(a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     """(G G^T)[n, k] = (a_n . a_k)(d_n . d_k) -> [N, N]."""
     return (a @ a.T) * (d @ d.T)
+
+
+def max_pool_forward(x: torch.Tensor, kernel) -> tuple[torch.Tensor, torch.Tensor]:
+    """Max pooling with window = stride = kernel (floor mode): y [N, C, H/kH, W/kW] and the uint8
+    window index i*kW + j of the element torch's max_pool2d picks."""
+    kH, kW = kernel
+    y, flat = torch.nn.functional.max_pool2d(x, (kH, kW), return_indices=True)
+    W = x.shape[-1]
+    oh = torch.arange(y.shape[-2], device=x.device).view(-1, 1)
+    ow = torch.arange(y.shape[-1], device=x.device).view(1, -1)
+    idx = (flat // W - oh * kH) * kW + (flat % W - ow * kW)
+    return y, idx.to(torch.uint8)
+
+
+def max_pool_backward(grad_out: torch.Tensor, indices: torch.Tensor, kernel, input_size) -> torch.Tensor:
+    """dx [N, C, H, W]: grad_out at each window's chosen element, zero elsewhere."""
+    kH, kW = kernel
+    N, C, Ho, Wo = grad_out.shape
+    onehot = torch.nn.functional.one_hot(indices.long(), kH * kW).to(grad_out.dtype)
+    windows = (onehot * grad_out[..., None]).view(N, C, Ho, Wo, kH, kW)
+    dx = grad_out.new_zeros(N, C, *input_size)
+    dx[:, :, :Ho * kH, :Wo * kW] = windows.permute(0, 1, 2, 4, 3, 5).reshape(N, C, Ho * kH, Wo * kW)
+    return dx

@@ -52,3 +52,49 @@ def _linear_ghost_sqnorms_fake(a, d):
 @torch.library.register_fake("hessext::linear_ghost_gram")
 def _linear_ghost_gram_fake(a, d):
     return a.new_empty(a.shape[0], a.shape[0])
+
+
+@torch.library.register_fake("hessext::max_pool_forward")
+def _max_pool_forward_fake(x, kernel):
+    shape = (x.shape[0], x.shape[1], x.shape[2] // kernel[0], x.shape[3] // kernel[1])
+    return x.new_empty(shape), x.new_empty(shape, dtype=torch.uint8)
+
+
+@torch.library.register_fake("hessext::max_pool_backward")
+def _max_pool_backward_fake(grad_out, indices, kernel, input_size):
+    return grad_out.new_empty((grad_out.shape[0], grad_out.shape[1], *input_size))
+
+
+def _max_pool_setup(ctx, inputs, output):
+    x, kernel = inputs
+    ctx.save_for_backward(output[1])
+    ctx.kernel, ctx.input_size = list(kernel), list(x.shape[2:])
+
+
+def _max_pool_forward_backward(ctx, grad_y, grad_indices):
+    (indices,) = ctx.saved_tensors
+    return torch.ops.hessext.max_pool_backward(grad_y, indices, ctx.kernel, ctx.input_size), None
+
+
+torch.library.register_autograd("hessext::max_pool_forward", _max_pool_forward_backward,
+                                setup_context=_max_pool_setup)
+
+
+def _max_pool_backward_setup(ctx, inputs, output):
+    grad_out, indices, kernel, _ = inputs
+    ctx.save_for_backward(indices)
+    ctx.kernel = list(kernel)
+
+
+def _max_pool_backward_backward(ctx, grad_dx):
+    """max_pool_backward is linear in grad_out: its adjoint gathers grad_dx at the chosen
+    elements (double backward through the pooling)."""
+    (indices,) = ctx.saved_tensors
+    (kH, kW), (N, C, Ho, Wo) = ctx.kernel, indices.shape
+    windows = grad_dx[:, :, :Ho * kH, :Wo * kW].reshape(N, C, Ho, kH, Wo, kW)
+    windows = windows.permute(0, 1, 2, 4, 3, 5).reshape(N, C, Ho, Wo, kH * kW)
+    return windows.gather(-1, indices.long().unsqueeze(-1)).squeeze(-1), None, None, None
+
+
+torch.library.register_autograd("hessext::max_pool_backward", _max_pool_backward_backward,
+                                setup_context=_max_pool_backward_setup)

@@ -1,0 +1,192 @@
+"""hessext::max_pool_forward / max_pool_backward (window == stride max pooling, used in the
+per-sample capture's forward pass) against torch's max_pool2d / max_pool1d and their autograd
+gradients, which are the independent truth here: the same values, the same chosen element
+(first maximum; the last NaN), the same gradient, bit for bit. Also the pure-torch reference,
+opcheck, double backward, the routing mode (which calls it takes, which it leaves to torch),
+and per-sample gradients of max-pooling CNNs with and without the mode."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+import hessext
+from hessext import _extension, ops, per_sample
+from hessext._fast_pooling import StridedMaxPool, strided_max_pool
+from hessext.ops import _reference
+
+needs_ext = pytest.mark.skipif(not _extension.loaded, reason="compiled core not loaded")
+DTYPES = [torch.float32, torch.float64]
+# (shape [N, C, H, W], kernel): floor mode leaving rows and columns out, 1-D as H = 1,
+# a window over the whole plane, batch size 1, a non-square window
+SHAPES = [((3, 4, 7, 9), (2, 2)), ((2, 3, 1, 23), (1, 4)), ((2, 2, 6, 7), (3, 2)),
+          ((1, 1, 5, 5), (5, 5)), ((1, 2, 8, 8), (2, 4))]
+
+
+def _input(shape, dtype, seed=0):
+    """Random values with the hard cases planted: ties (a constant row segment, and ReLU-style
+    zeros), -inf, NaN."""
+    torch.manual_seed(seed)
+    x = torch.randn(shape, dtype=dtype)
+    x[0, 0, 0, :3] = 1.5
+    x[-1, 0] = x[-1, 0].clamp_min(0)          # many zero ties, as after a ReLU
+    x[0, -1, -1, 0] = float("-inf")
+    x[-1, -1, 0, 0] = float("nan")
+    x[-1, -1, 0, 1] = float("nan")            # two NaNs in one window: torch picks the last
+    return x
+
+
+def _torch_pool(x, kernel, **kw):
+    return F.max_pool2d(x, kernel, return_indices=True, **kw)
+
+
+def _assert_same(a, b):
+    assert torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(), b.nan_to_num())
+
+
+def _window_index(flat, W, Ho, Wo, kernel):
+    """torch's flat plane index -> i*kW + j within the window."""
+    kH, kW = kernel
+    oh, ow = torch.arange(Ho).view(-1, 1), torch.arange(Wo).view(1, -1)
+    return (flat // W - oh * kH) * kW + (flat % W - ow * kW)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,kernel", SHAPES)
+@pytest.mark.parametrize("impl", ["kernel", "reference"])
+def test_forward_and_backward_equal_torch(impl, shape, kernel, dtype):
+    if impl == "kernel" and not _extension.loaded:
+        pytest.skip("compiled core not loaded")
+    fwd = torch.ops.hessext.max_pool_forward if impl == "kernel" else _reference.max_pool_forward
+    bwd = torch.ops.hessext.max_pool_backward if impl == "kernel" else _reference.max_pool_backward
+    x = _input(shape, dtype)
+    y, idx = fwd(x, list(kernel))
+    y_t, flat = _torch_pool(x, kernel)
+    _assert_same(y, y_t)
+    assert idx.dtype == torch.uint8
+    assert torch.equal(idx.long(), _window_index(flat, shape[3], *y_t.shape[2:], kernel))
+    g = torch.randn_like(y)
+    xr = x.clone().requires_grad_(True)
+    (F.max_pool2d(xr, kernel) * g).sum().backward()
+    assert torch.equal(bwd(g, idx, list(kernel), list(shape[2:])), xr.grad)
+
+
+@needs_ext
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_autograd_and_double_backward(dtype):
+    x = _input((2, 3, 6, 8), dtype).nan_to_num(0.0).clamp_min(-5)  # finite: gradcheck
+    x = x + 1e-3 * torch.arange(x.numel(), dtype=dtype).view(x.shape)  # no ties: smooth
+    xa = x.clone().requires_grad_(True)
+    y = ops.max_pool_forward(xa, (2, 2))[0]
+    g = torch.randn_like(y)
+    (gx,) = torch.autograd.grad((y * g).sum(), xa, create_graph=True)
+    xt = x.clone().requires_grad_(True)
+    (gt,) = torch.autograd.grad((F.max_pool2d(xt, 2) * g).sum(), xt, create_graph=True)
+    assert torch.equal(gx, gt)
+    if dtype == torch.float64:
+        idx = ops.max_pool_forward(x, (2, 2))[1]
+        torch.autograd.gradcheck(
+            lambda dy: torch.ops.hessext.max_pool_backward(dy, idx, [2, 2], [6, 8]),
+            (g.clone().requires_grad_(True),))
+
+
+@needs_ext
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_opcheck(dtype):
+    x = _input((2, 3, 5, 6), dtype).nan_to_num(0.0)
+    torch.library.opcheck(torch.ops.hessext.max_pool_forward, (x, [2, 3]))
+    y, idx = torch.ops.hessext.max_pool_forward(x, [2, 3])
+    torch.library.opcheck(torch.ops.hessext.max_pool_backward, (torch.randn_like(y), idx, [2, 3], [5, 6]))
+
+
+@needs_ext
+def test_bad_arguments_are_named():
+    x = torch.randn(2, 3, 4, 4)
+    with pytest.raises(RuntimeError, match="max_pool_forward: x must be"):
+        torch.ops.hessext.max_pool_forward(x[0], [2, 2])
+    with pytest.raises(RuntimeError, match="max_pool_forward: the window"):
+        torch.ops.hessext.max_pool_forward(x, [5, 1])
+    with pytest.raises(RuntimeError, match="at most 256"):
+        torch.ops.hessext.max_pool_forward(torch.randn(1, 1, 17, 17), [17, 17])
+    with pytest.raises(RuntimeError, match="max_pool_forward: dtype"):
+        torch.ops.hessext.max_pool_forward(x.half(), [2, 2])
+    y, idx = torch.ops.hessext.max_pool_forward(x, [2, 2])
+    with pytest.raises(RuntimeError, match="max_pool_backward: grad_out must be"):
+        torch.ops.hessext.max_pool_backward(y, idx, [2, 2], [6, 4])
+    with pytest.raises(RuntimeError, match="max_pool_backward: indices must be uint8"):
+        torch.ops.hessext.max_pool_backward(y, idx.long(), [2, 2], [4, 4])
+
+
+# ---- the routing mode ------------------------------------------------------------------------
+
+@needs_ext
+@pytest.mark.parametrize("call,served", [
+    (lambda x: F.max_pool2d(x, 2), True),
+    (lambda x: F.max_pool2d(x, (2, 3), stride=(2, 3)), True),
+    (lambda x: nn.MaxPool2d(2)(x), True),
+    (lambda x: F.max_pool1d(x.flatten(2), 4), True),
+    (lambda x: nn.MaxPool1d(3)(x.flatten(2)), True),
+    (lambda x: F.max_pool2d(x, 2, stride=1), False),            # overlapping windows
+    (lambda x: F.max_pool2d(x, 2, padding=1), False),
+    (lambda x: F.max_pool2d(x, 2, dilation=2), False),
+    (lambda x: F.max_pool2d(x, 2, ceil_mode=True), False),
+    (lambda x: F.max_pool2d(x, 2, return_indices=True)[0], False),
+    (lambda x: F.max_pool2d(x[0], 2), False),                   # unbatched
+])
+def test_mode_serves_only_window_equal_stride(call, served, monkeypatch):
+    calls = []
+    real = ops.max_pool_forward
+    monkeypatch.setattr(ops, "max_pool_forward", lambda *a: calls.append(1) or real(*a))
+    x = _input((2, 3, 7, 9), torch.float64).nan_to_num(0.0).requires_grad_(True)
+    with StridedMaxPool():
+        y = call(x)
+    want = call(x)
+    assert bool(calls) == served
+    assert torch.equal(y, want)
+    g = torch.randn_like(want)
+    assert torch.equal(torch.autograd.grad((y * g).sum(), x)[0],
+                       torch.autograd.grad((want * g).sum(), x)[0])
+
+
+def test_mode_declines_what_the_op_cannot_serve():
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float16)
+    assert strided_max_pool(F.max_pool2d, (x, 2), {}) is None          # dtype
+    assert strided_max_pool(F.max_pool2d, (torch.randn(1, 1, 3, 3), 4), {}) is None  # too small
+    assert strided_max_pool(F.avg_pool2d, (torch.randn(1, 1, 4, 4), 2), {}) is None
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_per_sample_grads_same_with_and_without_the_mode(dtype, monkeypatch):
+    """Max-pooling CNNs (1-D and 2-D, ReLU before and after the pooling): the capture with
+    hessext's pooling gives exactly the per-sample gradients of the capture with torch's, and
+    both agree with torch.func."""
+    torch.manual_seed(3)
+    nets = [
+        (nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 3, 2),
+                       nn.MaxPool2d((2, 1)), nn.Flatten(), nn.LazyLinear(3)), (5, 2, 13, 11)),
+        (nn.Sequential(nn.Conv1d(1, 3, 5, padding=1), nn.MaxPool1d(4), nn.ReLU(),
+                       nn.Conv1d(3, 2, 3), nn.MaxPool1d(2), nn.Flatten(), nn.LazyLinear(2)),
+         (6, 1, 41)),
+    ]
+    ce = nn.CrossEntropyLoss(reduction="none")
+    for net, shape in nets:
+        x = torch.randn(shape)
+        net(x)  # materialise the lazy layer
+        net = net.to(dtype).eval()
+        x, y = x.to(dtype), torch.randint(0, 2, (shape[0],))
+        with_mode = hessext.per_sample_grads(net, ce, x, y)
+        monkeypatch.setattr(per_sample, "StridedMaxPool", contextlib.nullcontext)
+        without = hessext.per_sample_grads(net, ce, x, y)
+        monkeypatch.undo()
+        assert torch.equal(with_mode, without)
+        theta = {k: v.detach() for k, v in net.named_parameters()}
+        grads = torch.func.vmap(torch.func.grad(
+            lambda t, xi, yi: ce(torch.func.functional_call(net, t, (xi[None],)), yi[None]).sum()),
+            in_dims=(None, 0, 0))(theta, x, y)
+        want = torch.cat([grads[k].reshape(shape[0], -1) for k in theta], 1)
+        tol = 1e-12 if dtype == torch.float64 else 1e-5
+        assert float((with_mode - want).abs().max() / want.abs().max()) <= tol
