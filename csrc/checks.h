@@ -6,6 +6,8 @@
 
 #include <initializer_list>
 
+#include "kernels/conv_weight_grad.h"  // ConvGeometry
+
 namespace hessext {
 
 inline void check_linear_weight_grad_args(const at::Tensor& a, const at::Tensor& d,
@@ -126,6 +128,41 @@ inline void check_conv_weight_grad_args(const at::Tensor& x, const at::Tensor& d
                              out.stride(1) == out.size(2) * out.size(3) * out.size(4)),
               "conv_weight_grad: out must have contiguous per-sample blocks, got strides ",
               out.strides());
+}
+
+// x [N, C, H, W], w [O, C/groups, kH, kW], bias [O] or none; returns the geometry with the
+// output extent as torch computes it.
+inline ConvGeometry check_conv_forward_args(const at::Tensor& x, const at::Tensor& w,
+                                            const c10::optional<at::Tensor>& bias,
+                                            at::IntArrayRef stride, at::IntArrayRef padding,
+                                            at::IntArrayRef dilation, int64_t groups) {
+  TORCH_CHECK(x.dim() == 4, "conv_forward: x must be [N, C, H, W], got ", x.sizes());
+  TORCH_CHECK(w.dim() == 4, "conv_forward: weight must be [O, C/groups, kH, kW], got ", w.sizes());
+  TORCH_CHECK(stride.size() == 2 && padding.size() == 2 && dilation.size() == 2,
+              "conv_forward: stride, padding, dilation must have 2 entries, got ", stride, ", ",
+              padding, ", ", dilation);
+  TORCH_CHECK(stride[0] > 0 && stride[1] > 0 && dilation[0] > 0 && dilation[1] > 0 &&
+                  padding[0] >= 0 && padding[1] >= 0,
+              "conv_forward: need stride > 0, dilation > 0, padding >= 0, got ", stride, ", ",
+              padding, ", ", dilation);
+  TORCH_CHECK(groups > 0 && x.size(1) % groups == 0 && w.size(0) % groups == 0 &&
+                  w.size(1) * groups == x.size(1),
+              "conv_forward: x ", x.sizes(), " and weight ", w.sizes(),
+              " do not fit groups = ", groups);
+  if (bias.has_value()) {
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == w.size(0),
+                "conv_forward: bias must be [O] = [", w.size(0), "], got ", bias->sizes());
+    check_float_same("conv_forward", {&x, &w, &*bias});
+  } else {
+    check_float_same("conv_forward", {&x, &w});
+  }
+  const int64_t Ho = conv_out_extent(x.size(2), w.size(2), stride[0], padding[0], dilation[0]);
+  const int64_t Wo = conv_out_extent(x.size(3), w.size(3), stride[1], padding[1], dilation[1]);
+  TORCH_CHECK(Ho > 0 && Wo > 0, "conv_forward: the kernel ", w.sizes(), " does not fit x ",
+              x.sizes(), " with this padding and dilation");
+  return ConvGeometry{x.size(1), x.size(2), x.size(3), w.size(0), Ho, Wo,
+                      x.size(1) / groups, w.size(0) / groups, w.size(2), w.size(3),
+                      stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1]};
 }
 
 inline void check_bias_grad_args(const at::Tensor& d, const at::Tensor& out) {

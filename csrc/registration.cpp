@@ -48,6 +48,12 @@ TORCH_LIBRARY(hessext, m) {
   // window indices i*kW + j, both [N, C, H/kH, W/kW]; backward: dx [N, C, H, W] from grad_out
   // and the indices.
   m.def("max_pool_forward(Tensor x, int[2] kernel) -> (Tensor, Tensor)");
+  // Direct 2-D convolution (Conv1d as H = 1) for few terms per output (kernels/conv_forward.h),
+  // for the same forward pass. x: [N, C, H, W], weight: [O, C/groups, kH, kW] -> [N, O, Ho, Wo].
+  // Differentiable (autograd in conv_forward_autograd.cpp: torch's convolution_backward, for
+  // the inputs the backward pass needs).
+  m.def("conv_forward(Tensor x, Tensor weight, Tensor? bias, int[2] stride, int[2] padding, "
+        "int[2] dilation, int groups) -> Tensor");
   m.def("max_pool_backward(Tensor grad_out, Tensor indices, int[2] kernel, int[2] input_size) "
         "-> Tensor");
 }

@@ -11,8 +11,9 @@ preallocated N×P output. Every other parameter — BatchNorm, LayerNorm, Embedd
 module, a weight shared between modules or a layer called twice — goes through torch.func
 (vmap of grad of functional_call over just those parameters), so every model gets the right
 answer and models mixing both kinds just work. In the capture's forward pass, max pooling whose
-window equals its stride runs on hessext's own op (hessext/_fast_pooling.py): the same values
-and gradients at a fraction of torch's CPU cost, which every per-sample tool otherwise pays.
+window equals its stride and convolutions with few terms per output run on hessext's own ops
+(hessext/_fast_forward.py): the same values and gradients at a fraction of torch's CPU cost,
+which every per-sample tool otherwise pays.
 
 Conventions:
 - Columns follow ``model.named_parameters()`` order over the chosen parameters (``params``);
@@ -38,7 +39,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from hessext import ops
-from hessext._fast_pooling import StridedMaxPool
+from hessext._fast_forward import FastForward
 from hessext._memory import empty_large
 from hessext._model_guard import flat_parameters, preserved
 
@@ -239,9 +240,9 @@ def _capture(fn, model, loss_fn, inputs, targets, params, regularizer, dtype) ->
     with preserved(model):
         handles = [m.register_forward_hook(hook) for m in layers]
         try:
-            # window == stride max pooling on hessext's op: same values and gradients, a
-            # fraction of torch's CPU cost (hessext/_fast_pooling.py)
-            with StridedMaxPool():
+            # max pooling and small convolutions on hessext's ops: the same values and
+            # gradients at a fraction of torch's CPU cost (hessext/_fast_forward.py)
+            with FastForward():
                 outputs = torch.func.functional_call(model, cap.state, (cap.inputs,))
         finally:
             for h in handles:

@@ -55,6 +55,11 @@ void launch_linear_ghost_rmatvec(const scalar_t* a, const scalar_t* d, const sca
                                  scalar_t* out, int64_t N, int64_t O, int64_t I, int64_t M,
                                  cudaStream_t stream);
 
+// y [N, O, Ho, Wo] = direct convolution of contiguous x and w, plus bias (null: none).
+template <typename scalar_t>
+void launch_conv_forward(const scalar_t* x, const scalar_t* w, const scalar_t* bias, scalar_t* y,
+                         int64_t N, const ConvGeometry& g, cudaStream_t stream);
+
 // Max pooling with window == stride over `planes` contiguous [H, W] planes (kernels/max_pool.h):
 // y, idx [planes, H/kH, W/kW]; backward: dx [planes, H, W] from dy and idx.
 template <typename scalar_t>

@@ -10,8 +10,6 @@
 // out: per-sample weight gradients,        [N, O, Cg, kH, kW], contiguous per sample, any
 //      sample stride (a column block of the N x P per-sample gradient matrix)
 #pragma once
-#include <algorithm>
-
 #include "common.h"
 
 namespace hessext {
@@ -75,8 +73,9 @@ inline void conv_im2col_sample(const scalar_t* x_n, const ConvGeometry& g, int64
           }
           const scalar_t* src = x_c + ih * g.W + off;
           for (int64_t ow = 0; ow < lo; ++ow) dst[ow] = scalar_t(0);
-          if (g.sw == 1) {
-            std::copy(src + lo, src + hi, dst + lo);
+          if (g.sw == 1) {  // a loop, not std::copy: rows are often ~10 elements long
+            HESSEXT_SIMD
+            for (int64_t ow = lo; ow < hi; ++ow) dst[ow] = src[ow];
           } else {
             for (int64_t ow = lo; ow < hi; ++ow) dst[ow] = src[ow * g.sw];
           }

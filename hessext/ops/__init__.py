@@ -160,3 +160,17 @@ def max_pool_backward(grad_out: torch.Tensor, indices: torch.Tensor, kernel, inp
     if uses_kernel("max_pool_backward", grad_out):
         return torch.ops.hessext.max_pool_backward(grad_out, indices, kernel, input_size)
     return _reference.max_pool_backward(grad_out, indices, kernel, input_size)
+
+
+def conv_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride,
+                 padding, dilation, groups: int) -> torch.Tensor:
+    """Direct 2-D convolution with zero padding (Conv1d: H = 1), for few terms per output.
+
+    x: [N, C, H, W]; weight: [O, C/groups, kH, kW]; bias: [O] or None; stride, padding,
+    dilation: pairs of ints. Returns [N, O, Ho, Wo], conv2d's output to float rounding (the
+    terms are added in another order). Differentiable in x, weight and bias."""
+    stride, padding, dilation = (list(map(int, t)) for t in (stride, padding, dilation))
+    tensors = (x, weight) if bias is None else (x, weight, bias)
+    if uses_kernel("conv_forward", *tensors):
+        return torch.ops.hessext.conv_forward(x, weight, bias, stride, padding, dilation, int(groups))
+    return _reference.conv_forward(x, weight, bias, stride, padding, dilation, int(groups))

@@ -213,3 +213,10 @@ def max_pool_backward(grad_out: torch.Tensor, indices: torch.Tensor, kernel, inp
     dx = grad_out.new_zeros(N, C, *input_size)
     dx[:, :, :Ho * kH, :Wo * kW] = windows.permute(0, 1, 2, 4, 3, 5).reshape(N, C, Ho * kH, Wo * kW)
     return dx
+
+
+def conv_forward(x: torch.Tensor, weight: torch.Tensor, bias, stride, padding, dilation,
+                 groups: int) -> torch.Tensor:
+    """y = conv2d(x, weight, bias) with zero padding; x [N, C, H, W], weight [O, C/groups, kH, kW]."""
+    return torch.nn.functional.conv2d(x, weight, bias, tuple(stride), tuple(padding),
+                                      tuple(dilation), groups)

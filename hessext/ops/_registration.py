@@ -54,6 +54,16 @@ def _linear_ghost_gram_fake(a, d):
     return a.new_empty(a.shape[0], a.shape[0])
 
 
+@torch.library.register_fake("hessext::conv_forward")
+def _conv_forward_fake(x, weight, bias, stride, padding, dilation, groups):
+    def extent(size, k, s, p, d):
+        return (size + 2 * p - d * (k - 1) - 1) // s + 1
+    return x.new_empty((x.shape[0], weight.shape[0],
+                        extent(x.shape[2], weight.shape[2], stride[0], padding[0], dilation[0]),
+                        extent(x.shape[3], weight.shape[3], stride[1], padding[1], dilation[1])))
+# (its autograd is registered in C++: csrc/conv_forward_autograd.cpp)
+
+
 @torch.library.register_fake("hessext::max_pool_forward")
 def _max_pool_forward_fake(x, kernel):
     shape = (x.shape[0], x.shape[1], x.shape[2] // kernel[0], x.shape[3] // kernel[1])

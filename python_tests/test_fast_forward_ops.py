@@ -1,9 +1,14 @@
-"""hessext::max_pool_forward / max_pool_backward (window == stride max pooling, used in the
-per-sample capture's forward pass) against torch's max_pool2d / max_pool1d and their autograd
-gradients, which are the independent truth here: the same values, the same chosen element
-(first maximum; the last NaN), the same gradient, bit for bit. Also the pure-torch reference,
-opcheck, double backward, the routing mode (which calls it takes, which it leaves to torch),
-and per-sample gradients of max-pooling CNNs with and without the mode."""
+"""The ops of the per-sample capture's forward pass (hessext/_fast_forward.py) against torch,
+the independent truth here:
+
+- max_pool_forward / max_pool_backward (window == stride max pooling) against torch's
+  max_pool2d / max_pool1d and their autograd gradients: the same values, the same chosen
+  element (first maximum; the last NaN), the same gradient, bit for bit;
+- conv_forward (direct convolution) against conv2d / conv1d in float64 (1e-12) and float32,
+  with strides, padding, dilation, groups, no bias, and its gradients for x, weight and bias;
+
+also the pure-torch references, opcheck, double backward, the routing mode (which calls it
+takes, which it leaves to torch), and per-sample gradients of CNNs with and without the mode."""
 
 from __future__ import annotations
 
@@ -16,7 +21,8 @@ from torch.nn import functional as F
 
 import hessext
 from hessext import _extension, ops, per_sample
-from hessext._fast_pooling import StridedMaxPool, strided_max_pool
+from hessext import _fast_forward
+from hessext._fast_forward import FastForward, small_conv, strided_max_pool
 from hessext.ops import _reference
 
 needs_ext = pytest.mark.skipif(not _extension.loaded, reason="compiled core not loaded")
@@ -142,7 +148,7 @@ def test_mode_serves_only_window_equal_stride(call, served, monkeypatch):
     real = ops.max_pool_forward
     monkeypatch.setattr(ops, "max_pool_forward", lambda *a: calls.append(1) or real(*a))
     x = _input((2, 3, 7, 9), torch.float64).nan_to_num(0.0).requires_grad_(True)
-    with StridedMaxPool():
+    with FastForward():
         y = call(x)
     want = call(x)
     assert bool(calls) == served
@@ -179,7 +185,7 @@ def test_per_sample_grads_same_with_and_without_the_mode(dtype, monkeypatch):
         net = net.to(dtype).eval()
         x, y = x.to(dtype), torch.randint(0, 2, (shape[0],))
         with_mode = hessext.per_sample_grads(net, ce, x, y)
-        monkeypatch.setattr(per_sample, "StridedMaxPool", contextlib.nullcontext)
+        monkeypatch.setattr(per_sample, "FastForward", contextlib.nullcontext)
         without = hessext.per_sample_grads(net, ce, x, y)
         monkeypatch.undo()
         assert torch.equal(with_mode, without)
@@ -190,3 +196,130 @@ def test_per_sample_grads_same_with_and_without_the_mode(dtype, monkeypatch):
         want = torch.cat([grads[k].reshape(shape[0], -1) for k in theta], 1)
         tol = 1e-12 if dtype == torch.float64 else 1e-5
         assert float((with_mode - want).abs().max() / want.abs().max()) <= tol
+
+
+# ---- conv_forward ------------------------------------------------------------------------------
+
+# (x shape, weight shape, stride, padding, dilation, groups, bias)
+CONVS = [
+    ((3, 1, 1, 40), (4, 1, 1, 7), (1, 1), (0, 2), (1, 1), 1, True),    # Conv1d on one channel
+    ((2, 3, 9, 11), (4, 3, 3, 2), (2, 1), (1, 1), (1, 2), 1, False),   # 2-D, odd everything
+    ((2, 4, 7, 13), (6, 2, 2, 3), (1, 3), (0, 1), (2, 1), 2, True),    # groups, stride 3
+    ((1, 2, 5, 5), (3, 2, 5, 5), (1, 1), (2, 2), (1, 1), 1, True),     # batch 1, kernel = input
+]
+
+
+def _conv_case(case, dtype, seed=1):
+    xs, ws, stride, padding, dilation, groups, has_bias = case
+    torch.manual_seed(seed)
+    x, w = torch.randn(xs, dtype=dtype), torch.randn(ws, dtype=dtype)
+    b = torch.randn(ws[0], dtype=dtype) if has_bias else None
+    return x, w, b, list(stride), list(padding), list(dilation), groups
+
+
+@needs_ext
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CONVS)
+def test_conv_forward_and_gradients_equal_torch(case, dtype):
+    x, w, b, stride, padding, dilation, groups = _conv_case(case, dtype)
+    leaves = [t.clone().requires_grad_(True) for t in (x, w) + ((b,) if b is not None else ())]
+    xa, wa, ba = leaves[0], leaves[1], leaves[2] if b is not None else None
+    xt, wt, bt = (t.clone().detach().requires_grad_(True) if t is not None else None for t in (x, w, b))
+    y = torch.ops.hessext.conv_forward(xa, wa, ba, stride, padding, dilation, groups)
+    yt = F.conv2d(xt, wt, bt, stride, padding, dilation, groups)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    scale = yt.detach().abs().max()
+    assert y.shape == yt.shape and float((y - yt).detach().abs().max() / scale) <= tol
+    g = torch.randn_like(yt)
+    got = torch.autograd.grad(y, leaves, g)
+    want = torch.autograd.grad(yt, [t for t in (xt, wt, bt) if t is not None], g)
+    for a, e in zip(got, want):
+        assert float((a - e).abs().max() / e.abs().max()) <= tol
+
+
+@needs_ext
+def test_conv_forward_double_backward_and_opcheck():
+    x, w, b, stride, padding, dilation, groups = _conv_case(CONVS[1], torch.float64)
+    torch.autograd.gradgradcheck(
+        lambda x, w: torch.ops.hessext.conv_forward(x, w, None, stride, padding, dilation, groups),
+        (x.requires_grad_(True), w.requires_grad_(True)))
+    for dtype in DTYPES:
+        for case in CONVS:
+            x, w, b, stride, padding, dilation, groups = _conv_case(case, dtype)
+            torch.library.opcheck(torch.ops.hessext.conv_forward,
+                                  (x, w, b, stride, padding, dilation, groups))
+
+
+@needs_ext
+def test_conv_forward_bad_arguments_are_named():
+    x, w = torch.randn(2, 4, 6, 6), torch.randn(3, 4, 3, 3)
+    with pytest.raises(RuntimeError, match="conv_forward: x must be"):
+        torch.ops.hessext.conv_forward(x[0], w, None, [1, 1], [0, 0], [1, 1], 1)
+    with pytest.raises(RuntimeError, match="do not fit groups"):
+        torch.ops.hessext.conv_forward(x, w, None, [1, 1], [0, 0], [1, 1], 2)
+    with pytest.raises(RuntimeError, match="conv_forward: bias must be"):
+        torch.ops.hessext.conv_forward(x, w, torch.randn(4), [1, 1], [0, 0], [1, 1], 1)
+    with pytest.raises(RuntimeError, match="does not fit x"):
+        torch.ops.hessext.conv_forward(x, torch.randn(3, 4, 9, 9), None, [1, 1], [0, 0], [1, 1], 1)
+    with pytest.raises(RuntimeError, match="conv_forward: dtypes differ"):
+        torch.ops.hessext.conv_forward(x, w.double(), None, [1, 1], [0, 0], [1, 1], 1)
+
+
+@needs_ext
+@pytest.mark.parametrize("call,served", [
+    (lambda x, w: F.conv1d(x, w, padding=1), True),
+    (lambda x, w: nn.functional.conv1d(x, w, None, 1, "valid"), True),
+    (lambda x, w: F.conv1d(x, w, stride=2), False),                   # 347 columns: too short
+    (lambda x, w: F.conv1d(x, w, padding="same"), False),             # torch pads
+    (lambda x, w: F.conv1d(x[:, :, :300], w), False),                 # rows shorter than 512
+    (lambda x, w: F.conv1d(x.repeat(1, 4, 1), w.repeat(1, 4, 1)), False),  # 4 x 7 terms > 16
+    (lambda x, w: F.conv1d(x[0], w), False),                          # unbatched
+])
+def test_mode_serves_only_small_long_convolutions(call, served, monkeypatch):
+    calls = []
+    real = ops.conv_forward
+    monkeypatch.setattr(ops, "conv_forward", lambda *a: calls.append(1) or real(*a))
+    torch.manual_seed(2)
+    x, w = torch.randn(2, 1, 700, dtype=torch.float64), torch.randn(3, 1, 7, dtype=torch.float64)
+    with FastForward():
+        y = call(x, w)
+    want = call(x, w)
+    assert bool(calls) == served
+    assert float((y - want).abs().max()) <= 1e-12 * float(want.abs().max())
+
+
+def test_small_conv_declines_what_the_op_cannot_serve():
+    x = torch.randn(1, 1, 600)
+    assert small_conv(torch.conv1d, (x.half(), torch.randn(2, 1, 3).half()), {}) is None
+    assert small_conv(torch.conv2d, (x, torch.randn(2, 1, 3)), {}) is None   # conv2d on 3-D
+    assert _fast_forward.LONG_CONV_ROWS > 1 and _fast_forward.SMALL_CONV_TERMS > 1
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_per_sample_grads_of_a_long_signal_cnn(dtype, monkeypatch):
+    """The toolbox-style 1-D CNN on long inputs (its first convolution and both poolings run on
+    hessext's ops): per-sample gradients as with torch's layers, and as torch.func's."""
+    torch.manual_seed(5)
+    net = nn.Sequential(nn.Conv1d(1, 3, 9, padding=1), nn.MaxPool1d(4), nn.ReLU(),
+                        nn.Conv1d(3, 4, 5), nn.MaxPool1d(4), nn.ReLU(), nn.Flatten(),
+                        nn.LazyLinear(2))
+    x = torch.rand(7, 1, 600)
+    net(x)
+    net = net.to(dtype).eval()
+    x, y = x.to(dtype), torch.randint(0, 2, (7,))
+    ce = nn.CrossEntropyLoss(reduction="none")
+    calls = []
+    real = ops.conv_forward
+    monkeypatch.setattr(ops, "conv_forward", lambda *a: calls.append(1) or real(*a))
+    with_mode = hessext.per_sample_grads(net, ce, x, y)
+    assert calls == ([1] if _extension.loaded else [])
+    monkeypatch.setattr(per_sample, "FastForward", contextlib.nullcontext)
+    without = hessext.per_sample_grads(net, ce, x, y)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    assert float((with_mode - without).abs().max() / without.abs().max()) <= tol
+    theta = {k: v.detach() for k, v in net.named_parameters()}
+    grads = torch.func.vmap(torch.func.grad(
+        lambda t, xi, yi: ce(torch.func.functional_call(net, t, (xi[None],)), yi[None]).sum()),
+        in_dims=(None, 0, 0))(theta, x, y)
+    want = torch.cat([grads[k].reshape(7, -1) for k in theta], 1)
+    assert float((with_mode - want).abs().max() / want.abs().max()) <= tol
