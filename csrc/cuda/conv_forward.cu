@@ -2,27 +2,20 @@
 // CPU kernel (kernels/conv_forward.h), which adds the same terms in the same order.
 #include <cuda_runtime.h>
 
+#include "cuda/grid.cuh"
 #include "cuda/launchers.h"
 #include "kernels/conv_forward.h"
 
 namespace hessext {
 namespace {
 
-constexpr int kThreads = 256;
-
-int grid_for(int64_t total) {
-  const int64_t want = (total + kThreads - 1) / kThreads;
-  return int(want < 65535 ? want : 65535);
-}
-
 template <typename scalar_t>
 __global__ void conv_forward_kernel(const scalar_t* __restrict__ x,
                                     const scalar_t* __restrict__ w,
                                     const scalar_t* __restrict__ bias, scalar_t* __restrict__ y,
                                     int64_t N, ConvGeometry g) {
-  const int64_t K = g.Cg * g.kH * g.kW, total = N * g.O * g.Ho * g.Wo;
-  for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < total;
-       k += int64_t(gridDim.x) * blockDim.x) {
+  const int64_t K = g.Cg * g.kH * g.kW;
+  HESSEXT_GRID_STRIDE(k, N * g.O * g.Ho * g.Wo) {
     const int64_t ow = k % g.Wo, oh = (k / g.Wo) % g.Ho, o = (k / (g.Wo * g.Ho)) % g.O;
     const int64_t n = k / (g.Wo * g.Ho * g.O);
     y[k] = conv_forward_element(x + n * g.C * g.H * g.W, w + o * K,

@@ -1,24 +1,14 @@
 // CUDA kernels of max_pool_forward / max_pool_backward: one thread per output element
-// (forward) and per output row of windows (backward), running the bodies shared with the CPU kernels
-// (kernels/max_pool.h).
+// (forward) and per output row of windows (backward), running the bodies shared with the CPU
+// kernels (kernels/max_pool.h).
 #include <cuda_runtime.h>
 
+#include "cuda/grid.cuh"
 #include "cuda/launchers.h"
 #include "kernels/max_pool.h"
 
 namespace hessext {
 namespace {
-
-constexpr int kThreads = 256;
-
-int grid_for(int64_t total) {
-  const int64_t want = (total + kThreads - 1) / kThreads;
-  return int(want < 65535 ? want : 65535);
-}
-
-#define HESSEXT_GRID_STRIDE(k, total)                                          \
-  for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < (total); \
-       k += int64_t(gridDim.x) * blockDim.x)
 
 template <typename scalar_t>
 __global__ void max_pool_forward_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ y,

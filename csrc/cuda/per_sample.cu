@@ -4,6 +4,7 @@
 // matvec/rmatvec/gram) leave tiling to a later pass.
 #include <cuda_runtime.h>
 
+#include "cuda/grid.cuh"
 #include "cuda/launchers.h"
 #include "kernels/bias_grad.h"
 #include "kernels/conv_weight_grad.h"
@@ -11,17 +12,6 @@
 
 namespace hessext {
 namespace {
-
-constexpr int kThreads = 256;
-
-int grid_for(int64_t total) {
-  const int64_t want = (total + kThreads - 1) / kThreads;
-  return int(want < 65535 ? want : 65535);
-}
-
-#define HESSEXT_GRID_STRIDE(k, total)                                          \
-  for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < (total); \
-       k += int64_t(gridDim.x) * blockDim.x)
 
 template <typename scalar_t>
 __global__ void conv_weight_grad_kernel(const scalar_t* __restrict__ x,

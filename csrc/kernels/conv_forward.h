@@ -54,11 +54,9 @@ HESSEXT_HD void conv_forward_row(const scalar_t* __restrict__ x_n,
       const scalar_t* __restrict__ x_row = x_g + (c * g.H + ih) * g.W;
       for (int64_t kw = 0; kw < g.kW; ++kw) {
         const scalar_t wv = w_o[(c * g.kH + kh) * g.kW + kw];
-        // output columns whose input column ow*sw + off lies in [0, W)
         const int64_t off = kw * g.dw - g.pw;
-        int64_t lo = off >= 0 ? 0 : (-off + g.sw - 1) / g.sw;
-        int64_t hi = off < g.W ? (g.W - 1 - off) / g.sw + 1 : 0;
-        hi = hi < g.Wo ? hi : g.Wo;
+        int64_t lo, hi;
+        conv_valid_columns(g, off, &lo, &hi);
         if (g.sw == 1) {
           const scalar_t* __restrict__ src = x_row + off;
           HESSEXT_SIMD

@@ -44,6 +44,16 @@ HESSEXT_HD scalar_t conv_weight_grad_element(const scalar_t* x_n, const scalar_t
   return acc;
 }
 
+// The output columns [lo, hi) whose input column ow*sw + off (off = kw*dw - pw) lies in [0, W):
+// the part of an output row that a kernel column kw sees without padding.
+HESSEXT_HD void conv_valid_columns(const ConvGeometry& g, int64_t off, int64_t* lo, int64_t* hi) {
+  int64_t a = off >= 0 ? 0 : (-off + g.sw - 1) / g.sw;
+  int64_t b = off < g.W ? (g.W - 1 - off) / g.sw + 1 : 0;
+  b = b < g.Wo ? b : g.Wo;
+  *lo = a < b ? a : b;
+  *hi = b;
+}
+
 // The patches of ONE sample and ONE group, cols[(c, kh, kw), (oh, ow)] ([Cg*kH*kW, Ho*Wo]), so
 // that the CPU kernel can finish with batched GEMMs over a few samples: out_n,g = d_n,g cols^T.
 // Only a per-thread buffer of a few samples' patches is ever alive, never the batch's. Each
@@ -58,12 +68,9 @@ inline void conv_im2col_sample(const scalar_t* x_n, const ConvGeometry& g, int64
     for (int64_t kh = 0; kh < g.kH; ++kh) {
       for (int64_t kw = 0; kw < g.kW; ++kw) {
         scalar_t* row = cols + ((c * g.kH + kh) * g.kW + kw) * L;
-        // output columns ow whose input column iw = ow*sw + off lies in [0, W)
         const int64_t off = kw * g.dw - g.pw;
-        int64_t lo = off >= 0 ? 0 : (-off + g.sw - 1) / g.sw;
-        int64_t hi = off < g.W ? (g.W - 1 - off) / g.sw + 1 : 0;
-        hi = hi < g.Wo ? hi : g.Wo;
-        lo = lo < hi ? lo : hi;
+        int64_t lo, hi;
+        conv_valid_columns(g, off, &lo, &hi);
         for (int64_t oh = 0; oh < g.Ho; ++oh) {
           const int64_t ih = oh * g.sh - g.ph + kh * g.dh;
           scalar_t* dst = row + oh * g.Wo;
