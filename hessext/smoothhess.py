@@ -331,20 +331,22 @@ def _finish(hess_acc, grad_acc, n_pairs, tile, A, sigma, W, return_grad, return_
         # c_r = Σ_g Q[g, r] S_g / √n_g, Q an orthonormal basis of the complement of √n: one
         # GEMM block fewer than the G deviations, and no mean to subtract.
         Q = _contrasts(n_g)  # [G, G - 1]
-        hess_c = torch.einsum("bgdk,gr->brdk", hess_acc[:, used], Q / n_g.sqrt()[:, None])
+        # all groups used (the usual case): a slice, not an indexed copy of the accumulators
+        groups = slice(None) if len(used) == M else used
+        hess_c = torch.einsum("bgdk,gr->brdk", hess_acc[:, groups], Q / n_g.sqrt()[:, None])
         work_dtype = W.dtype if W is not None else hess_acc.dtype
         hess_se = torch.empty_like(hess)
         for p in range(b):  # one point at a time bounds the [G - 1, D, D] temporary
             E = hess_c[p].to(work_dtype)
             if W is not None:
                 E = E @ W
-            var = torch.zeros(E.shape[1:], dtype=work_dtype, device=E.device)
+            var = None
             for r in range(E.shape[0]):
                 T = E[r] + E[r].T  # 2 sym(c_r W)
-                var.addcmul_(T, T)
-            hess_se[p] = (var.double() * (0.25 * scale * scale / denom)).sqrt()
+                var = T.mul_(T) if var is None else var.addcmul_(T, T)
+            hess_se[p] = (var.double() * (0.25 * scale * scale / denom)).sqrt_()
         if grad is not None:
-            dev_g = torch.einsum("bgk,gr->brk", grad_acc[:, used], Q / n_g.sqrt()[:, None])
+            dev_g = torch.einsum("bgk,gr->brk", grad_acc[:, groups], Q / n_g.sqrt()[:, None])
             if W is not None:
                 dev_g = dev_g @ W.double()
             grad_se = (dev_g.pow(2).sum(1) / denom).sqrt() / A
