@@ -30,12 +30,22 @@ def info() -> dict:
         "cpu_kernels": [op for op in ops if _extension.has_kernel(op, "cpu")],
         "cuda_kernel_ops": [op for op in ops if _extension.has_kernel(op, "cuda")],
         "per_sample_kernel_layers": _per_sample_kernel_layers(),
+        "per_sample_forward_ops": _per_sample_forward_ops(),
     }
 
 
 def _per_sample_kernel_layers() -> list[str]:
     from hessext.per_sample import kernel_layers  # late: hessext.per_sample imports hessext.ops
     return kernel_layers()
+
+
+def _per_sample_forward_ops() -> list[str]:
+    """Layers the per-sample capture's forward pass runs on hessext's ops (when compiled)."""
+    from hessext import _fast_forward as ff
+    if not _extension.has_kernel("max_pool_forward", "cpu"):
+        return []
+    return ["MaxPool1d/2d (window = stride)",
+            f"Conv1d/2d (<= {ff.SMALL_CONV_TERMS} terms per output, rows >= {ff.LONG_CONV_ROWS})"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 import hessext
+from hessext import _extension
 from hessext.regularizers import L2
 
 import cases
@@ -126,6 +127,8 @@ def test_unflatten():
 def test_kernel_layers_in_info():
     assert hessext.kernel_layers() == ["Linear", "Conv1d", "Conv2d"]
     assert hessext.info()["per_sample_kernel_layers"] == ["Linear", "Conv1d", "Conv2d"]
+    forward_ops = hessext.info()["per_sample_forward_ops"]
+    assert (len(forward_ops) == 2) == _extension.has_kernel("max_pool_forward", "cpu")
 
 
 # ---- the real toolbox model -------------------------------------------------------------------
