@@ -17,7 +17,9 @@ a fraction of a GFLOP). Inside ``FastForward()``, a TorchFunctionMode:
 - every other call runs as it was. The user's model object is never edited.
 
 Used around the per-sample capture's forward pass, where only the gradients of the layers'
-outputs are asked for.
+outputs are asked for. CPU tensors only: on a GPU torch's cuDNN layers are the fast ones, and
+hessext's CUDA kernels for these ops are one-thread-per-output bodies that have not yet run on
+a GPU here.
 """
 
 from __future__ import annotations
@@ -67,14 +69,15 @@ def _bind(names, defaults, args, kwargs):
 
 def strided_max_pool(func, args, kwargs) -> torch.Tensor | None:
     """The output of ``func(*args, **kwargs)`` (F.max_pool1d or F.max_pool2d) computed by
-    hessext's op, or None when the call is not a window == stride pooling that the op serves on
-    this device (the caller then runs torch's)."""
+    hessext's op, or None when the call is not a window == stride pooling of a CPU tensor that
+    the op serves (the caller then runs torch's)."""
     n = _POOLS.get(func)
     call = _bind(_POOL_ARGS, _POOL_DEFAULTS, args, kwargs) if n is not None else None
     if call is None:
         return None
     x = call["input"]
-    if (not isinstance(x, torch.Tensor) or x.dim() != n + 2 or call["ceil_mode"]
+    if (not isinstance(x, torch.Tensor) or x.device.type != "cpu" or x.dim() != n + 2
+            or call["ceil_mode"]
             or call["return_indices"] or not ops.uses_kernel("max_pool_forward", x)):
         return None
     kernel = _ints(call["kernel_size"], n)
@@ -94,14 +97,15 @@ def strided_max_pool(func, args, kwargs) -> torch.Tensor | None:
 def small_conv(func, args, kwargs) -> torch.Tensor | None:
     """The output of ``func(*args, **kwargs)`` (torch.conv1d or torch.conv2d, which F.conv1d/2d
     are) computed by hessext's direct convolution, or None when the call is not a batched,
-    zero-padded convolution with at most SMALL_CONV_TERMS terms per output and output rows of
-    at least LONG_CONV_ROWS that the op serves."""
+    zero-padded convolution of CPU tensors with at most SMALL_CONV_TERMS terms per output and
+    output rows of at least LONG_CONV_ROWS that the op serves."""
     n = _CONVS.get(func)
     call = _bind(_CONV_ARGS, _CONV_DEFAULTS, args, kwargs) if n is not None else None
     if call is None:
         return None
     x, w, b = call["input"], call["weight"], call["bias"]
-    if (not isinstance(x, torch.Tensor) or not isinstance(w, torch.Tensor) or x.dim() != n + 2
+    if (not isinstance(x, torch.Tensor) or not isinstance(w, torch.Tensor)
+            or x.device.type != "cpu" or x.dim() != n + 2
             or w.dim() != n + 2 or not (b is None or isinstance(b, torch.Tensor))
             or not isinstance(call["groups"], int)):
         return None
@@ -127,8 +131,8 @@ def small_conv(func, args, kwargs) -> torch.Tensor | None:
 
 
 class FastForward(torch.overrides.TorchFunctionMode):
-    """Inside this mode, window == stride max pooling and small convolutions run on hessext's
-    CPU/CUDA ops; everything else runs as it was."""
+    """Inside this mode, window == stride max pooling and small convolutions on CPU tensors run
+    on hessext's ops; everything else runs as it was."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}

@@ -158,11 +158,17 @@ def test_mode_serves_only_window_equal_stride(call, served, monkeypatch):
                        torch.autograd.grad((want * g).sum(), x)[0])
 
 
-def test_mode_declines_what_the_op_cannot_serve():
+def test_mode_declines_what_the_op_cannot_serve(monkeypatch):
     x = torch.randn(2, 3, 4, 4, dtype=torch.float16)
     assert strided_max_pool(F.max_pool2d, (x, 2), {}) is None          # dtype
     assert strided_max_pool(F.max_pool2d, (torch.randn(1, 1, 3, 3), 4), {}) is None  # too small
     assert strided_max_pool(F.avg_pool2d, (torch.randn(1, 1, 4, 4), 2), {}) is None
+    # not a CPU tensor (on a GPU torch's cuDNN layers stay), even where a kernel would exist
+    monkeypatch.setattr(ops, "uses_kernel", lambda op, *tensors: True)
+    meta = torch.randn(2, 3, 4, 4, device="meta")
+    assert strided_max_pool(F.max_pool2d, (meta, 2), {}) is None
+    long_meta = torch.randn(1, 1, 600, device="meta")
+    assert small_conv(torch.conv1d, (long_meta, torch.randn(2, 1, 3, device="meta")), {}) is None
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
