@@ -12,8 +12,8 @@ module, a weight shared between modules or a layer called twice — goes through
 (vmap of grad of functional_call over just those parameters), so every model gets the right
 answer and models mixing both kinds just work. In the capture's forward pass, max pooling whose
 window equals its stride and convolutions with few terms per output run on hessext's own ops
-(hessext/_fast_forward.py): the same values and gradients at a fraction of torch's CPU cost,
-which every per-sample tool otherwise pays.
+(hessext/_fast_forward.py): the same values and gradients (the convolution's to float rounding)
+at a fraction of torch's CPU cost, which every per-sample tool otherwise pays.
 
 Conventions:
 - Columns follow ``model.named_parameters()`` order over the chosen parameters (``params``);
@@ -240,8 +240,8 @@ def _capture(fn, model, loss_fn, inputs, targets, params, regularizer, dtype) ->
     with preserved(model):
         handles = [m.register_forward_hook(hook) for m in layers]
         try:
-            # max pooling and small convolutions on hessext's ops: the same values and
-            # gradients at a fraction of torch's CPU cost (hessext/_fast_forward.py)
+            # max pooling and small convolutions on hessext's ops: the same layers at a
+            # fraction of torch's CPU cost (hessext/_fast_forward.py)
             with FastForward():
                 outputs = torch.func.functional_call(model, cap.state, (cap.inputs,))
         finally:
