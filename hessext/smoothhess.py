@@ -151,7 +151,8 @@ def smooth_hessian(model: Union[nn.Module, Callable[[torch.Tensor], torch.Tensor
     output: 'logit' (of the class predicted at x), 'prob' (its softmax probability), a class
         index, or a callable out [n, C] -> [n].
     batch_size: model rows per forward/backward (memory bound); rounded to whole tiles of
-        directions. Results do not depend on it, nor on the thread count.
+        directions. With the compiled core, results do not depend on it, nor on the thread
+        count (bit for bit); the pure-torch fallback agrees with them to rounding.
     seed: Philox key; same seed, same arguments -> bit-identical estimate.
 
     return_stderr: entrywise standard errors of Ĥ and of the gradient (batch means). Their cost
@@ -224,10 +225,11 @@ def smooth_hessian(model: Union[nn.Module, Callable[[torch.Tensor], torch.Tensor
                     ops.stein_accumulate(h, hess_acc, grad_acc, seed, p0, j0, tile, z)
                     if bar is not None:
                         bar.update(1)
-                out = _finish(hess_acc, grad_acc, n_pairs, tile, A, sigma, W, return_grad,
-                              return_stderr)
+                g, g_se = _finish(hess_acc, grad_acc, n_pairs, tile, A, sigma, W,
+                                  hess[p0:p1], hess_se[p0:p1] if return_stderr else None,
+                                  return_grad)
                 del hess_acc, grad_acc
-                for dst, val in zip((hess, grad, hess_se, grad_se), out):
+                for dst, val in ((grad, g), (grad_se, g_se)):
                     if dst is not None:
                         dst[p0:p1] = val
         finally:
@@ -293,38 +295,40 @@ def _contrasts(n_g):
     return Q[:, 1:len(n_g)]
 
 
-def _finish(hess_acc, grad_acc, n_pairs, tile, A, sigma, W, return_grad, return_stderr):
+def _finish(hess_acc, grad_acc, n_pairs, tile, A, sigma, W, hess_out, hess_se_out, return_grad):
     """Hessian, gradient and their standard errors of a block of points from the float64 group
-    sums hess_acc [b, M, D, K] and grad_acc [b, M, K] (K-space when W [K, D] is given).
+    sums hess_acc [b, M, D, K] and grad_acc [b, M, K] (K-space when W [K, D] is given): the
+    Hessian into hess_out [b, D, D], its standard error into hess_se_out (None: not asked for);
+    returns (gradient, its standard error), None where not asked for. Results go straight into
+    the caller's tensors: fresh float64 [D, D] buffers are a large part of a small call's cost.
 
     The standard error is the batch-means one: the M groups of tiles are independent estimates,
     so Var(Ĥ_ij) ≈ Σ_g n_g (Ĥ_g,ij - Ĥ_ij)² / ((G - 1) n) with G used groups of n_g pairs. The
-    G - 1 contrasts of the group sums are formed in K-space (float64, [b, G-1, D, K]: cheap),
-    then pass through W in one batched GEMM at W's precision (a statistic with G - 1 = 7 degrees
-    of freedom, ~27% relative sampling error: the rounding is irrelevant) and are symmetrised
-    and squared on [D, D] slices. The cost, (G-1)·2D²K flops, does not grow with n: the same as
-    the accumulation GEMMs of 7D pairs, i.e. 7D/n of them (5,500 pairs on a 784-input model).
+    G - 1 contrasts of the group sums are formed in K-space (float64, one [G-1, G] x [G, D·K]
+    product per point: cheap), then pass through W one at a time at W's precision (a statistic
+    with G - 1 = 7 degrees of freedom, ~27% relative sampling error: the rounding is
+    irrelevant), each symmetrised and squared into one [D, D] sum, so that only [D, D]
+    temporaries are ever alive (fresh memory is a large part of a small call's cost). The
+    cost, (G-1)·2D²K flops, does not grow with n: the same as the accumulation GEMMs of 7D
+    pairs, i.e. 7D/n of them (5,500 pairs on a 784-input model).
     An entrywise standard error of Ĥ = sym(S W) cannot be had cheaper from K-space sums: the
     entries mix the K columns of S, so any per-entry variance needs a D x D product per degree
     of freedom; per-pair squares would need the D-space gradients the shortcut avoids."""
     b, M = hess_acc.shape[:2]
     scale = 1.0 / (math.sqrt(sigma) * A)  # per pair: σ^{-1/2} z (h+ - h-)ᵀ / 2
-
-    def sym(m):
-        return 0.5 * (m + m.transpose(-1, -2))
-
-    S = hess_acc.sum(dim=1) / n_pairs  # mean over pairs, [b, D, K]
-    hess = sym(S @ W.double() if W is not None else S) * scale
+    S = hess_acc.sum(dim=1).div_(n_pairs)  # mean over pairs, [b, D, K]
+    SW = S @ W.double() if W is not None else S
+    torch.add(SW, SW.transpose(-1, -2), out=hess_out).mul_(0.5 * scale)   # sym(S W) · scale
     Gm = grad_acc.sum(dim=1) / n_pairs
     grad = (Gm @ W.double() if W is not None else Gm) / A if return_grad else None
-    hess_se = grad_se = None
-    if return_stderr:
+    grad_se = None
+    if hess_se_out is not None:
         counts = _group_sizes(n_pairs, tile, M)
         used = [g for g in range(M) if counts[g] > 0]
         if len(used) < 2:
-            hess_se = torch.full_like(hess, float("nan"))
+            hess_se_out.fill_(float("nan"))
             grad_se = torch.full_like(grad, float("nan")) if grad is not None else None
-            return hess, grad, hess_se, grad_se
+            return grad, grad_se
         n_g = torch.tensor([counts[g] for g in used], dtype=torch.float64, device=S.device)
         denom = (len(used) - 1) * n_pairs
         # Σ_g n_g (mean_g - mean)² = Σ_r c_r² with the G - 1 Helmert-type contrasts
@@ -333,24 +337,24 @@ def _finish(hess_acc, grad_acc, n_pairs, tile, A, sigma, W, return_grad, return_
         Q = _contrasts(n_g)  # [G, G - 1]
         # all groups used (the usual case): a slice, not an indexed copy of the accumulators
         groups = slice(None) if len(used) == M else used
-        hess_c = torch.einsum("bgdk,gr->brdk", hess_acc[:, groups], Q / n_g.sqrt()[:, None])
+        coef = (Q / n_g.sqrt()[:, None]).T.contiguous()  # [G - 1, G]
         work_dtype = W.dtype if W is not None else hess_acc.dtype
-        hess_se = torch.empty_like(hess)
-        for p in range(b):  # one point at a time bounds the [G - 1, D, D] temporary
-            E = hess_c[p].to(work_dtype)
-            if W is not None:
-                E = E @ W
-            var = None
-            for r in range(E.shape[0]):
-                T = E[r] + E[r].T  # 2 sym(c_r W)
-                var = T.mul_(T) if var is None else var.addcmul_(T, T)
-            hess_se[p] = (var.double() * (0.25 * scale * scale / denom)).sqrt_()
+        for p in range(b):  # a point, then a contrast, at a time: [D, D] temporaries only
+            S_g = hess_acc[p, groups]                                     # [G, D, K] float64
+            C = (coef @ S_g.reshape(S_g.shape[0], -1)).to(work_dtype)     # the G - 1 contrasts
+            C = C.view(-1, *S_g.shape[1:])
+            E = T = var = None
+            for r in range(C.shape[0]):
+                E = torch.mm(C[r], W, out=E) if W is not None else C[r]
+                T = torch.add(E, E.T, out=T)  # 2 sym(c_r W)
+                var = T.square() if var is None else var.addcmul_(T, T)
+            hess_se_out[p].copy_(var).mul_(0.25 * scale * scale / denom).sqrt_()
         if grad is not None:
             dev_g = torch.einsum("bgk,gr->brk", grad_acc[:, groups], Q / n_g.sqrt()[:, None])
             if W is not None:
                 dev_g = dev_g @ W.double()
             grad_se = (dev_g.pow(2).sum(1) / denom).sqrt() / A
-    return hess, grad, hess_se, grad_se
+    return grad, grad_se
 
 
 # ---- baselines -------------------------------------------------------------------------------

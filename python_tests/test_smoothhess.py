@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import hessext
+from hessext import _extension
 from hessext.smoothhess import vanilla_hessian
 from conftest import run_python
 
@@ -110,6 +111,8 @@ def test_first_linear_shortcut_equals_generic_path(output):
     assert torch.allclose(fast.hessian_stderr, slow.hessian_stderr, rtol=1e-5, atol=1e-12)
 
 
+@pytest.mark.skipif(not _extension.loaded, reason="a property of the compiled op: the pure-torch "
+                    "fallback's GEMMs round differently with the thread count")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_bit_identical_across_threads_and_batch_sizes(dtype):
     net = mlp(dtype)
@@ -286,7 +289,9 @@ def test_stderr_contrasts_equal_naive_batch_means(with_weight):
     hess_acc = torch.randn(b, M, D, K, generator=g, dtype=torch.float64) + 2.0
     grad_acc = torch.randn(b, M, K, generator=g, dtype=torch.float64)
     W = torch.randn(K, D, generator=g, dtype=torch.float64) if with_weight else None
-    hess, grad, hess_se, grad_se = _finish(hess_acc, grad_acc, n_pairs, tile, A, sigma, W, True, True)
+    hess = torch.empty(b, D, D, dtype=torch.float64)
+    hess_se = torch.empty_like(hess)
+    grad, grad_se = _finish(hess_acc, grad_acc, n_pairs, tile, A, sigma, W, hess, hess_se, True)
     n_g = torch.tensor(_group_sizes(n_pairs, tile, M), dtype=torch.float64)
     Wm = W if W is not None else torch.eye(D, dtype=torch.float64)
     scale = 1 / (math.sqrt(sigma) * A)
