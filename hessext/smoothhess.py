@@ -350,7 +350,7 @@ def _finish(hess_acc, grad_acc, n_pairs, tile, A, sigma, W, hess_out, hess_se_ou
                 var = T.square() if var is None else var.addcmul_(T, T)
             hess_se_out[p].copy_(var).mul_(0.25 * scale * scale / denom).sqrt_()
         if grad is not None:
-            dev_g = torch.einsum("bgk,gr->brk", grad_acc[:, groups], Q / n_g.sqrt()[:, None])
+            dev_g = torch.einsum("bgk,rg->brk", grad_acc[:, groups], coef)
             if W is not None:
                 dev_g = dev_g @ W.double()
             grad_se = (dev_g.pow(2).sum(1) / denom).sqrt() / A

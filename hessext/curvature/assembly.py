@@ -411,7 +411,6 @@ def _assemble(kind, model, loss_fn, data, *, params, regularizer, dtype, memory_
         finally:
             if bar is not None:
                 bar.close()
-        # the lower tiles are the mirror of the upper ones
         # the lower tiles are the mirror of the upper ones (in square tiles: a transposed copy of
         # a whole strip at once walks memory with a large stride and is several times slower)
         for j0, j1 in strips:
