@@ -14,11 +14,17 @@ against materialise-then-multiply from the same captured object (product cost on
 Peak memory: the peak resident set size during one call above what was resident before it
 (Linux: /proc/self/clear_refs resets the peak), in MiB, measured in a fresh worker process per
 method in which glibc returns every freed block >= 64 KiB to the system (otherwise freed buffers
-stay resident and a call's peak undercounts what it allocates). Times are measured in the main
-process with glibc's default allocation behaviour, as a user's process has it: the fixed 64 KiB
-mmap threshold makes every large buffer a fresh mapping and page-faults it on every call, which
-cost torch.func twice its time here and distorted the ratios (the README before 2026-11-25
-afternoon was measured that way).
+stay resident and a call's peak undercounts what it allocates).
+
+Times: best of HESSEXT_BENCH_REPEAT calls after a warm-up, each method in a fresh worker process
+of its own with glibc's default allocation behaviour, as a user's process has it; the methods
+take turns, HESSEXT_BENCH_ROUNDS (default 3) rounds, best over rounds. One process per method
+because a call's time depends on the allocator's state: whether its large buffers come from
+memory already mapped or are page-faulted afresh. Timed in one process, the methods change that
+state for each other (the 28x28 CNN measured 1.22-1.83x for hessext over torch.func depending
+on which methods had run before it in the process), and the fixed 64 KiB mmap threshold of the
+peak workers page-faults every large buffer on every call (it doubled torch.func's time; the
+README before 2026-11-25 afternoon was measured that way).
 
 Reference row "forward + input backward": one forward pass and one backward pass to the inputs
 only (no parameter gradients at all): the part every method shares, the floor below which no
@@ -26,7 +32,9 @@ per-sample method can go without its own forward/backward kernels.
 
 Run:  python -m pytest bench/bench_per_sample.py --benchmark-only   (pytest-benchmark)
       python bench/bench_per_sample.py                              (markdown table)
-HESSEXT_BENCH_REPEAT (default 5) sets the timed repetitions; HESSEXT_BENCH_QUICK=1 divides N by 4;
+HESSEXT_BENCH_REPEAT (default 5) sets the timed calls per process, HESSEXT_BENCH_ROUNDS (default
+3) the processes per method; HESSEXT_BENCH_QUICK=1 divides N by 4;
+HESSEXT_BENCH_PROBLEMS (comma-separated: mlp, cnn, toolbox_cnn, wide_mlp) runs only those;
 HESSEXT_BENCH_THREADS sets torch's thread count (1 gives steadier ratios on a loaded machine).
 """
 
@@ -50,6 +58,7 @@ import cases  # noqa: E402
 import hessext  # noqa: E402
 
 REPEAT = int(os.environ.get("HESSEXT_BENCH_REPEAT", "5"))
+ROUNDS = int(os.environ.get("HESSEXT_BENCH_ROUNDS", "3"))
 if os.environ.get("HESSEXT_BENCH_THREADS"):
     # On a shared, oversubscribed machine every parallel region waits for a descheduled worker;
     # one thread then measures the work itself.
@@ -97,6 +106,10 @@ def problem(name):
 
 PROBLEMS = ["mlp", "cnn", "toolbox_cnn"]
 GHOST_PROBLEMS = ["mlp", "cnn", "wide_mlp"]
+if os.environ.get("HESSEXT_BENCH_PROBLEMS"):  # e.g. "cnn" or "cnn,wide_mlp"
+    _only = os.environ["HESSEXT_BENCH_PROBLEMS"].split(",")
+    PROBLEMS = [p for p in PROBLEMS if p in _only]
+    GHOST_PROBLEMS = [p for p in GHOST_PROBLEMS if p in _only]
 
 
 # ---- methods: each returns a callable computing per-sample gradients once ----------------------
@@ -214,38 +227,44 @@ def peak_mib(fn) -> float:
     return max(0.0, (peak - before) / 1024)
 
 
-def _peak_worker(kind, name, what):
-    """Runs in a fresh process (``--peak``): one warm-up call, then the peak of one call."""
-    _fixed_malloc_thresholds()
+def _worker(measure, kind, name, what):
+    """Runs in a fresh process: one warm-up call, then ``peak`` (the peak of one call, under the
+    fixed thresholds) or ``time`` (the best of REPEAT calls, default allocator)."""
+    if measure == "peak":
+        _fixed_malloc_thresholds()
     if kind == "ghost":
         fn = ghost_callables(name)[0][what]
     else:
         fn = METHODS[what](*problem(name))
     fn()
-    print(peak_mib(fn))
+    if measure == "peak":
+        print(peak_mib(fn))
+        return
+    best = float("inf")
+    for _ in range(REPEAT):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    print(best)
 
 
-def peak_in_worker(kind, name, what) -> float:
-    """peak_mib of one call, measured in a fresh process (see the module docstring)."""
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--peak", kind, name, what],
-                         capture_output=True, text=True)
+def in_worker(measure, kind, name, what) -> float:
+    """One measurement ("peak" in MiB or "time" in s) in a fresh process (module docstring)."""
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", measure, kind,
+                          name, what], capture_output=True, text=True)
     try:
         return float(out.stdout.strip().splitlines()[-1])
     except (IndexError, ValueError):
         return float("nan")
 
 
-def time_s(fns: dict, repeat=REPEAT) -> dict:
-    """Best time of each callable; the callables take turns, so that load changes on a shared
-    machine hit all of them alike."""
-    for fn in fns.values():
-        fn()  # warm-up (code paths, allocator)
-    best = {k: float("inf") for k in fns}
-    for _ in range(repeat):
-        for k, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            best[k] = min(best[k], time.perf_counter() - t)
+def times_in_workers(kind, name, whats) -> dict:
+    """Best time of each method over ROUNDS fresh processes; the methods take turns, so that
+    load changes on a shared machine hit all of them alike."""
+    best = {w: float("inf") for w in whats}
+    for _ in range(ROUNDS):
+        for w in whats:
+            best[w] = min(best[w], in_worker("time", kind, name, w))
     return best
 
 
@@ -264,7 +283,7 @@ if pytest is not None:
             pytest.skip(f"{method} not installed")
         model, x, y = problem(name)
         fn = METHODS[method](model, x, y)
-        benchmark.extra_info["peak_mib"] = peak_in_worker("method", name, method)
+        benchmark.extra_info["peak_mib"] = in_worker("peak", "method", name, method)
         benchmark.extra_info["N"] = x.shape[0]
         benchmark.pedantic(fn, rounds=REPEAT, warmup_rounds=1)
 
@@ -272,7 +291,7 @@ if pytest is not None:
     @pytest.mark.parametrize("name", GHOST_PROBLEMS)
     def test_ghost_products(benchmark, name, product):
         fns, G = ghost_callables(name)
-        benchmark.extra_info["peak_mib"] = peak_in_worker("ghost", name, product)
+        benchmark.extra_info["peak_mib"] = in_worker("peak", "ghost", name, product)
         benchmark.extra_info["P"] = G.shape[1]
         benchmark.pedantic(fns[product], rounds=REPEAT, warmup_rounds=1)
 
@@ -283,16 +302,17 @@ def main():
     print(f"torch {torch.__version__}, hessext {hessext.__version__} "
           f"(compiled core: {hessext.info()['compiled_core']}), {torch.get_num_threads()} threads, "
           f"{platform.processor() or platform.machine()}, load average "
-          f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}; best of {REPEAT}\n")
+          f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}; best of {REPEAT} calls in each of "
+          f"{ROUNDS} fresh processes per method\n")
     print("| problem | N | P | method | time (ms) | peak extra memory (MiB) | time / hessext |")
     print("|---|---|---|---|---|---|---|")
     for name in PROBLEMS:
         model, x, y = problem(name)
         P = sum(p.numel() for p in model.parameters())
-        fns = {method: make(model, x, y) for method, make in METHODS.items() if available(method)}
-        times = time_s(fns)
-        mems = {method: peak_in_worker("method", name, method) for method in fns}
-        rows = {method: (times[method], mems[method]) for method in fns}
+        methods = [method for method in METHODS if available(method)]
+        times = times_in_workers("method", name, methods)
+        mems = {method: in_worker("peak", "method", name, method) for method in methods}
+        rows = {method: (times[method], mems[method]) for method in methods}
         base = rows["hessext"][0]
         for method, (t, mem) in rows.items():
             print(f"| {name} | {x.shape[0]} | {P} | {method} | {1e3 * t:.1f} | {mem:.0f} | {t / base:.2f} |")
@@ -300,18 +320,19 @@ def main():
     print("|---|---|---|---|---|---|")
     for name in GHOST_PROBLEMS:
         fns, G = ghost_callables(name)
-        times = time_s(fns)
-        mems = {k: peak_in_worker("ghost", name, k) for k in fns}
+        times = times_in_workers("ghost", name, list(fns))
+        mems = {k: in_worker("peak", "ghost", name, k) for k in fns}
         res = {k: (times[k], mems[k]) for k in fns}
         for kind in ("G@V", "Gram"):
             tg, mg = res[f"{kind} ghost"]
             tm, mm = res[f"{kind} materialise"]
             print(f"| {name} | {G.shape[1]} | {kind} ghost | {1e3 * tg:.1f} | {mg:.0f} | {tm / tg:.2f} |")
             print(f"| {name} | {G.shape[1]} | {kind} materialise | {1e3 * tm:.1f} | {mm:.0f} | |")
+    print(f"\nload average at the end: {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 5 and sys.argv[1] == "--peak":
-        _peak_worker(*sys.argv[2:])
+    if len(sys.argv) == 6 and sys.argv[1] == "--worker":
+        _worker(*sys.argv[2:])
     else:
         main()
