@@ -24,6 +24,8 @@ a GPU here.
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 from torch.nn import functional as F
 
@@ -45,6 +47,7 @@ _CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "group
 _CONV_DEFAULTS = {"bias": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1}
 _POOLS = {F.max_pool1d: 1, F.max_pool2d: 2}
 _CONVS = {torch.conv1d: 1, torch.conv2d: 2}
+_RELUS = {F.relu, torch.relu, torch.Tensor.relu}
 
 
 def _ints(value, n):
@@ -132,14 +135,45 @@ def small_conv(func, args, kwargs) -> torch.Tensor | None:
 
 class FastForward(torch.overrides.TorchFunctionMode):
     """Inside this mode, window == stride max pooling and small convolutions on CPU tensors run
-    on hessext's ops; everything else runs as it was."""
+    on hessext's ops; everything else runs as it was.
+
+    A pooling of the output of the ReLU just before it is computed as relu(pool(x)) instead of
+    pool(relu(x)): ReLU is monotone, so the values are the same (up to the sign of a zero) and
+    so is the gradient w.r.t. x (it reaches each window's first maximum of x when that maximum
+    is positive, in both orders, and is zero otherwise), but the ReLU's backward then runs on
+    the pooled tensor, a window's size smaller, and x's gradient is written once, by the
+    pooling's backward. The ReLU computed on x is left unused (its output is discarded with
+    its graph node)."""
+
+    def __init__(self):
+        super().__init__()
+        self._relu = None  # (weak reference to the last ReLU output, its input)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func in _POOLS:
-            y = strided_max_pool(func, args, kwargs)
+            y = self._pool_after_relu(func, args, kwargs)
         elif func in _CONVS:
             y = small_conv(func, args, kwargs)
         else:
             y = None
-        return func(*args, **kwargs) if y is None else y
+        out = func(*args, **kwargs) if y is None else y
+        if func in _RELUS and not kwargs.get("inplace", False) and len(args) == 1 \
+                and isinstance(out, torch.Tensor) and out is not args[0]:
+            x = args[0]
+            self._relu = (weakref.ref(out), out._version, x, x._version)
+        else:
+            self._relu = None
+        return out
+
+    def _pool_after_relu(self, func, args, kwargs):
+        relu, self._relu = self._relu, None
+        if relu is not None and args:
+            out_ref, out_version, x, x_version = relu
+            # the pooled tensor is that ReLU's output, and neither it nor x changed in place
+            if (out_ref() is args[0] and args[0]._version == out_version
+                    and x._version == x_version):
+                y = strided_max_pool(func, (x, *args[1:]), kwargs)
+                if y is not None:
+                    return torch.relu(y)
+        return strided_max_pool(func, args, kwargs)

@@ -158,6 +158,50 @@ def test_mode_serves_only_window_equal_stride(call, served, monkeypatch):
                        torch.autograd.grad((want * g).sum(), x)[0])
 
 
+@needs_ext
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("relu", [F.relu, torch.relu, torch.Tensor.relu, nn.ReLU()])
+def test_relu_then_pool_is_pooled_first_with_the_same_values_and_gradient(relu, dtype, monkeypatch):
+    """pool(relu(x)) runs as relu(pool(x)) (the ReLU's backward on the smaller tensor): the
+    same values and the same gradient w.r.t. x, also for windows that are all negative, hold
+    ties, zeros, -inf or NaN (the planted cases of _input)."""
+    pooled = []
+    real = ops.max_pool_forward
+    monkeypatch.setattr(ops, "max_pool_forward", lambda x, k: pooled.append(x) or real(x, k))
+    x = _input((3, 4, 7, 9), dtype).requires_grad_(True)
+    with FastForward():
+        r = relu(x)
+        y = F.max_pool2d(r, 2)
+    want = F.max_pool2d(relu(x), 2)
+    assert len(pooled) == 1 and pooled[0] is x         # the pooling read x, not relu(x)
+    _assert_same(y, want)
+    g = torch.randn_like(want)
+    _assert_same(torch.autograd.grad((y * g).nansum(), x)[0],
+                 torch.autograd.grad((want * g).nansum(), x)[0])
+
+
+@needs_ext
+@pytest.mark.parametrize("change", ["relu output", "relu input", "another call between"])
+def test_relu_then_pool_declines_when_something_came_between(change, monkeypatch):
+    """Pooled in the given order when the ReLU's output or input changed in place, or another
+    function ran in between."""
+    pooled = []
+    real = ops.max_pool_forward
+    monkeypatch.setattr(ops, "max_pool_forward", lambda x, k: pooled.append(x) or real(x, k))
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    with FastForward():
+        r = F.relu(x)
+        if change == "relu output":
+            r.mul_(-1.0)
+        elif change == "relu input":
+            x.mul_(-1.0)
+        else:
+            torch.sin(x)
+        y = F.max_pool2d(r, 2)
+    assert len(pooled) == 1 and pooled[0] is r
+    assert torch.equal(y, F.max_pool2d(r, 2))
+
+
 def test_mode_declines_what_the_op_cannot_serve(monkeypatch):
     x = torch.randn(2, 3, 4, 4, dtype=torch.float16)
     assert strided_max_pool(F.max_pool2d, (x, 2), {}) is None          # dtype
