@@ -5,6 +5,8 @@ n_test = 50; IF = (1/n) G_train (H + δI)⁻¹ G_testᵀ for all pairs, δ chose
 Every method starts from the trained model and returns the [2000, 50] matrix:
 
 * hessext        hessext.influence (exact float64 Hessian assembly, Cholesky, ghost products)
+                 ("float32 products": the Hessian's products at the model's float32, summed in
+                 float64, as the peers' float32 Hessians are computed)
 * torch.func     Hessian by jacrev of the gradient (chunked) + Cholesky + vmap per-sample grads
 * curvlinops     HessianLinearOperator applied to the identity + Cholesky + vmap grads
 * CG (HVP)       conjugate gradients per test point, double-backward Hessian-vector products
@@ -112,6 +114,16 @@ def run_hessext(model, train, test, damping, hessian=None):
                              hessian=hessian, damping=damping, progress=False)
 
 
+def run_hessext_fp32_products(model, train, test, damping):
+    """hessext end to end with the Hessian's products at the model's float32 (accumulation in
+    float64 all the same): the precision the peers' Hessians have."""
+    import hessext
+
+    ce = nn.CrossEntropyLoss(reduction="none")
+    H = hessext.hessian(model, ce, train, dtype=torch.float32, progress=False)
+    return hessext.influence(model, ce, train, test, hessian=H, damping=damping, progress=False)
+
+
 def prepare_hessian(model, train):
     """Untimed preparation of the rows that reuse one Hessian (the toolbox's intended use)."""
     import hessext
@@ -217,7 +229,8 @@ def run_extrapolation(model, train, test, damping, hessian=None):
     return hessext.extrapolation_score(model, test[0], hessian=hessian, threshold=0.01)
 
 
-METHODS = {"hessext": run_hessext, "hessext, Hessian given": run_hessext,
+METHODS = {"hessext": run_hessext, "hessext, float32 products": run_hessext_fp32_products,
+           "hessext, Hessian given": run_hessext,
            "torch.func": run_torch_func, "curvlinops": run_curvlinops, "CG (HVP)": run_cg,
            "LiSSA": run_lissa}
 EXTRAS = {"hessext RUE (B=50), Hessian given": run_rue,
