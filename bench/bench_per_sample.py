@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import copy
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -54,6 +53,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python_tests"))
 import cases  # noqa: E402
+from _machine import describe  # noqa: E402
 
 import hessext  # noqa: E402
 
@@ -301,8 +301,7 @@ if pytest is not None:
 def main():
     print(f"torch {torch.__version__}, hessext {hessext.__version__} "
           f"(compiled core: {hessext.info()['compiled_core']}), {torch.get_num_threads()} threads, "
-          f"{platform.processor() or platform.machine()}, load average "
-          f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}; best of {REPEAT} calls in each of "
+          f"{describe()}; best of {REPEAT} calls in each of "
           f"{ROUNDS} fresh processes per method\n")
     print("| problem | N | P | method | time (ms) | peak extra memory (MiB) | time / hessext |")
     print("|---|---|---|---|---|---|---|")

@@ -37,6 +37,9 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, jacrev, vmap
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import describe  # noqa: E402
+
 SMALL = os.environ.get("HESSEXT_BENCH_SMALL", "0") == "1"
 N_TRAIN = 400 if SMALL else 2000
 N_TEST = 50
@@ -285,7 +288,7 @@ def main():
     print(f"\nInfluence, MLP 20-50-50-2 tanh (P = 3,702), n_train = {N_TRAIN}, n_test = {N_TEST}, "
           f"damping δ = {damping:.4g} (λ_min = {float(lam[0]):.4g}, λ_max = {float(lam[-1]):.4g}); "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads; float64 reference "
-          f"{time.perf_counter() - t0:.0f} s; load average at start {os.getloadavg()[0]:.1f}\n",
+          f"{time.perf_counter() - t0:.0f} s; {describe()}\n",
           flush=True)
     print("| method | time [s] | vs hessext | peak RSS growth [MiB] | max rel. deviation from float64 |")
     print("|---|---:|---:|---:|---:|", flush=True)
