@@ -28,9 +28,11 @@ from hessext.ops import _reference
 needs_ext = pytest.mark.skipif(not _extension.loaded, reason="compiled core not loaded")
 DTYPES = [torch.float32, torch.float64]
 # (shape [N, C, H, W], kernel): floor mode leaving rows and columns out, 1-D as H = 1,
-# a window over the whole plane, batch size 1, a non-square window
+# a window over the whole plane, batch size 1, a non-square window, and (last three) rows of
+# several groups of four windows plus a remainder, as the CPU kernel's SIMD rows take them
 SHAPES = [((3, 4, 7, 9), (2, 2)), ((2, 3, 1, 23), (1, 4)), ((2, 2, 6, 7), (3, 2)),
-          ((1, 1, 5, 5), (5, 5)), ((1, 2, 8, 8), (2, 4))]
+          ((1, 1, 5, 5), (5, 5)), ((1, 2, 8, 8), (2, 4)),
+          ((2, 3, 6, 21), (2, 2)), ((2, 2, 3, 37), (1, 4)), ((2, 2, 4, 39), (2, 4))]
 
 
 def _input(shape, dtype, seed=0):
@@ -125,6 +127,8 @@ def test_bad_arguments_are_named():
         torch.ops.hessext.max_pool_backward(y, idx, [2, 2], [6, 4])
     with pytest.raises(RuntimeError, match="max_pool_backward: indices must be uint8"):
         torch.ops.hessext.max_pool_backward(y, idx.long(), [2, 2], [4, 4])
+    with pytest.raises(RuntimeError, match="max_pool_backward: indices must be window positions"):
+        torch.ops.hessext.max_pool_backward(y, torch.full_like(idx, 4), [2, 2], [4, 4])
 
 
 # ---- the routing mode ------------------------------------------------------------------------

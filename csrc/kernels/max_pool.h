@@ -89,6 +89,7 @@ HESSEXT_HD void max_pool_grad_block(const scalar_t* __restrict__ dy_row,
   const int32_t kw = int32_t(kW);
   for (int64_t ow = 0; ow < Wo; ++ow) {
     const int32_t k = idx_row[ow], i = k / kw;
+    if (k >= kH * kW) continue;  // not a window position (the CPU op rejects such indices)
     block[i * W + ow * kW + (k - i * kw)] = dy_row[ow];
   }
 }
