@@ -50,6 +50,11 @@ CONV_CASES = [
     # large enough per sample (> 2^14 multiply-adds) for the CPU kernel's GEMM path
     (2, 8, 16, (12, 13), (3, 3), (1, 1), (1, 1), (1, 1), 1),
     (2, 6, 36, (9, 11), (3, 2), (1, 2), (0, 1), (2, 1), 2),
+    # stride 1, no padding, more patch rows than output channels: the CPU kernel's contiguous
+    # patch runs over W-wide positions (dilated, grouped, and the benchmark CNN's second layer)
+    (3, 4, 5, (7, 9), (3, 2), (1, 1), (0, 0), (2, 3), 1),
+    (2, 6, 4, (8, 10), (3, 3), (1, 1), (0, 0), (1, 1), 2),
+    (3, 16, 32, (13, 13), (3, 3), (1, 1), (0, 0), (1, 1), 1),
 ]
 
 

@@ -10,6 +10,8 @@
 // out: per-sample weight gradients,        [N, O, Cg, kH, kW], contiguous per sample, any
 //      sample stride (a column block of the N x P per-sample gradient matrix)
 #pragma once
+#include <algorithm>
+
 #include "common.h"
 
 namespace hessext {
@@ -88,6 +90,25 @@ inline void conv_im2col_sample(const scalar_t* x_n, const ConvGeometry& g, int64
           }
           for (int64_t ow = hi; ow < g.Wo; ++ow) dst[ow] = scalar_t(0);
         }
+      }
+    }
+  }
+}
+
+// The patches of ONE sample and ONE group for a convolution with stride 1 and no padding, over
+// the W-wide positions l = oh*W + ow, l < Lp = (Ho-1)*W + Wo: cols[(c, kh, kw), l] =
+// x[c, oh + kh*dh, ow + kw*dw] is one contiguous run of x's plane starting at (kh*dh, kw*dw),
+// which ends inside the plane. Positions with ow >= Wo hold the next row's first elements; the
+// caller pairs them with zero output gradients.
+template <typename scalar_t>
+inline void conv_patch_runs_sample(const scalar_t* x_n, const ConvGeometry& g, int64_t group,
+                                   int64_t Lp, scalar_t* cols) {
+  for (int64_t c = 0; c < g.Cg; ++c) {
+    const scalar_t* x_c = x_n + (group * g.Cg + c) * g.H * g.W;
+    for (int64_t kh = 0; kh < g.kH; ++kh) {
+      for (int64_t kw = 0; kw < g.kW; ++kw) {
+        const scalar_t* src = x_c + kh * g.dh * g.W + kw * g.dw;
+        std::copy(src, src + Lp, cols + ((c * g.kH + kh) * g.kW + kw) * Lp);
       }
     }
   }
