@@ -27,6 +27,7 @@ from __future__ import annotations
 import weakref
 
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 from hessext import ops
@@ -133,6 +134,33 @@ def small_conv(func, args, kwargs) -> torch.Tensor | None:
     return y.squeeze(2) if n == 1 else y
 
 
+def _has_hooks(m: nn.Module) -> bool:
+    return any(getattr(m, name, None) for name in (
+        "_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"))
+
+
+def relus_before_pools(model: nn.Module) -> list[nn.Module]:
+    """The nn.ReLU modules (not in place) whose output an nn.Sequential passes straight to an
+    nn.MaxPool1d/2d, neither module with hooks (nor any global module hook): nothing but that
+    pooling sees the ReLU's output, so FastForward(model) may apply the ReLU after it."""
+    from torch.nn.modules import module as module_globals
+    if any(getattr(module_globals, name, None) for name in (
+            "_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+            "_global_backward_pre_hooks")):
+        return []
+    found = []
+    for seq in model.modules():
+        if type(seq) is not nn.Sequential:  # a subclass may route outputs its own way
+            continue
+        children = list(seq)
+        for relu, pool in zip(children, children[1:]):
+            if (type(relu) is nn.ReLU and not relu.inplace
+                    and type(pool) in (nn.MaxPool1d, nn.MaxPool2d)
+                    and not _has_hooks(relu) and not _has_hooks(pool)):
+                found.append(relu)
+    return found
+
+
 class FastForward(torch.overrides.TorchFunctionMode):
     """Inside this mode, window == stride max pooling and small convolutions on CPU tensors run
     on hessext's ops; everything else runs as it was.
@@ -140,17 +168,54 @@ class FastForward(torch.overrides.TorchFunctionMode):
     A pooling of the output of the ReLU just before it is computed as relu(pool(x)) instead of
     pool(relu(x)): ReLU is monotone, so the values are the same (up to the sign of a zero) and
     so is the gradient w.r.t. x (it reaches each window's first maximum of x when that maximum
-    is positive, in both orders, and is zero otherwise), but the ReLU's backward then runs on
-    the pooled tensor, a window's size smaller, and x's gradient is written once, by the
-    pooling's backward. The ReLU computed on x is left unused (its output is discarded with
-    its graph node)."""
+    is positive, in both orders, and is zero otherwise), but the ReLU runs on the pooled
+    tensor, a window's size smaller, and x's gradient is written once, by the pooling's
+    backward. Two ways:
+    - the ReLU modules of ``relus_before_pools(model)`` (given model=) return their input
+      unchanged, and the pooling that receives it applies the ReLU to its result (a forward
+      pre-hook, removed on exit, tells the mode which F.relu call is such a module's);
+    - any other ReLU whose output is pooled next, unchanged, is computed as usual and its
+      result left unused: the pooling reads the ReLU's input (its output is discarded with
+      its graph node)."""
 
-    def __init__(self):
+    def __init__(self, model: nn.Module | None = None):
         super().__init__()
-        self._relu = None  # (weak reference to the last ReLU output, its input)
+        self._relu = None     # (weak reference to the last ReLU output, its version, input, version)
+        self._deferrable = relus_before_pools(model) if model is not None else []
+        self._handles = []
+        self._defer = None    # the input of a deferrable ReLU module about to run
+        self._pending = None  # a deferrable ReLU's input, returned as its output
+
+    def __enter__(self):
+        self._handles = [m.register_forward_pre_hook(self._note_relu_input)
+                         for m in self._deferrable]
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        return super().__exit__(*exc)
+
+    def _note_relu_input(self, module, args):
+        self._defer = args[0] if args else None
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            if func in _POOLS and args and args[0] is pending:
+                y = strided_max_pool(func, args, kwargs)
+                if y is None:  # torch's pooling, of the rectified input
+                    return func(torch.relu(pending), *args[1:], **kwargs)
+                return torch.relu(y)
+            # not expected for the modules relus_before_pools chose: rectify it after all
+            args = tuple(torch.relu(a) if a is pending else a for a in args)
+        defer, self._defer = self._defer, None
+        if (func in _RELUS and defer is not None and len(args) == 1 and args[0] is defer
+                and not kwargs.get("inplace", False)):
+            self._pending, self._relu = defer, None
+            return defer
         if func in _POOLS:
             y = self._pool_after_relu(func, args, kwargs)
         elif func in _CONVS:

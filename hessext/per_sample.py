@@ -242,7 +242,7 @@ def _capture(fn, model, loss_fn, inputs, targets, params, regularizer, dtype) ->
         try:
             # max pooling and small convolutions on hessext's ops: the same layers at a
             # fraction of torch's CPU cost (hessext/_fast_forward.py)
-            with FastForward():
+            with FastForward(model):
                 outputs = torch.func.functional_call(model, cap.state, (cap.inputs,))
         finally:
             for h in handles:

@@ -184,6 +184,64 @@ def test_relu_then_pool_is_pooled_first_with_the_same_values_and_gradient(relu, 
                  torch.autograd.grad((want * g).nansum(), x)[0])
 
 
+def _relu_pool_net(pool):
+    torch.manual_seed(5)
+    return nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU(), pool, nn.Flatten(), nn.LazyLinear(2))
+
+
+@needs_ext
+@pytest.mark.parametrize("pool,served", [(nn.MaxPool2d(2), True),
+                                         (nn.MaxPool2d(3, stride=1), False)])
+def test_relu_module_before_pool_is_applied_after_it(pool, served, monkeypatch):
+    """FastForward(model): an nn.ReLU that a Sequential feeds straight into a max pooling returns
+    its input, and the pooling rectifies its own result (hessext's op) or its input (torch's
+    pooling, when the op does not serve it): the model's outputs and gradients, unchanged;
+    the deferral's pre-hooks are gone afterwards."""
+    net = _relu_pool_net(pool)
+    x = torch.randn(4, 2, 9, 10, dtype=torch.float64)
+    net = net.double()
+    net(x)  # materialise the lazy layer
+    assert _fast_forward.relus_before_pools(net) == [net[1]]
+    relu_inputs = []
+    real_relu = torch.relu
+    monkeypatch.setattr(torch, "relu", lambda t: relu_inputs.append(t.shape) or real_relu(t))
+    xr = x.clone().requires_grad_(True)
+    with FastForward(net):
+        y = net(xr)
+    assert not net[1]._forward_pre_hooks
+    monkeypatch.undo()
+    want_x = x.clone().requires_grad_(True)
+    want = net(want_x)
+    assert torch.equal(y, want)
+    # the ReLU ran once, on the pooled tensor (served) or on the conv output (torch's pooling)
+    pooled_shape = F.max_pool2d(torch.empty(4, 3, 7, 8), 2).shape
+    assert relu_inputs == ([pooled_shape] if served else [torch.Size([4, 3, 7, 8])])
+    g = torch.randn_like(want)
+    assert torch.equal(torch.autograd.grad((y * g).sum(), xr)[0],
+                       torch.autograd.grad((want * g).sum(), want_x)[0])
+
+
+def test_relu_module_with_hooks_or_in_place_is_not_deferred():
+    """A hook on the ReLU or the pooling (it could see or change the tensor between them), an
+    in-place ReLU, or a Sequential subclass: no deferral."""
+    net = _relu_pool_net(nn.MaxPool2d(2))
+    net(torch.randn(1, 2, 9, 10))
+    handle = net[1].register_forward_hook(lambda m, a, out: None)
+    assert _fast_forward.relus_before_pools(net) == []
+    handle.remove()
+    handle = net[2].register_forward_pre_hook(lambda m, a: None)
+    assert _fast_forward.relus_before_pools(net) == []
+    handle.remove()
+    net[1].inplace = True
+    assert _fast_forward.relus_before_pools(net) == []
+    net[1].inplace = False
+
+    class Routed(nn.Sequential):
+        pass
+    assert _fast_forward.relus_before_pools(Routed(*net)) == []
+    assert _fast_forward.relus_before_pools(net) == [net[1]]
+
+
 @needs_ext
 @pytest.mark.parametrize("change", ["relu output", "relu input", "another call between"])
 def test_relu_then_pool_declines_when_something_came_between(change, monkeypatch):
