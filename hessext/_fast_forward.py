@@ -29,6 +29,7 @@ import weakref
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils._pytree import tree_map
 
 from hessext import ops
 
@@ -139,25 +140,29 @@ def _has_hooks(m: nn.Module) -> bool:
         "_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"))
 
 
-def relus_before_pools(model: nn.Module) -> list[nn.Module]:
-    """The nn.ReLU modules (not in place) whose output an nn.Sequential passes straight to an
-    nn.MaxPool1d/2d, neither module with hooks (nor any global module hook): nothing but that
-    pooling sees the ReLU's output, so FastForward(model) may apply the ReLU after it."""
+def relus_before_pools(model: nn.Module) -> dict[nn.Module, nn.Sequential]:
+    """{ReLU module: its nn.Sequential} for the nn.ReLU modules (not in place, used once in the
+    model) whose output that Sequential passes straight to an nn.MaxPool1d/2d, neither module
+    with hooks (nor any global module hook): when the Sequential calls such a ReLU, nothing but
+    that pooling sees its output, so FastForward(model) may apply the ReLU after it."""
     from torch.nn.modules import module as module_globals
     if any(getattr(module_globals, name, None) for name in (
             "_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
             "_global_backward_pre_hooks")):
-        return []
-    found = []
+        return {}
+    uses: dict[int, int] = {}
+    for _, m in model.named_modules(remove_duplicate=False):
+        uses[id(m)] = uses.get(id(m), 0) + 1
+    found = {}
     for seq in model.modules():
         if type(seq) is not nn.Sequential:  # a subclass may route outputs its own way
             continue
         children = list(seq)
         for relu, pool in zip(children, children[1:]):
-            if (type(relu) is nn.ReLU and not relu.inplace
+            if (type(relu) is nn.ReLU and not relu.inplace and uses[id(relu)] == 1
                     and type(pool) in (nn.MaxPool1d, nn.MaxPool2d)
                     and not _has_hooks(relu) and not _has_hooks(pool)):
-                found.append(relu)
+                found[relu] = seq
     return found
 
 
@@ -171,9 +176,12 @@ class FastForward(torch.overrides.TorchFunctionMode):
     is positive, in both orders, and is zero otherwise), but the ReLU runs on the pooled
     tensor, a window's size smaller, and x's gradient is written once, by the pooling's
     backward. Two ways:
-    - the ReLU modules of ``relus_before_pools(model)`` (given model=) return their input
-      unchanged, and the pooling that receives it applies the ReLU to its result (a forward
-      pre-hook, removed on exit, tells the mode which F.relu call is such a module's);
+    - a ReLU module of ``relus_before_pools(model)`` (given model=), when its own Sequential
+      calls it, returns its input unchanged, and the pooling that receives it next applies the
+      ReLU to its result. Forward pre-hooks (removed on exit) tell the mode which F.relu call
+      that is: on the ReLU modules, and on their Sequentials, whose running calls the mode
+      keeps (a hook after each call pops it). Should any other function receive the
+      unrectified tensor first, it gets the rectified one;
     - any other ReLU whose output is pooled next, unchanged, is computed as usual and its
       result left unused: the pooling reads the ReLU's input (its output is discarded with
       its graph node)."""
@@ -181,24 +189,36 @@ class FastForward(torch.overrides.TorchFunctionMode):
     def __init__(self, model: nn.Module | None = None):
         super().__init__()
         self._relu = None     # (weak reference to the last ReLU output, its version, input, version)
-        self._deferrable = relus_before_pools(model) if model is not None else []
+        self._deferrable = relus_before_pools(model) if model is not None else {}
         self._handles = []
+        self._running = []    # the deferrable ReLUs' Sequentials now running, innermost last
         self._defer = None    # the input of a deferrable ReLU module about to run
         self._pending = None  # a deferrable ReLU's input, returned as its output
 
     def __enter__(self):
-        self._handles = [m.register_forward_pre_hook(self._note_relu_input)
-                         for m in self._deferrable]
+        for seq in {id(seq): seq for seq in self._deferrable.values()}.values():
+            self._handles += [seq.register_forward_pre_hook(self._push),
+                              seq.register_forward_hook(self._pop)]
+        self._handles += [relu.register_forward_pre_hook(self._note_relu_input)
+                          for relu in self._deferrable]
         return super().__enter__()
 
     def __exit__(self, *exc):
         for h in self._handles:
             h.remove()
-        self._handles = []
+        self._handles, self._running = [], []
         return super().__exit__(*exc)
 
-    def _note_relu_input(self, module, args):
-        self._defer = args[0] if args else None
+    def _push(self, seq, args):
+        self._running.append(seq)
+
+    def _pop(self, seq, args, out):
+        if self._running and self._running[-1] is seq:
+            self._running.pop()
+
+    def _note_relu_input(self, relu, args):
+        by_its_sequential = bool(self._running) and self._running[-1] is self._deferrable[relu]
+        self._defer = args[0] if args and by_its_sequential else None
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -210,7 +230,8 @@ class FastForward(torch.overrides.TorchFunctionMode):
                     return func(torch.relu(pending), *args[1:], **kwargs)
                 return torch.relu(y)
             # not expected for the modules relus_before_pools chose: rectify it after all
-            args = tuple(torch.relu(a) if a is pending else a for a in args)
+            rectify = lambda a: torch.relu(a) if a is pending else a  # noqa: E731
+            args, kwargs = tree_map(rectify, (args, kwargs))
         defer, self._defer = self._defer, None
         if (func in _RELUS and defer is not None and len(args) == 1 and args[0] is defer
                 and not kwargs.get("inplace", False)):

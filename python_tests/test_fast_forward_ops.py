@@ -201,14 +201,14 @@ def test_relu_module_before_pool_is_applied_after_it(pool, served, monkeypatch):
     x = torch.randn(4, 2, 9, 10, dtype=torch.float64)
     net = net.double()
     net(x)  # materialise the lazy layer
-    assert _fast_forward.relus_before_pools(net) == [net[1]]
+    assert _fast_forward.relus_before_pools(net) == {net[1]: net}
     relu_inputs = []
     real_relu = torch.relu
     monkeypatch.setattr(torch, "relu", lambda t: relu_inputs.append(t.shape) or real_relu(t))
     xr = x.clone().requires_grad_(True)
     with FastForward(net):
         y = net(xr)
-    assert not net[1]._forward_pre_hooks
+    assert not net[1]._forward_pre_hooks and not net._forward_pre_hooks and not net._forward_hooks
     monkeypatch.undo()
     want_x = x.clone().requires_grad_(True)
     want = net(want_x)
@@ -221,25 +221,49 @@ def test_relu_module_before_pool_is_applied_after_it(pool, served, monkeypatch):
                        torch.autograd.grad((want * g).sum(), want_x)[0])
 
 
-def test_relu_module_with_hooks_or_in_place_is_not_deferred():
+def test_relu_module_with_hooks_or_in_place_or_shared_is_not_deferred():
     """A hook on the ReLU or the pooling (it could see or change the tensor between them), an
-    in-place ReLU, or a Sequential subclass: no deferral."""
+    in-place ReLU, a ReLU used twice in the model, or a Sequential subclass: no deferral."""
     net = _relu_pool_net(nn.MaxPool2d(2))
     net(torch.randn(1, 2, 9, 10))
     handle = net[1].register_forward_hook(lambda m, a, out: None)
-    assert _fast_forward.relus_before_pools(net) == []
+    assert _fast_forward.relus_before_pools(net) == {}
     handle.remove()
     handle = net[2].register_forward_pre_hook(lambda m, a: None)
-    assert _fast_forward.relus_before_pools(net) == []
+    assert _fast_forward.relus_before_pools(net) == {}
     handle.remove()
     net[1].inplace = True
-    assert _fast_forward.relus_before_pools(net) == []
+    assert _fast_forward.relus_before_pools(net) == {}
     net[1].inplace = False
+    assert _fast_forward.relus_before_pools(nn.Sequential(net, nn.Sequential(net[1]))) == {}
 
     class Routed(nn.Sequential):
         pass
-    assert _fast_forward.relus_before_pools(Routed(*net)) == []
-    assert _fast_forward.relus_before_pools(net) == [net[1]]
+    assert _fast_forward.relus_before_pools(Routed(*net)) == {}
+    assert _fast_forward.relus_before_pools(net) == {net[1]: net}
+
+
+@needs_ext
+def test_deferrable_relu_called_outside_its_sequential_is_applied():
+    """The same ReLU module called by other code than its Sequential (here a custom forward
+    that also applies it to a second branch) is computed there as usual."""
+    seq = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2)).double()
+
+    class TwoBranches(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.seq = seq
+
+        def forward(self, x):
+            side = self.seq[1](x - 0.5)              # the ReLU module, called directly
+            return self.seq(x).sum((1, 2, 3)) + side.sum((1, 2, 3))
+
+    net = TwoBranches()
+    x = torch.randn(3, 1, 8, 8, dtype=torch.float64)
+    assert _fast_forward.relus_before_pools(net) == {seq[1]: seq}
+    with FastForward(net):
+        y = net(x)
+    assert torch.equal(y, net(x))
 
 
 @needs_ext
