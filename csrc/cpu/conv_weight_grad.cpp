@@ -16,8 +16,6 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include <algorithm>
-
 #include "checks.h"
 #include "kernels/conv_weight_grad.h"
 
@@ -80,13 +78,8 @@ void conv_weight_grad_cpu(const at::Tensor& x_in, const at::Tensor& d_in, at::Te
             for (int64_t i = 0; i < nb; ++i) {
               conv_patch_runs_sample(x_ptr + (n0 + i) * g.C * g.H * g.W, g, grp, Lp,
                                      cols_ptr + i * K * Lp);
-              for (int64_t o = 0; o < g.Og; ++o) {
-                const scalar_t* src = d_ptr + ((n0 + i) * g.O + grp * g.Og + o) * L;
-                scalar_t* dst = dr + (i * g.Og + o) * Lp;
-                for (int64_t oh = 0; oh < g.Ho; ++oh) {
-                  std::copy(src + oh * g.Wo, src + (oh + 1) * g.Wo, dst + oh * g.W);
-                }
-              }
+              conv_grad_on_runs_sample(d_ptr + ((n0 + i) * g.O + grp * g.Og) * L, g, Lp,
+                                       dr + i * g.Og * Lp);
             }
             d_blk = d_runs.narrow(0, 0, nb);
           } else {

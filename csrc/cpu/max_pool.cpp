@@ -61,10 +61,16 @@ inline void max_pool_4_windows(const float* top, int64_t row_stride, int64_t kH,
   }
 }
 
-inline void store_4_windows(__m128 best, __m128i at, int64_t n, float* y, uint8_t* idx) {
+// The four int32 indices (< 256) as four bytes.
+inline int32_t pack_indices(__m128i at) {
+  return _mm_cvtsi128_si32(_mm_packus_epi16(_mm_packs_epi32(at, at), at));
+}
+
+// The first n (<= 4) windows' maxima and indices.
+inline void store_windows(__m128 best, __m128i at, int64_t n, float* y, uint8_t* idx) {
   alignas(16) float values[4];
   _mm_store_ps(values, best);
-  const int32_t bytes = _mm_cvtsi128_si32(_mm_packus_epi16(_mm_packs_epi32(at, at), at));
+  const int32_t bytes = pack_indices(at);
   uint8_t index[4];
   std::memcpy(index, &bytes, 4);
   for (int64_t w = 0; w < n; ++w) {
@@ -88,12 +94,12 @@ void max_pool_row_sse(const float* x_plane, int64_t W, int64_t oh, int64_t Wo, i
   for (; ow + 4 <= Wo; ow += 4) {
     max_pool_4_windows<KW>(top + ow * KW, W, kH, best, at);
     _mm_storeu_ps(y_row + ow, best);
-    const int32_t bytes = _mm_cvtsi128_si32(_mm_packus_epi16(_mm_packs_epi32(at, at), at));
+    const int32_t bytes = pack_indices(at);
     std::memcpy(idx_row + ow, &bytes, 4);
   }
   if (ow == Wo) return;
   const float* first = top + ow * KW;
-  if (first + (kH - 1) * W + 4 * KW <= x_end) {
+  if ((kH - 1) * W + 4 * KW <= x_end - first) {
     max_pool_4_windows<KW>(first, W, kH, best, at);
   } else {
     const int64_t n = (Wo - ow) * KW;  // the tail's elements per window row, < 4 KW
@@ -103,7 +109,7 @@ void max_pool_row_sse(const float* x_plane, int64_t W, int64_t oh, int64_t Wo, i
     }
     max_pool_4_windows<KW>(tail, 4 * KW, kH, best, at);
   }
-  store_4_windows(best, at, Wo - ow, y_row + ow, idx_row + ow);
+  store_windows(best, at, Wo - ow, y_row + ow, idx_row + ow);
 }
 #endif
 

@@ -114,4 +114,18 @@ inline void conv_patch_runs_sample(const scalar_t* x_n, const ConvGeometry& g, i
   }
 }
 
+// The output gradients of ONE sample and ONE group's Og channels (d_n at the group's first
+// channel, [Og, Ho*Wo]) placed on the W-wide positions of conv_patch_runs_sample: row oh at
+// oh*W. dst [Og, Lp] must hold zeros at the positions past Wo (they are never written).
+template <typename scalar_t>
+inline void conv_grad_on_runs_sample(const scalar_t* d_n, const ConvGeometry& g, int64_t Lp,
+                                     scalar_t* dst) {
+  for (int64_t o = 0; o < g.Og; ++o) {
+    const scalar_t* src = d_n + o * g.Ho * g.Wo;
+    for (int64_t oh = 0; oh < g.Ho; ++oh) {
+      std::copy(src + oh * g.Wo, src + (oh + 1) * g.Wo, dst + o * Lp + oh * g.W);
+    }
+  }
+}
+
 }  // namespace hessext
