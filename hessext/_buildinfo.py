@@ -44,7 +44,7 @@ def _per_sample_forward_ops() -> list[str]:
     from hessext import _fast_forward as ff
     if not _extension.has_kernel("max_pool_forward", "cpu"):
         return []
-    return ["MaxPool1d/2d (window = stride)",
+    return ["MaxPool1d/2d (window = stride; a ReLU before it applied after it)",
             f"Conv1d/2d (<= {ff.SMALL_CONV_TERMS} terms per output, rows >= {ff.LONG_CONV_ROWS})"]
 
 
