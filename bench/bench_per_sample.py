@@ -261,11 +261,12 @@ def in_worker(measure, kind, name, what) -> float:
 def times_in_workers(kind, name, whats) -> dict:
     """Best time of each method over ROUNDS fresh processes; the methods take turns, so that
     load changes on a shared machine hit all of them alike."""
-    best = {w: float("inf") for w in whats}
+    runs = {w: [] for w in whats}
     for _ in range(ROUNDS):
         for w in whats:
-            best[w] = min(best[w], in_worker("time", kind, name, w))
-    return best
+            runs[w].append(in_worker("time", kind, name, w))
+    # a worker that failed gives nan; a method all of whose workers failed stays nan
+    return {w: min((t for t in ts if t == t), default=float("nan")) for w, ts in runs.items()}
 
 
 # ---- pytest-benchmark -------------------------------------------------------------------------
