@@ -83,6 +83,10 @@ inline void check_max_pool_backward_args(const at::Tensor& dy, const at::Tensor&
   TORCH_CHECK(idx.device() == dy.device(), "max_pool_backward: tensors on different devices: ",
               dy.device(), " vs ", idx.device());
   check_float_same("max_pool_backward", {&dy});
+  // indices come from max_pool_forward; any other value would address outside its window
+  TORCH_CHECK(idx.numel() == 0 || idx.max().item<uint8_t>() < kernel[0] * kernel[1],
+              "max_pool_backward: indices must be window positions below kH*kW = ",
+              kernel[0] * kernel[1]);
 }
 
 // Output extent of a convolution along one axis (as torch computes it).

@@ -150,19 +150,21 @@ def relus_before_pools(model: nn.Module) -> dict[nn.Module, nn.Sequential]:
             "_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
             "_global_backward_pre_hooks")):
         return {}
-    uses: dict[int, int] = {}
-    for _, m in model.named_modules(remove_duplicate=False):
-        uses[id(m)] = uses.get(id(m), 0) + 1
     found = {}
     for seq in model.modules():
         if type(seq) is not nn.Sequential:  # a subclass may route outputs its own way
             continue
         children = list(seq)
         for relu, pool in zip(children, children[1:]):
-            if (type(relu) is nn.ReLU and not relu.inplace and uses[id(relu)] == 1
+            if (type(relu) is nn.ReLU and not relu.inplace
                     and type(pool) in (nn.MaxPool1d, nn.MaxPool2d)
                     and not _has_hooks(relu) and not _has_hooks(pool)):
                 found[relu] = seq
+    if found:  # only ReLUs used once in the model (the walk counts every use)
+        uses: dict[int, int] = {}
+        for _, m in model.named_modules(remove_duplicate=False):
+            uses[id(m)] = uses.get(id(m), 0) + 1
+        found = {relu: seq for relu, seq in found.items() if uses[id(relu)] == 1}
     return found
 
 

@@ -184,9 +184,6 @@ at::Tensor max_pool_backward_cpu(const at::Tensor& dy_in, const at::Tensor& idx_
     scalar_t* dx_ptr = dx.data_ptr<scalar_t>();
     // the offset of window element k = i*kW + j from the window's corner: a table instead of
     // max_pool_grad_block's division per window (a third of this kernel's time)
-    // indices come from max_pool_forward; any other value would address outside its window
-    TORCH_CHECK(idx.numel() == 0 || idx.max().item<uint8_t>() < kH * kW,
-                "max_pool_backward: indices must be window positions below kH*kW = ", kH * kW);
     std::vector<int64_t> offset(kH * kW);
     for (int64_t k = 0; k < kH * kW; ++k) offset[k] = (k / kW) * W + k % kW;
     at::parallel_for(0, N * C, planes_per_task(H * W), [&](int64_t begin, int64_t end) {

@@ -75,9 +75,11 @@ HESSEXT_HD void max_pool_row(const scalar_t* __restrict__ x_plane, int64_t W, in
   }
 }
 
-// One output row oh of windows, backward: writes the kH rows of dx it covers (the last one
-// also the rows the floor mode left out) in the plane dx_plane = dx[n, c]: zeros, then one
-// store per window at its chosen element. dy_row and idx_row point at [n, c, oh] of dy, idx.
+// One output row oh of windows, backward (the CUDA kernel's unit; the CPU op fills whole planes
+// and finds each window's element in a table of offsets): writes the kH rows of dx it covers
+// (the last one also the rows the floor mode left out) in the plane dx_plane = dx[n, c]: zeros,
+// then one store per window at its chosen element. dy_row and idx_row point at [n, c, oh] of
+// dy, idx; the indices are window positions (checked by check_max_pool_backward_args).
 template <typename scalar_t>
 HESSEXT_HD void max_pool_grad_block(const scalar_t* __restrict__ dy_row,
                                     const uint8_t* __restrict__ idx_row, int64_t Ho, int64_t Wo,
@@ -89,7 +91,6 @@ HESSEXT_HD void max_pool_grad_block(const scalar_t* __restrict__ dy_row,
   const int32_t kw = int32_t(kW);
   for (int64_t ow = 0; ow < Wo; ++ow) {
     const int32_t k = idx_row[ow], i = k / kw;
-    if (k >= kH * kW) continue;  // not a window position (the CPU op rejects such indices)
     block[i * W + ow * kW + (k - i * kw)] = dy_row[ow];
   }
 }
