@@ -1,41 +1,40 @@
 """hessext: exact, fast Hessian-based interpretability for PyTorch models.
 
 Per-sample gradients, exact Hessians and their spectra, influence functions, RelatIF, RUE,
-local ensembles, SmoothHess and decision-boundary analysis, on a compiled core of registered
-torch ops with a pure-torch fallback that gives the same answers.
-
-Exports follow the layers (DESIGN.md): build information, curvature objects, the toolbox
-methods, then the submodules for boundary analysis, interpretation, data and models.
+local ensembles, SmoothHess, decision-boundary analysis and the interpretation of physics
+networks, on a compiled core of registered torch ops with a pure-torch fallback that gives the
+same answers. The layers (docs/architecture.md): ops → per_sample → curvature → methods →
+studies; this facade re-exports the public names and nothing inside the package imports it.
 """
 
-from hessext._version import __version__
 from hessext import _extension  # loads the compiled core (or says why not) before anything else
+from hessext import (attribution, boundary, curvature, datasets, interpret, models, ops,
+                     regularizers, smoothhess, training, uncertainty)
 from hessext._buildinfo import info
-
-# curvature objects
-from hessext import regularizers
+from hessext._version import __version__
+from hessext.attribution import influence, most_harmful, most_helpful, relatif, self_influence
+from hessext.curvature import (Hessian, HessianOperator, HessianTooLargeError,
+                               NotPositiveDefiniteError, SolveInfo, ggn, hessian,
+                               hessian_operator)
 from hessext.per_sample import PerSampleGrads, kernel_layers, per_sample_grads, unflatten_params
-from hessext import curvature
-from hessext.curvature import Hessian, HessianOperator
-from hessext.curvature.assembly import ggn, hessian, hessian_operator
-
-# the toolbox: influence functions, RelatIF, RUE, local ensembles, SmoothHess
-from hessext._curvature_solve import SolveInfo
-from hessext.influence import influence, most_harmful, most_helpful, relatif, self_influence
-from hessext.rue import rue
-from hessext.local_ensembles import extrapolation_score
-from hessext.smoothhess import pmse, smooth_hessian, softplus_hessian
-from hessext.trust_region import second_order_step
-
-# decision boundary and interpretation
-from hessext import boundary, interpret
+from hessext.smoothhess import pmse, second_order_step, smooth_hessian, softplus_hessian
+from hessext.uncertainty import extrapolation_score, rue
 
 __all__ = [
+    # build
     "__version__", "info",
-    "regularizers", "per_sample_grads", "PerSampleGrads", "unflatten_params", "kernel_layers",
-    "curvature", "Hessian", "HessianOperator", "hessian", "ggn", "hessian_operator",
-    "SolveInfo", "influence", "relatif", "self_influence", "most_helpful", "most_harmful",
+    # per-example gradients
+    "per_sample_grads", "PerSampleGrads", "unflatten_params", "kernel_layers",
+    # curvature
+    "hessian", "ggn", "hessian_operator", "Hessian", "HessianOperator", "SolveInfo",
+    "NotPositiveDefiniteError", "HessianTooLargeError",
+    # attribution
+    "influence", "relatif", "self_influence", "most_helpful", "most_harmful",
+    # uncertainty and extrapolation
     "rue", "extrapolation_score",
+    # feature interactions
     "smooth_hessian", "softplus_hessian", "pmse", "second_order_step",
-    "boundary", "interpret",
+    # submodules
+    "ops", "regularizers", "curvature", "attribution", "uncertainty", "smoothhess", "boundary",
+    "interpret", "datasets", "models", "training",
 ]

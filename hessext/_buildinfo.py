@@ -1,5 +1,5 @@
-"""What this installation of hessext actually provides (``hessext.info()``; the command line is
-``python -m hessext.info``)."""
+"""What this installation of hessext actually provides (``hessext.info()``; on the command line
+``hessext info`` or ``python -m hessext info``)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 
 from hessext import _extension
 from hessext._version import __version__
+from hessext.per_sample import fast_forward, kernel_layers
 
 
 def info() -> dict:
@@ -29,30 +30,24 @@ def info() -> dict:
         "cuda_available": torch.cuda.is_available(),
         "cpu_kernels": [op for op in ops if _extension.has_kernel(op, "cpu")],
         "cuda_kernel_ops": [op for op in ops if _extension.has_kernel(op, "cuda")],
-        "per_sample_kernel_layers": _per_sample_kernel_layers(),
+        "per_sample_kernel_layers": kernel_layers(),
         "per_sample_forward_ops": _per_sample_forward_ops(),
     }
 
 
-def _per_sample_kernel_layers() -> list[str]:
-    from hessext.per_sample import kernel_layers  # late: hessext.per_sample imports hessext.ops
-    return kernel_layers()
-
-
 def _per_sample_forward_ops() -> list[str]:
     """Layers the per-sample capture's forward pass runs on hessext's ops (when compiled)."""
-    from hessext import _fast_forward as ff
     if not _extension.has_kernel("max_pool_forward", "cpu"):
         return []
     return ["MaxPool1d/2d (window = stride; a ReLU before it applied after it)",
-            f"Conv1d/2d (<= {ff.SMALL_CONV_TERMS} terms per output, rows >= {ff.LONG_CONV_ROWS})"]
+            f"Conv1d/2d (<= {fast_forward.SMALL_CONV_TERMS} terms per output, rows >= {fast_forward.LONG_CONV_ROWS})"]
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     unknown = [a for a in argv if a not in ("--json", "--require-cuda-kernels")]
     if unknown:
-        print(f"usage: python -m hessext.info [--json] [--require-cuda-kernels]; unknown {unknown}",
+        print(f"usage: hessext info [--json] [--require-cuda-kernels]; unknown {unknown}",
               file=sys.stderr)
         return 2
     data = info()

@@ -35,8 +35,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from hessext._model_guard import flat_parameters, preserved
-from hessext._progress import progress_bar
+from hessext._internal.contract import check_inputs
+from hessext._internal.guard import check_model, preserved
+from hessext._internal.params import flat_parameters, num_params
+from hessext._internal.progress import progress_bar
 from hessext.per_sample import PerSampleGrads, per_sample_grads
 
 __all__ = [
@@ -65,20 +67,12 @@ _CE = nn.CrossEntropyLoss(reduction="none")
 
 
 def _check_model_inputs(fn: str, model, x) -> tuple[list[str], list[torch.Tensor]]:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"{fn}: model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{fn}: x must be a torch.Tensor of inputs [N, ...], got {type(x).__name__}")
-    if x.dim() < 2 or x.shape[0] == 0:
+    check_model(model, fn)
+    if isinstance(x, torch.Tensor) and x.dim() < 2:
         raise ValueError(f"{fn}: x must be a non-empty batch of inputs [N, ...] (for 2-D data "
                          f"[N, 2]), got shape {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise TypeError(f"{fn}: x must be floating point, got {x.dtype}")
+    check_inputs(x, f"{fn}: x", model=model)
     return flat_parameters(model, None)
-
-
-def _num_params(model, params) -> int:
-    return sum(p.numel() for p in flat_parameters(model, params)[1])
 
 
 def _check_vectors(fn: str, name: str, V, P: int) -> torch.Tensor:
@@ -195,7 +189,7 @@ def alignment(model: nn.Module, x: torch.Tensor, eigenvectors: torch.Tensor, *,
     matrix is never formed, so large grids are fine."""
     fn = "alignment"
     _check_model_inputs(fn, model, x)
-    V = _check_vectors(fn, "eigenvectors", eigenvectors, _num_params(model, params))
+    V = _check_vectors(fn, "eigenvectors", eigenvectors, num_params(model, params))
     G = reinforcing_gradient_operator(model, x, params=params, dtype=dtype, progress=progress)
     return _cosines(G, V, eps)[0]
 
@@ -210,7 +204,7 @@ def boundary_reconstruction(model: nn.Module, x: torch.Tensor, eigenvalues: torc
     given). With alignments already computed, R is just ``a[:, :k] @ eigenvalues[:k]``."""
     fn = "boundary_reconstruction"
     _check_model_inputs(fn, model, x)
-    V = _check_vectors(fn, "eigenvectors", eigenvectors, _num_params(model, params))
+    V = _check_vectors(fn, "eigenvectors", eigenvectors, num_params(model, params))
     if not isinstance(eigenvalues, torch.Tensor) or eigenvalues.dim() != 1:
         raise ValueError(f"{fn}: eigenvalues must be a 1-D tensor [k], got "
                          f"{getattr(eigenvalues, 'shape', type(eigenvalues).__name__)}")
@@ -309,7 +303,7 @@ def generalisation_measure(model: nn.Module, x_train: torch.Tensor, eigenvectors
     [V, r_1 … r_m]."""
     fn = "generalisation_measure"
     _check_model_inputs(fn, model, x_train)
-    P = _num_params(model, params)
+    P = num_params(model, params)
     V = _check_vectors(fn, "eigenvectors", eigenvectors, P)
     if not isinstance(n_random, int) or isinstance(n_random, bool) or n_random < 1:
         raise ValueError(f"{fn}: n_random must be a positive int, got {n_random!r}")
@@ -372,7 +366,7 @@ def margin_objective(model: nn.Module, x: torch.Tensor, v1: torch.Tensor, *, par
     grad of a function of a parameter gradient, vmapped over the inputs). cos² is 0 where g = 0."""
     fn = "margin_objective"
     _check_model_inputs(fn, model, x)
-    v1 = _check_vectors(fn, "v1", v1, _num_params(model, params))[:, 0]
+    v1 = _check_vectors(fn, "v1", v1, num_params(model, params))[:, 0]
     dtype = _working_dtype(model, params, dtype)
     device = flat_parameters(model, params)[1][0].device
     names, theta, const = _functional_state(model, params, dtype, device)
@@ -430,7 +424,7 @@ def margin_estimate(model: nn.Module, x_train: torch.Tensor, v1: torch.Tensor, *
     explore other local minima. The best iterate (lowest J) is returned as x_b."""
     fn = "margin_estimate"
     _check_model_inputs(fn, model, x_train)
-    P = _num_params(model, params)
+    P = num_params(model, params)
     v1 = _check_vectors(fn, "v1", v1, P)
     if v1.shape[1] != 1:
         raise ValueError(f"{fn}: v1 must be one eigenvector [P={P}], got shape {tuple(v1.shape)}")

@@ -1,17 +1,42 @@
-"""The ``hessext`` command line: ``hessext info``, ``hessext demo [boundary]``, ``hessext analyze``."""
+"""The ``hessext`` command line: ``hessext info``, ``hessext demo [boundary]``, ``hessext analyze``.
+
+Bad arguments are usage errors (one line naming the option, the value and what is allowed;
+exit code 2) caught before any heavy work. Report folders are written atomically and never
+replace a folder that hessext did not write (hessext/reporting/report.py).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+import torch
 
-def main(argv: list[str] | None = None) -> int:
-    from hessext.demo.analyze import DATA_FORMAT
+from hessext import _buildinfo
+from hessext.apps import analyze, demo_boundary, demo_ssh
+from hessext.reporting.report import UserError
 
-    parser = argparse.ArgumentParser(prog="hessext", description=__doc__)
+
+def _int_at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
+        return value
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hessext", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("info", help="what this installation provides (compiled kernels, devices)")
+    info = sub.add_parser("info", help="what this installation provides (compiled kernels, devices)")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.add_argument("--require-cuda-kernels", action="store_true",
+                      help="exit 1 unless every op has a CUDA kernel (CI's check of the CUDA build)")
 
     demo = sub.add_parser("demo", help="the full Hessian analysis of an SSH phase classifier "
                           "(built-in data, no network); 'hessext demo boundary' for the "
@@ -26,32 +51,34 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--size", choices=["small", "default", "large"], default="default",
                       help="problem size (small: a quick check in seconds)")
     demo.add_argument("--quick", action="store_true", help="same as --size small")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    demo.add_argument("--seed", type=_int_at_least(0), default=0)
+    demo.add_argument("--threads", type=_int_at_least(1), default=1, help="torch threads (default 1)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     an = sub.add_parser("analyze", help="the toolbox on your own model and data",
                         formatter_class=argparse.RawDescriptionHelpFormatter,
                         description="Exact Hessian spectrum, influence, RUE and the extrapolation "
-                        "score of your classifier, as a report folder.\n\n" + DATA_FORMAT)
+                        "score of your classifier, as a report folder.\n\n" + analyze.DATA_FORMAT)
     an.add_argument("--model", required=True, help="TorchScript file (torch.jit.save), or a "
                     "state-dict checkpoint together with --arch")
     an.add_argument("--data", required=True, help=".pt or .npz data file (format above)")
     an.add_argument("--arch", default=None, help="module:Class to build for a state dict, e.g. "
                     "hessext.models:Conv1DToolbox (constructed without arguments)")
     an.add_argument("--out", default="hessext-analysis", help="report folder (default ./hessext-analysis)")
-    an.add_argument("--seed", type=int, default=0)
-    an.add_argument("--bootstrap", type=int, default=50, help="RUE bootstrap models (default 50)")
-    an.add_argument("--threads", type=int, default=1)
+    an.add_argument("--seed", type=_int_at_least(0), default=0)
+    an.add_argument("--bootstrap", type=_int_at_least(2), default=50,
+                    help="RUE bootstrap models (default 50, at least 2)")
+    an.add_argument("--threads", type=_int_at_least(1), default=1)
     an.add_argument("--no-progress", action="store_true")
+    return parser
 
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     if args.command == "info":
-        from hessext._buildinfo import main as info_main
-
-        return info_main([])
-    import torch
-
+        flags = [f for f, on in (("--json", args.json),
+                                 ("--require-cuda-kernels", args.require_cuda_kernels)) if on]
+        return _buildinfo.main(flags)
     # Small convolutions gain nothing from a second thread, and on a loaded machine the
     # spin-waiting threads made the Hessian assembly 3x slower (measured): one thread by default.
     # Restored afterwards, so that main() called in-process leaves the caller's setting alone.
@@ -65,29 +92,22 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args) -> int:
     progress = False if args.no_progress else None
-    if args.command == "demo":
-        from hessext.demo import run_boundary_demo, run_ssh_demo
-
-        size = "small" if args.quick else args.size
-        if args.study == "boundary":
-            if size == "large":
-                size = "default"
-            path, timer = run_boundary_demo(args.out or "hessext-boundary-report", size=size,
-                                            seed=args.seed, progress=progress)
+    try:
+        if args.command == "demo":
+            size = "small" if args.quick else args.size
+            if args.study == "boundary":
+                path, timer = demo_boundary.run_boundary_demo(
+                    args.out or "hessext-boundary-report", size="default" if size == "large" else size,
+                    seed=args.seed, progress=progress)
+            else:
+                path, timer = demo_ssh.run_ssh_demo(args.out or "hessext-report", size=size,
+                                                    seed=args.seed, progress=progress)
         else:
-            path, timer = run_ssh_demo(args.out or "hessext-report", size=size, seed=args.seed,
-                                       progress=progress)
-        print(f"report written to {path}/report.html ({timer.total:.1f} s)")
-        return 0
-    if args.command == "analyze":
-        from hessext.demo.analyze import UserError, run_analyze
-
-        try:
-            path, timer = run_analyze(args.model, args.data, arch=args.arch, out=args.out,
-                                      seed=args.seed, n_bootstrap=args.bootstrap, progress=progress)
-        except UserError as e:
-            print(f"hessext analyze: error: {e}", file=sys.stderr)
-            return 2
-        print(f"report written to {path}/report.html ({timer.total:.1f} s)")
-        return 0
-    return 2
+            path, timer = analyze.run_analyze(args.model, args.data, arch=args.arch, out=args.out,
+                                              seed=args.seed, n_bootstrap=args.bootstrap,
+                                              progress=progress)
+    except UserError as e:
+        print(f"hessext {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    print(f"report written to {path}/report.html ({timer.total:.1f} s)")
+    return 0

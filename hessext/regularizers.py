@@ -44,3 +44,30 @@ class L2:
     def hessian_diagonal(self, theta: torch.Tensor) -> torch.Tensor:
         """∇²R is diagonal for L2: [P] → [P] (all equal to the coefficient)."""
         return torch.full_like(theta, self.coefficient)
+
+
+class Penalty:
+    """Any twice-differentiable penalty R(θ) of the flat parameter vector θ [P] (in
+    named_parameters() order over the parameters a method differentiates), e.g.
+    ``Penalty(lambda theta: 1e-3 * theta.abs().pow(3).sum())``. Its gradient and Hessian come
+    from torch.func; use L2 where it applies (its Hessian is a diagonal)."""
+
+    def __init__(self, fn, name: str | None = None):
+        if not callable(fn):
+            raise TypeError(f"Penalty: fn must be callable theta -> scalar, got {type(fn).__name__}")
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", type(fn).__name__)
+
+    def __repr__(self) -> str:
+        return f"Penalty({self.name})"
+
+    def value(self, theta: torch.Tensor) -> torch.Tensor:
+        """R(θ): [P] → scalar."""
+        out = self.fn(theta)
+        if not isinstance(out, torch.Tensor) or out.numel() != 1:
+            raise ValueError(f"Penalty: R(theta) must return a scalar tensor, got {out!r}")
+        return out.reshape(())
+
+    def grad(self, theta: torch.Tensor) -> torch.Tensor:
+        """∇R(θ): [P] → [P]."""
+        return torch.func.grad(self.value)(theta)

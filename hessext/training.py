@@ -8,10 +8,10 @@ a forked global RNG so that the caller's random state is left as it was.
 
 from __future__ import annotations
 
-import sys
-
 import torch
 from torch import nn
+
+from hessext._internal.progress import progress_bar
 
 __all__ = ["train"]
 
@@ -36,7 +36,7 @@ def train(
     optimizer: str = "sgd",
     weight_decay: float = 0.0,
     loss: str = "ce",
-    progress: bool = False,
+    progress: bool | None = False,
 ):
     """Minibatch training of ``model`` in place.
 
@@ -89,7 +89,7 @@ def train(
     n = len(y)
     history: list[float] = []
     was_training = model.training
-    bar = _progress(epochs) if progress else None
+    bar = progress_bar(total=epochs, desc="train", unit="epoch", progress=progress)
     devices = [device] if device.type == "cuda" else []
     # Dropout draws from the global RNG: fork it so the run is seeded and the caller's state kept.
     with torch.random.fork_rng(devices=devices):
@@ -107,31 +107,9 @@ def train(
                     opt.step()
                     total += batch_loss.detach().double() * len(idx)
                 history.append(float(total) / n)
-                if bar is not None:
-                    bar(epoch, history[-1])
+                bar.update(1)
+                bar.set_postfix(loss=f"{history[-1]:.4g}", refresh=False)
         finally:
+            bar.close()
             model.train(was_training)
     return model, history
-
-
-def _progress(epochs: int):
-    """A per-epoch progress printer (tqdm when installed), writing to stderr."""
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        tqdm = None
-    if tqdm is not None:
-        bar = tqdm(total=epochs, desc="train", leave=False)
-
-        def update(epoch, value):
-            bar.update(1)
-            bar.set_postfix(loss=f"{value:.4g}")
-            if epoch == epochs - 1:
-                bar.close()
-
-        return update
-
-    def update(epoch, value):
-        print(f"train: epoch {epoch + 1}/{epochs} loss {value:.4g}", file=sys.stderr)
-
-    return update

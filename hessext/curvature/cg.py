@@ -12,6 +12,8 @@ from typing import Callable
 
 import torch
 
+from hessext.curvature.errors import NotPositiveDefiniteError, not_pd_message
+
 __all__ = ["block_cg"]
 
 
@@ -24,8 +26,6 @@ def block_cg(apply_A: Callable[[torch.Tensor], torch.Tensor], B: torch.Tensor, *
     positive definite: raises NotPositiveDefiniteError with the Rayleigh quotient pᵀAp/pᵀp
     (an upper bound on λ_min(A)) and the damping that would be needed. Not converging within
     max_iter (default 10·P) iterations raises RuntimeError. Returns (X, {'iterations', 'residuals'})."""
-    from hessext.curvature.hessian import NotPositiveDefiniteError, _not_pd_message
-
     P, M = B.shape
     max_iter = 10 * P if max_iter is None else int(max_iter)
     X = torch.zeros_like(B) if x0 is None else x0.clone()
@@ -50,7 +50,7 @@ def block_cg(apply_A: Callable[[torch.Tensor], torch.Tensor], B: torch.Tensor, *
         bad = pAp <= 1e-14 * pp * AP.abs().max().clamp_min(1.0)
         if bool(bad.any()):
             rayleigh = float((pAp[bad] / pp[bad]).min())
-            raise NotPositiveDefiniteError(_not_pd_message(who, rayleigh - damping, damping)
+            raise NotPositiveDefiniteError(not_pd_message(who, rayleigh - damping, damping)
                                            + " (lambda_min here is an upper bound found by CG)")
         alpha = rr[idx] / pAp
         X[:, idx] += alpha * Pa

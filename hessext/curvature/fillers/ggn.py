@@ -1,0 +1,69 @@
+"""Strips of the generalised Gauss-Newton matrix (1/n) Σ_i J_iᵀ Λ_i J_i from per-example
+factors: with Λ_i = Σ_k s_k b_ik b_ikᵀ (s = ±1, from its eigendecomposition) the rows
+f_ik = J_iᵀ b_ik give GGN = (1/n) Σ s_k f fᵀ, and a strip is F[:, 0:j1]ᵀ F[:, j0:j1]: a
+matrix product with the factor count as inner dimension, computed at the model's precision and
+added into the float64 strip by hessext.ops.gemm_accumulate (a symmetric rank-k update).
+
+``GGNFiller`` takes the per-example Jacobians from torch.func; subclasses supply their own
+(``_jacobian``), e.g. the piecewise-linear CNN's from its layer inputs.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.func import jacrev, vmap
+
+from hessext import ops
+from hessext.curvature.problem import Problem, output_loss_derivatives, split_rows
+
+__all__ = ["GGNFiller"]
+
+
+class GGNFiller:
+    """Strips of (1/n) Σ_i J_iᵀ Λ_i J_i from per-example factors (a symmetric rank-k update)."""
+
+    def __init__(self, prob: Problem, batches, n_total: int, budget: int):
+        self.prob, self.n = prob, n_total
+        P, item = prob.num_params, prob.theta.element_size()
+        x0, _ = batches[0]
+        with torch.no_grad():
+            C = prob.forward(prob.theta, x0[:1]).numel()
+        self.C = C
+        # rows per factor chunk: the Jacobian [rows, C, P] and the factors [rows, C, P]
+        rows = max(1, int(budget / (3 * C * P * item)))
+        self.batches = split_rows(batches, rows)
+        total_rows = sum(x.shape[0] for x, _ in batches)
+        self.cache = [self._factors(x, y) for x, y in self.batches] if 2 * total_rows * C * P * item <= budget else None
+
+    def _jacobian(self, x):
+        """Per-example Jacobians of the flattened outputs [N, C, P] at the model precision."""
+        prob = self.prob
+
+        def f_one(th, xi):
+            return prob.forward(th, xi.unsqueeze(0)).reshape(-1)
+
+        return vmap(jacrev(f_one), in_dims=(None, 0))(prob.theta, x)
+
+    def _factors(self, x, y):
+        """(F_plus [k+, P], F_minus [k-, P]) at the model precision with Σ_i J_iᵀΛ_iJ_i = F₊ᵀF₊ − F₋ᵀF₋."""
+        prob, theta = self.prob, self.prob.theta
+        N = x.shape[0]
+        J = self._jacobian(x)                                           # [N, C, P]
+        with torch.no_grad():
+            out = prob.forward(theta, x)
+        _, Lam = output_loss_derivatives(prob, out, y)
+        w, U = torch.linalg.eigh(Lam)                                   # Λ_i = U diag(w) Uᵀ
+        scale = w.abs().amax(1, keepdim=True).clamp_min(1e-300)
+        Bm = U * w.abs().sqrt().unsqueeze(1)                            # [N, C, K]: columns b_ik
+        F = torch.einsum("nck,ncp->nkp", Bm.to(J.dtype), J)             # [N, K, P]
+        keep_pos = (w > 1e-14 * scale).reshape(-1)
+        keep_neg = (w < -1e-14 * scale).reshape(-1)
+        F = F.reshape(N * self.C, -1)
+        return F[keep_pos].contiguous(), (F[keep_neg].contiguous() if bool(keep_neg.any()) else None)
+
+    def fill(self, acc: torch.Tensor, j0: int, j1: int) -> None:
+        chunks = self.cache if self.cache is not None else (self._factors(x, y) for x, y in self.batches)
+        for Fp, Fm in chunks:
+            ops.gemm_accumulate(acc, Fp[:, :j1], Fp[:, j0:j1], 1.0 / self.n)
+            if Fm is not None:
+                ops.gemm_accumulate(acc, Fm[:, :j1], Fm[:, j0:j1], -1.0 / self.n)

@@ -1,0 +1,20 @@
+"""The architectures of the studies hessext reproduces.
+
+Each factory takes an optional ``seed``: given one, the parameters are initialised from it
+(without touching the caller's global random state), so that a model, its training
+(:func:`hessext.training.train`) and hence its Hessian are reproducible from seeds alone.
+
+| model | study | input | parameters |
+|---|---|---|---|
+| Conv1DToolbox | LL/CDW toolbox (Dawid et al. 2022) | [N, 1, 924] | 740 |
+| SSHCNN | disordered SSH (Cybiński et al. 2024) | [N, 1, 50, 50] | 1,024 |
+| mlp(2, 100, 100, C) | decision boundary (Sabanayagam et al. 2023) | [N, 2] | 10,703 for C = 3 |
+| MNISTCNN3 | decision boundary, 3-class MNIST | [N, 1, 28, 28] | 7,203 |
+"""
+
+from hessext._internal.params import num_params as num_parameters
+from hessext.models.boundary import MNISTCNN3, mlp
+from hessext.models.ssh import SSHCNN
+from hessext.models.toolbox import Conv1DToolbox
+
+__all__ = ["Conv1DToolbox", "SSHCNN", "mlp", "MNISTCNN3", "num_parameters"]

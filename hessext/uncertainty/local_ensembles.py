@@ -1,0 +1,141 @@
+"""Local ensembles (Madras, Atwood & D'Amour, ICLR 2020): the extrapolation score.
+
+With H = U Λ Uᵀ, the m eigen-directions of largest curvature are the ones the training data
+pins down; the remaining directions U_⊥ can move without changing the training loss (to second
+order), so a test prediction whose gradient has a large component along them is one the data
+does not determine:
+
+    score(x) = ‖U_⊥ᵀ g_x‖₂ = ‖g_x - U_m U_mᵀ g_x‖₂ = sqrt(‖g_x‖² - Σ_{i ≤ m} (u_iᵀ g_x)²).
+
+Only the m removed (top) eigenvectors are needed, so a matrix-free HessianOperator (Lanczos)
+serves large P. Negative-curvature directions are never removed: they stay in U_⊥.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from hessext._internal.contract import split_pair
+from hessext._internal.params import num_params
+from hessext.per_sample import example_grads as grads
+from hessext.curvature.solve import check_size, is_dense, resolve_hessian
+from hessext._internal.guard import preserved
+
+__all__ = ["extrapolation_score", "predicted_class_logit"]
+
+
+def predicted_class_logit(output: torch.Tensor) -> torch.Tensor:
+    """One example's output → the scalar prediction used by default: the output itself when it
+    has one element, else the logit of the predicted (argmax) class."""
+    flat = output.reshape(-1)
+    if flat.numel() == 1:
+        return flat[0]
+    return flat.max()  # the gradient flows to the argmax entry
+
+
+def _removed_eigenpairs(H, n_removed, threshold, min_removed, caller):
+    """(eigenvalues [m] descending, eigenvectors [P, m]) of the removed directions."""
+    P = H.num_params
+    if n_removed is not None:
+        values, vectors = H.top_eigenpairs(n_removed)
+    elif is_dense(H):
+        lam, U = H.eigh()  # cached: the same decomposition every other method reuses
+        m = max(min_removed, int((lam > threshold).sum()))
+        values, vectors = H.top_eigenpairs(m)
+    else:
+        # Lanczos for growing k until the spectrum drops to the threshold.
+        k = min(P, max(min_removed, 8))
+        while True:
+            values, vectors = H.top_eigenpairs(k)
+            if values[-1] <= threshold or k == P:
+                break
+            k = min(P, 2 * k)
+        m = max(min_removed, int((values > threshold).sum()))
+        values, vectors = values[:m], vectors[:, :m]
+    if (values <= 0).any():
+        raise ValueError(f"{caller}: removing {values.numel()} directions would remove eigenvalues "
+                         f"<= 0 (smallest removed: {float(values.min()):.6g}); negative-curvature "
+                         "directions must stay in the ensemble subspace — remove fewer")
+    return values, vectors
+
+
+def extrapolation_score(model: nn.Module, test, *, hessian, n_removed: int | None = None,
+                        threshold: float | None = None, min_removed: int = 2,
+                        gradient: str = "prediction", label: str = "true",
+                        loss_fn: Callable | None = None, output_fn: Callable | None = None,
+                        regularizer=None, params=None) -> torch.Tensor:
+    """Local-ensemble extrapolation score ‖U_⊥ᵀ g_x‖₂ of every test input ([m] float64).
+
+    Args:
+        model: the trained model (left as it was; evaluated in eval mode).
+        test: inputs [m, ...], or (inputs, targets) (targets needed for gradient='loss' with
+            label='true').
+        hessian: the training-loss Hessian: a hessext.Hessian (its cached eigendecomposition is
+            reused), a HessianOperator (Lanczos), or a [P, P] tensor.
+        n_removed: remove exactly this many top eigen-directions; or
+        threshold: remove every direction with eigenvalue > threshold, but at least
+            ``min_removed`` (the toolbox's t ∈ {1, 0.1, 0.01, 0.001}, min_removed = 2).
+        gradient: 'prediction' (Madras et al.: g = ∇θ s(x) with s = output_fn(model(x)), by
+            default the predicted-class logit, see predicted_class_logit) or 'loss' (the
+            toolbox: g = ∇θ loss_fn(model(x), y), plus ∇R when ``regularizer`` is given).
+        label: for gradient='loss': 'true' (the given targets; the toolbox's "true version") or
+            'predicted' (the model's argmax class; its "minimal version").
+        params: the parameters the Hessian is over (names or tensors; default all trainable).
+
+    Returns:
+        [m] float64 scores; ``.n_removed`` and ``.removed_eigenvalues`` say what was removed.
+    """
+    caller = "extrapolation_score"
+    if gradient not in ("prediction", "loss"):
+        raise ValueError(f"{caller}: gradient must be 'prediction' or 'loss', got {gradient!r}")
+    if label not in ("true", "predicted"):
+        raise ValueError(f"{caller}: label must be 'true' or 'predicted', got {label!r}")
+    if (n_removed is None) == (threshold is None):
+        raise ValueError(f"{caller}: give exactly one of n_removed and threshold "
+                         f"(got n_removed={n_removed!r}, threshold={threshold!r})")
+    if not (isinstance(min_removed, int) and min_removed >= 0):
+        raise ValueError(f"{caller}: min_removed must be an integer >= 0, got {min_removed!r}")
+    if threshold is not None and not (float(threshold) >= 0):
+        raise ValueError(f"{caller}: threshold must be >= 0 (negative-curvature directions stay "
+                         f"in the ensemble), got {threshold!r}")
+    if gradient == "loss" and loss_fn is None:
+        raise ValueError(f"{caller}: gradient='loss' needs loss_fn")
+    if hessian is None:
+        raise ValueError(f"{caller}: hessian is required (a hessext.Hessian, HessianOperator or "
+                         "[P, P] tensor of the training loss)")
+    with preserved(model):
+        H = resolve_hessian(hessian, model, None, None, params=params, regularizer=None,
+                            caller=caller)
+        P = num_params(model, params)
+        check_size(H, P, caller)
+        if n_removed is not None and not (isinstance(n_removed, int) and 0 <= n_removed <= P):
+            raise ValueError(f"{caller}: n_removed must be an integer in [0, P={P}], got {n_removed!r}")
+        need_targets = gradient == "loss" and label == "true"
+        x, y = split_pair(test, f"{caller}: test", need_targets=need_targets)
+        if gradient == "prediction":
+            g = grads.per_example_output_grads(model, x, output_fn or predicted_class_logit,
+                                               params=params)
+        else:
+            if label == "predicted":
+                with torch.no_grad():
+                    y = model(x).argmax(dim=-1)
+            g = grads.per_example_loss_grads(model, loss_fn, x, y, params=params,
+                                             regularizer=regularizer)
+        if not torch.isfinite(g).all():
+            raise ValueError(f"{caller}: test gradients are not finite")
+        g = g.to(torch.float64)
+        if n_removed == 0:
+            values = torch.zeros(0, dtype=torch.float64, device=g.device)
+            residual = g
+        else:
+            values, U = _removed_eigenpairs(H, n_removed, threshold, min_removed, caller)
+            U = U.to(device=g.device, dtype=torch.float64)
+            # the residual form avoids the cancellation of ‖g‖² - Σ(uᵀg)² for small scores
+            residual = g - (g @ U) @ U.T
+        scores = torch.linalg.vector_norm(residual, dim=1)
+    scores.n_removed = int(values.numel())
+    scores.removed_eigenvalues = values.detach().to(torch.float64).cpu()
+    return scores

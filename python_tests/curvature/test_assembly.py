@@ -1,0 +1,183 @@
+"""hessext.hessian / hessext.ggn against torch.func in float64 (relative error <= 1e-10: both sides
+are float64 sums of O(n·P) terms of size ~1, so the difference is a few ulps times the depth)."""
+
+import pytest
+import torch
+from torch import nn
+
+import hessext
+from hessext.regularizers import L2
+from hessext.testing import (bn_mlp, ce, CNN1d, CNN2d, data_for, mlp, model_state, mse, reference_ggn, reference_hessian, relative_error, uneven)
+
+TOL = 1e-10
+
+
+MODELS = {
+    "mlp_relu": (lambda: mlp((4, 6, 5, 3), nn.ReLU()), "mlp"),
+    "mlp_tanh": (lambda: mlp((4, 6, 5, 3), nn.Tanh()), "mlp"),
+    "mlp_softplus": (lambda: mlp((4, 6, 5, 3), nn.Softplus()), "mlp"),
+    "cnn1d_maxpool": (CNN1d, "cnn1d"),
+    "cnn2d_avgpool": (CNN2d, "cnn2d"),
+    "batchnorm_eval": (bn_mlp, "mlp"),
+}
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("loss, l2", [("ce", 0.03), ("mse", 0.0)])
+def test_hessian_matches_torch_func(name, loss, l2):
+    torch.manual_seed(1)
+    make, kind = MODELS[name]
+    model = make().double()
+    x, y_ce, y_mse = data_for(kind, 17)
+    y, loss_fn = (y_ce, ce) if loss == "ce" else (y_mse, mse)
+    ref = reference_hessian(model, loss_fn, (x, y), l2=l2)
+    reg = L2(l2) if l2 else None
+    H = hessext.hessian(model, loss_fn, uneven(x, y), regularizer=reg, strip_width=13, progress=False)
+    assert relative_error(H.dense(), ref, "max") <= TOL
+    assert torch.equal(H.dense(), H.dense().T)
+    assert H.info["n"] == 17 and H.info["kind"] == "hessian" and H.info["dtype"] == "float64"
+    G = hessext.ggn(model, loss_fn, uneven(x, y), regularizer=reg, strip_width=13, progress=False)
+    assert relative_error(G.dense(), reference_ggn(model, loss, (x, y), l2=l2), "max") <= TOL
+    assert torch.equal(G.dense(), G.dense().T)
+
+
+def test_mse_with_l2_and_ce_without():
+    test_hessian_matches_torch_func("mlp_tanh", "mse", 0.03)
+    test_hessian_matches_torch_func("cnn1d_maxpool", "ce", 0.0)
+
+
+def test_float32_model_float64_accumulation():
+    """A float32 model assembled at dtype=float32 agrees with the float64 truth to float32
+    accuracy (products in float32: relative error ~ depth * 6e-8 per entry, bounded by 1e-4)."""
+    torch.manual_seed(2)
+    model = mlp((4, 6, 5, 3), nn.Tanh())
+    x, y, _ = data_for("mlp", 30)
+    ref = reference_hessian(model, ce, (x, y))
+    H = hessext.hessian(model, ce, (x.float(), y), dtype=torch.float32, progress=False)
+    assert H.dense().dtype == torch.float64
+    assert relative_error(H.dense(), ref, "max") <= 1e-4
+    G = hessext.ggn(model, ce, (x.float(), y), dtype=torch.float32, progress=False)
+    assert relative_error(G.dense(), reference_ggn(model, "ce", (x, y)), "max") <= 1e-4
+    # dtype=float64 on a float32 model runs the model in float64: the exact answer
+    H64 = hessext.hessian(model, ce, (x.float(), y), progress=False)
+    assert relative_error(H64.dense(), reference_hessian(model, ce, (x.float().double(), y)), "max") <= TOL
+
+
+def test_reduced_loss_is_accepted_and_params_subset():
+    torch.manual_seed(3)
+    model = mlp((4, 6, 5, 3), nn.Tanh()).double()
+    x, y, _ = data_for("mlp", 12)
+    ref = reference_hessian(model, ce, (x, y))
+    H = hessext.hessian(model, nn.CrossEntropyLoss(), [(x[:5], y[:5]), (x[5:], y[5:])], progress=False)
+    assert relative_error(H.dense(), ref, "max") <= TOL
+    assert "scalar" in H.info["loss_returns"]
+    # a subset of parameters is the corresponding sub-block (named_parameters order)
+    names = ["2.weight", "4.bias"]
+    sizes = {n: p.numel() for n, p in model.named_parameters()}
+    offsets, o = {}, 0
+    for n, p in model.named_parameters():
+        offsets[n] = o
+        o += p.numel()
+    idx = torch.cat([torch.arange(offsets[n], offsets[n] + sizes[n]) for n in names])
+    Hs = hessext.hessian(model, ce, (x, y), params=names, progress=False)
+    assert relative_error(Hs.dense(), ref[idx][:, idx], "max") <= TOL
+
+
+def test_bad_loss_shape_is_a_clear_error_and_model_untouched():
+    torch.manual_seed(4)
+    model = mlp((4, 6, 5, 3), nn.ReLU()).double()
+    model.train()
+    model[0].weight.grad = torch.ones_like(model[0].weight)
+    handle = model[2].register_forward_hook(lambda *a: None)
+    before = model_state(model)
+    x, _, y = data_for("mlp", 8)
+    bad = lambda out, t: torch.nn.functional.mse_loss(out, t, reduction="none")  # [N, C]
+    with pytest.raises(ValueError, match=r"per-example losses of shape \[N\]"):
+        hessext.hessian(model, bad, (x, y), progress=False)
+    assert (before == model_state(model))
+    hessext.hessian(model, mse, (x, y), progress=False)
+    hessext.ggn(model, mse, (x, y), progress=False)
+    assert (before == model_state(model))
+    assert model.training
+    handle.remove()
+
+
+def test_size_check_before_allocating():
+    model = mlp((4, 6, 5, 3), nn.ReLU()).double()
+    x, y, _ = data_for("mlp", 4)
+    with pytest.raises(hessext.curvature.HessianTooLargeError, match=r"needs [\d,]+ bytes.*hessian_operator"):
+        hessext.hessian(model, ce, (x, y), max_bytes=1000, progress=False)
+    with pytest.raises(MemoryError):
+        hessext.ggn(model, ce, (x, y), max_bytes=1000, progress=False)
+
+
+def test_small_memory_budget_gives_same_matrix():
+    """A budget that forces a few columns and rows per pass changes the blocking, not the result."""
+    torch.manual_seed(5)
+    model = CNN1d().double()
+    x, y, _ = data_for("cnn1d", 9)
+    ref = reference_hessian(model, ce, (x, y))
+    H = hessext.hessian(model, ce, (x, y), memory_budget=200_000, strip_width=7, progress=False)
+    assert relative_error(H.dense(), ref, "max") <= TOL
+    G = hessext.ggn(model, ce, (x, y), memory_budget=1, strip_width=7, progress=False)
+    assert relative_error(G.dense(), reference_ggn(model, "ce", (x, y)), "max") <= TOL
+
+
+def test_hessian_operator_products():
+    torch.manual_seed(6)
+    model = mlp((4, 6, 5, 3), nn.Softplus()).double()
+    x, y, _ = data_for("mlp", 11)
+    ref = reference_hessian(model, ce, (x, y), l2=0.1)
+    op = hessext.hessian_operator(model, ce, [(x[:4], y[:4]), (x[4:], y[4:])], regularizer=L2(0.1), block=5)
+    V = torch.randn(ref.shape[0], 7, dtype=torch.float64)
+    assert relative_error(op @ V, ref @ V, "max") <= TOL
+    assert relative_error(op @ V[:, 0], ref @ V[:, 0], "max") <= TOL
+    assert relative_error(op.dense(), ref, "max") <= TOL
+    assert relative_error(op.to_hessian().dense(), ref, "max") <= TOL
+
+
+STRUCTURED_MLPS = {
+    # deep enough for blocks between non-adjacent layers; inert modules between layers
+    "piecewise_linear": lambda: nn.Sequential(
+        nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 5), nn.LeakyReLU(0.1), nn.Dropout(0.3),
+        nn.Linear(5, 4), nn.Identity(), nn.ReLU(), nn.Linear(4, 3)),
+    # smooth activations (φ'' terms), chains of them, one before the first layer and one after the
+    # last (part of f), layers without bias
+    "smooth_trailing_nobias": lambda: nn.Sequential(
+        nn.Tanh(), nn.Linear(4, 6, bias=False), nn.GELU(), nn.Linear(6, 5), nn.Softplus(), nn.SiLU(),
+        nn.Linear(5, 4), nn.ELU(), nn.Linear(4, 3, bias=False), nn.Sigmoid()),
+    "single_layer": lambda: nn.Sequential(nn.Linear(4, 3)),
+}
+
+
+@pytest.mark.parametrize("name", list(STRUCTURED_MLPS))
+def test_closed_form_mlp_path_matches_torch_func_and_hvp_path(name):
+    """MLPs (Linear + elementwise modules) take the closed-form layer-block path for the Hessian
+    and the GGN; it must equal torch.func and the general HVP path, for strips that cut through
+    units and layers, uneven mini-batches and a budget so small that every chunk is one example."""
+    torch.manual_seed(7)
+    model = STRUCTURED_MLPS[name]().double()
+    x, y, y_mse = data_for("mlp", 19)
+    for loss, loss_fn, yy in (("ce", ce, y), ("mse", mse, y_mse)):
+        ref = reference_hessian(model, loss_fn, (x, yy), l2=0.05)
+        for sw, budget in ((None, None), (11, None), (5, 1)):
+            H = hessext.hessian(model, loss_fn, uneven(x, yy), regularizer=L2(0.05), strip_width=sw,
+                                memory_budget=budget, progress=False)
+            assert "closed-form layer blocks" in H.info["method"]
+            assert relative_error(H.dense(), ref, "max") <= TOL
+            assert torch.equal(H.dense(), H.dense().T)
+        G = hessext.ggn(model, loss_fn, uneven(x, yy), regularizer=L2(0.05), strip_width=11, progress=False)
+        assert "closed-form layer blocks" in G.info["method"]
+        assert relative_error(G.dense(), reference_ggn(model, loss, (x, yy), l2=0.05), "max") <= TOL
+    Hh = hessext.hessian(model, ce, uneven(x, y), method="hvp", progress=False)
+    assert "vjp(grad)" in Hh.info["method"]
+    assert relative_error(Hh.dense(), reference_hessian(model, ce, (x, y)), "max") <= TOL
+
+
+def test_structured_method_refuses_models_outside_the_closed_form():
+    x, y, _ = data_for("cnn1d", 5)
+    with pytest.raises(ValueError, match="method='structured' needs"):
+        hessext.hessian(CNN1d().double(), ce, (x, y), method="structured", progress=False)
+    xb, yb, _ = data_for("mlp", 5)
+    H = hessext.hessian(bn_mlp().double(), ce, (xb, yb), progress=False)       # BatchNorm: HVP path
+    assert "vjp(grad)" in H.info["method"]

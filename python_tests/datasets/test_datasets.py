@@ -1,0 +1,296 @@
+"""Built-in data sets against independent truths: closed forms, the reference data of the
+Hessian-based toolbox, and sampling theory (every statistical tolerance is z = 4 standard
+errors of the estimate, computed from the sample count)."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+from scipy.integrate import quad
+
+from hessext.datasets import fermions, ssh, toy2d
+
+from hessext.testing import toolbox_dir
+
+Z = 4.0  # standard errors allowed in statistical checks (two-sided p ≈ 6e-5 per check)
+
+
+def _reference_csv(name):
+    path = toolbox_dir() / name
+    return np.loadtxt(path, delimiter=",")
+
+
+# ----------------------------------------------------------------------------------- SSH
+
+
+def test_ssh_images_are_eigenvector_densities():
+    data = ssh.make_ssh(np.linspace(0.0, 2.0, 13), W=1.0, seed=3)
+    assert data.x.shape == (13, 1, 50, 50) and data.x.dtype == torch.float32
+    assert data.y.shape == (13,) and data.y.dtype == torch.int64
+    x = data.x[:, 0].double()
+    # Normalised eigenvectors (columns) of an orthonormal basis (rows: completeness).
+    eps = 50 * torch.finfo(torch.float32).eps
+    torch.testing.assert_close(x.sum(1), torch.ones(13, 50, dtype=torch.float64), atol=eps, rtol=0)
+    torch.testing.assert_close(x.sum(2), torch.ones(13, 50, dtype=torch.float64), atol=eps, rtol=0)
+    # Chiral symmetry of the bipartite chain: E and -E states have equal densities. Not for the
+    # two middle states: in the topological phase they are edge modes split by ~v^25, so the
+    # solver returns arbitrary mixtures of the left and right edge modes.
+    bulk = list(range(24)) + list(range(26, 50))
+    torch.testing.assert_close(x[:, :, bulk], x.flip(2)[:, :, bulk], atol=1e-4, rtol=0)
+
+
+def test_ssh_clean_chain_labels_and_edge_states():
+    v = torch.tensor([0.3, 0.7, 1.3, 1.7], dtype=torch.float64)
+    data = ssh.make_ssh(v, W=0.0, seed=0)
+    assert data.y.tolist() == [1, 1, 0, 0]  # W = 0: topological ⇔ v < w = 1
+    torch.testing.assert_close(data.margin, -25 * torch.log(v))
+    # Zero-energy states (columns 24, 25) of the topological chain sit on the chain's ends.
+    ends = data.x[:, 0, [0, 1, 2, 3, 46, 47, 48, 49]][:, :, 24].sum(1)
+    assert ends[0] > 0.9 and ends[3] < 0.3
+
+
+def test_ssh_seeded_reproducibility():
+    a = ssh.make_ssh([0.5, 1.5], W=2.0, seed=7)
+    b = ssh.make_ssh([0.5, 1.5], W=2.0, seed=7)
+    c = ssh.make_ssh([0.5, 1.5], W=2.0, seed=8)
+    assert torch.equal(a.x, b.x) and torch.equal(a.margin, b.margin)
+    assert not torch.equal(a.x, c.x)
+
+
+def test_ssh_bad_arguments():
+    with pytest.raises(ValueError, match="W must be >= 0"):
+        ssh.make_ssh([1.0], W=-0.5)
+    with pytest.raises(ValueError, match="empty"):
+        ssh.make_ssh([], W=0.5)
+    with pytest.raises(ValueError, match="n_per_split"):
+        ssh.ssh_splits(0, n_per_split=-3)
+    with pytest.raises(ValueError, match="W > 4w"):
+        ssh.critical_v(5.0)
+
+
+def test_ssh_splits_design():
+    splits = ssh.ssh_splits(seed=1, n_per_split=40)
+    v = splits.train.v
+    assert len(splits.train) == 40 and ((v <= 0.8) | (v >= 1.2)).all() and (splits.train.W == 0).all()
+    assert splits.train.v.min() == 0.0 and splits.train.v.max() == 2.0
+    for part in (splits.val, splits.test):
+        assert len(part) == 40 and (part.W == 0).all() and part.v.min() >= 0 and part.v.max() <= 2
+    assert sorted(splits.ood) == [0.15, 0.5, 1.0, 2.0]
+    for w_dis, part in splits.ood.items():
+        assert (part.W == w_dis).all() and part.x.shape == (40, 1, 50, 50)
+    again = ssh.ssh_splits(seed=1, n_per_split=40)
+    assert torch.equal(again.ood[2.0].x, splits.ood[2.0].x)
+
+
+@pytest.mark.parametrize("a, b", [(1.0, 0.25), (0.3, 1.0), (1.1, 2.0), (-0.4, 0.5)])
+def test_expected_log_abs_closed_form_vs_quadrature(a, b):
+    numeric, _ = quad(lambda r: math.log(abs(a + b * r)), -0.5, 0.5, points=[-a / b], limit=200)
+    assert ssh.expected_log_abs_uniform(a, b) == pytest.approx(numeric, abs=1e-10)
+
+
+def test_critical_v_limits():
+    assert ssh.critical_v(0.0) == 1.0
+    assert ssh.critical_v(4.0) == 0.0  # ln(W/2) - 1 = E ln|1 + 2r| exactly at W = 4
+    values = [ssh.critical_v(w) for w in (0.15, 0.5, 1.0, 2.0)]
+    assert all(v > 1 for v in values) and values == sorted(values)
+
+
+@pytest.mark.parametrize("W", [0.5, 1.0, 2.0])
+def test_ssh_labels_cross_half_at_critical_v(W):
+    """The generated labels' phase boundary is the self-averaging critical point.
+
+    P(topological | v) decreases with v, so it crosses 1/2 at v_c exactly when the fraction
+    of topological samples at v = v_c is 1/2 (binomial standard error sqrt(1/4n)), and is
+    clearly above/below 1/2 on either side. The 25-cell chain labels by the *median* of a sum
+    of 25 bond terms while v_c(W) is defined by its mean; their offset in P at v_c is 0.006 at
+    W = 2 (measured with 2e5 samples), below one standard error (0.008) at n = 4000.
+    """
+    n = 4000
+    v_c = ssh.critical_v(W)
+    frac = ssh.make_ssh(np.full(n, v_c), W, seed=11, images=False).y.double().mean().item()
+    assert abs(frac - 0.5) <= Z * math.sqrt(0.25 / n), (frac, v_c)
+    below = ssh.make_ssh(np.full(n, v_c - 0.1), W, seed=12, images=False).y.double().mean().item()
+    above = ssh.make_ssh(np.full(n, v_c + 0.1), W, seed=13, images=False).y.double().mean().item()
+    assert below > 0.5 + Z * math.sqrt(0.25 / n) and above < 0.5 - Z * math.sqrt(0.25 / n)
+
+
+@pytest.mark.parametrize("W", [0.5, 1.0, 2.0])
+def test_ssh_mean_winding_margin_vanishes_at_critical_v(W):
+    """Without the median/mean offset: E[Σ ln|w_c| - Σ ln|v_c|] = 0 at v_c, exactly."""
+    n = 20000
+    margin = ssh.make_ssh(np.full(n, ssh.critical_v(W)), W, seed=21, images=False).margin
+    assert abs(margin.mean().item()) <= Z * margin.std().item() / math.sqrt(n)
+
+
+# ------------------------------------------------------------------------------ fermions
+
+
+def test_fock_basis_is_lexicographic_half_filling():
+    occ = fermions.fock_basis()
+    assert occ.shape == (924, 12) and (occ.sum(1) == 6).all()
+    expected = [tuple(np.nonzero(row)[0]) for row in occ]
+    assert expected == list(itertools.combinations(range(12), 6))
+
+
+@pytest.mark.parametrize("V1, V2, boundary", [(1.3, 0.0, "antiperiodic"), (12.0, 0.0, "antiperiodic"), (3.0, 0.7, "open")])
+def test_ground_states_match_dense_diagonalisation(V1, V2, boundary):
+    """The symmetry-reduced solver against a dense eigh of the full 924×924 Hamiltonian."""
+    h = fermions.hamiltonian(V1, V2, boundary=boundary)
+    assert np.array_equal(h, h.T)
+    energies, vectors = scipy.linalg.eigh(h, subset_by_index=[0, 1])
+    assert energies[1] - energies[0] > 1e-3  # unique ground state: comparison is meaningful
+    psi = fermions.ground_states(V1, V2, boundary=boundary)[0].numpy()
+    exact = vectors[:, 0] * np.sign(vectors[:, 0].sum())
+    assert np.abs(psi - exact).max() < 1e-10
+    assert psi.min() > -1e-12  # Perron-Frobenius: one-signed
+    assert psi @ h @ psi == pytest.approx(energies[0], abs=1e-10)
+
+
+def test_free_fermion_ground_state_is_antiperiodic_slater_determinant():
+    """V1 = V2 = 0: the closed shell k = ±π/12, ±3π/12, ±5π/12 (antiperiodic ring)."""
+    k = np.pi / 12 * np.array([-5, -3, -1, 1, 3, 5])
+    psi = fermions.ground_states(0.0)[0].numpy()
+    energy = psi @ fermions.hamiltonian(0.0) @ psi
+    assert energy == pytest.approx(-2 * np.cos(k).sum(), abs=1e-12)
+    occ = fermions.fock_basis()
+    sites = np.array([np.nonzero(row)[0] for row in occ])  # [924, 6], increasing: JW order
+    slater = np.linalg.det(np.exp(1j * sites[:, :, None] * k[None, None, :]))
+    slater = np.abs(slater) / np.linalg.norm(slater)
+    assert np.abs(psi - slater).max() < 1e-12
+
+
+def _reference_minmax():
+    test = _reference_csv("ED_size12_full_even_more_test.csv")
+    val = _reference_csv("ED_size12_full_validation.csv")
+    both = np.concatenate([test[:, 1:], val[:, 1:]])
+    return test, both.min(), both.max()
+
+
+def test_amplitudes_match_reference_rows():
+    """Test rows 0-19 lie at V1 = 0.02 + 0.0989 k (found by fitting V1 per row); after the
+    toolbox's min-max normalisation our ground states agree with them to 1e-3."""
+    test, lo, hi = _reference_minmax()
+    v1 = 0.02 + 0.0989 * np.arange(20)
+    ours, _, _ = fermions.minmax_normalise(fermions.ground_states(v1), lo, hi)
+    reference = (test[:20, 1:] - lo) / (hi - lo)
+    assert np.abs(ours.numpy() - reference).max() < 1e-3
+    # The first row alone, through the public data maker (float32 amplitudes).
+    x = fermions.make_ll_cdw([0.02]).x
+    first, _, _ = fermions.minmax_normalise(x[0, 0].double(), lo, hi)
+    assert np.abs(first.numpy() - reference[0]).max() < 1e-3
+
+
+def test_labels_match_reference_threshold():
+    test, _, _ = _reference_minmax()
+    v1 = np.concatenate([0.02 + 0.0989 * np.arange(20), 2.04 * 1.13388 ** np.arange(8)])
+    data = fermions.make_ll_cdw(v1, v1_critical=2.05)
+    assert data.y.tolist() == test[:28, 0].astype(int).tolist()
+    assert data.x.shape == (28, 1, 924) and data.x.dtype == torch.float32
+    assert fermions.make_ll_cdw([1.9, 2.1]).y.tolist() == [0, 1]
+
+
+def test_fermion_bad_arguments():
+    with pytest.raises(ValueError, match="boundary"):
+        fermions.ground_states(1.0, boundary="periodic")
+    with pytest.raises(ValueError, match="empty"):
+        fermions.make_ll_cdw([])
+    with pytest.raises(ValueError, match="hi > lo"):
+        fermions.minmax_normalise(torch.ones(3))
+
+
+# --------------------------------------------------------------------------------- toy 2-D
+
+
+def _check_blobs(x, y, means, stds, labels):
+    """Per-blob sample mean and std within Z standard errors (σ/√n and σ/√(2n))."""
+    x = x.double()
+    counts = toy2d._counts(len(y), len(means))
+    start = 0
+    for count, mean, std, label in zip(counts, means, stds, labels):
+        blob, blob_y = x[start : start + count], y[start : start + count]
+        start += count
+        assert (blob_y == label).all()
+        mean, std = torch.tensor(mean, dtype=torch.float64), torch.tensor(std, dtype=torch.float64)
+        assert ((blob.mean(0) - mean).abs() <= Z * std / math.sqrt(count)).all()
+        assert ((blob.std(0) - std).abs() <= Z * std / math.sqrt(2 * count)).all()
+
+
+def test_three_gaussians():
+    x, y = toy2d.three_gaussians()
+    assert x.shape == (300, 2) and x.dtype == torch.float32 and torch.bincount(y).tolist() == [100] * 3
+    x, y = toy2d.three_gaussians(30000, seed=1)
+    _check_blobs(x, y, toy2d.GAUSS_MEANS, toy2d.GAUSS_STDS, (0, 1, 2))
+
+
+def test_checkerboard():
+    x, y = toy2d.checkerboard(200)
+    assert x.shape == (200, 2) and torch.bincount(y).tolist() == [100, 100]
+    x, y = toy2d.checkerboard(40000, seed=2)
+    (a, b), (c, d) = toy2d.CHECKERBOARD_CENTRES
+    _check_blobs(x, y, (a, c, b, d), (toy2d.CHECKERBOARD_STD,) * 4, (0, 1, 0, 1))
+
+
+def test_hierarchical():
+    x, y = toy2d.hierarchical(400)
+    assert x.shape == (400, 2) and torch.bincount(y).tolist() == [100] * 4
+    x, y = toy2d.hierarchical(40000, seed=3)
+    _check_blobs(x, y, toy2d.HIERARCHICAL_MEANS, (toy2d.HIERARCHICAL_STD,) * 4, (0, 1, 2, 3))
+    # The super-clusters (classes {0,1} vs {2,3}) are separated by the line x = 0.
+    assert ((x[:, 0] < 0) == (y < 2)).all()
+
+
+@pytest.mark.parametrize("maker", [toy2d.circles, toy2d.moons])
+def test_circles_and_moons_noise(maker):
+    x, y = maker(201)
+    assert x.shape == (201, 2) and torch.bincount(y).tolist() == [100, 101]  # sklearn's split
+    clean, _ = maker(20000, noise=0.0, seed=4)
+    noisy, _ = maker(20000, noise=0.1, seed=4)
+    noise = (noisy.double() - clean.double()).flatten()  # same curve points, noise added
+    n = noise.numel()
+    assert abs(noise.mean().item()) <= Z * 0.1 / math.sqrt(n)
+    assert abs(noise.std().item() - 0.1) <= Z * 0.1 / math.sqrt(2 * n)
+
+
+def test_noise_free_curves():
+    x, y = toy2d.circles(400, noise=0.0, factor=0.5)
+    radius = x.double().norm(dim=1)
+    eps = 4 * torch.finfo(torch.float32).eps
+    torch.testing.assert_close(radius, torch.where(y == 0, 1.0, 0.5).double(), atol=eps, rtol=0)
+    x, y = toy2d.moons(400, noise=0.0)
+    centre = torch.where((y == 0)[:, None], torch.tensor([0.0, 0.0]), torch.tensor([1.0, 0.5]))
+    torch.testing.assert_close((x - centre).double().norm(dim=1), torch.ones(400, dtype=torch.float64), atol=eps, rtol=0)
+    assert (x[y == 0, 1] >= 0).all() and (x[y == 1, 1] <= 0.5 + eps).all()
+
+
+def test_toy_seeded_reproducibility():
+    for maker in (toy2d.three_gaussians, toy2d.circles, toy2d.moons, toy2d.checkerboard, toy2d.hierarchical):
+        a, b, c = maker(seed=5), maker(seed=5), maker(seed=6)
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and not torch.equal(a[0], c[0])
+
+
+def test_split():
+    x, y = toy2d.three_gaussians(301, seed=0)
+    parts = toy2d.split(x, y, seed=9)
+    assert [len(parts.y_train), len(parts.y_test), len(parts.y_val)] == [150, 60, 91]
+    # A partition: every point exactly once.
+    merged = torch.cat([parts.x_train, parts.x_test, parts.x_val])
+    assert torch.equal(torch.sort(merged[:, 0]).values, torch.sort(x[:, 0]).values)
+    again = toy2d.split(x, y, seed=9)
+    assert all(torch.equal(a, b) for a, b in zip(parts, again))
+    with pytest.raises(ValueError, match="fractions"):
+        toy2d.split(x, y, fractions=(0.5, 0.6, 0.3))
+    with pytest.raises(ValueError, match="length"):
+        toy2d.split(x, y[:-1])
+
+
+def test_toy_bad_arguments():
+    with pytest.raises(ValueError, match="n must be"):
+        toy2d.three_gaussians(-5)
+    with pytest.raises(ValueError, match="factor"):
+        toy2d.circles(factor=1.5)
+    with pytest.raises(ValueError, match="noise"):
+        toy2d.moons(noise=-0.1)

@@ -1,0 +1,301 @@
+"""smooth_hessian against closed forms (sums of ReLU units, the four-quadrant function,
+quadratics) at the Monte-Carlo rate, its reproducibility, the model guard and bad inputs; the
+SoftPlus/vanilla baselines; P-MSE; the exact trust-region step against brute force."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import hessext
+from hessext import _extension
+from hessext.smoothhess import vanilla_hessian
+from hessext import testing
+from hessext.testing import run_python
+
+PHI = lambda t: torch.exp(-0.5 * t ** 2) / math.sqrt(2 * math.pi)  # noqa: E731
+
+
+def relu_units(D=4, J=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    W = torch.randn(J, D, generator=g, dtype=torch.float64)
+    b = torch.randn(J, generator=g, dtype=torch.float64) * 0.3
+    a = torch.randn(J, generator=g, dtype=torch.float64)
+    f = lambda x: torch.relu(x @ W.T + b) @ a  # noqa: E731
+
+    def exact(x, sigma):  # Σ_j a_j w_j w_jᵀ φ(u_j/s_j)/s_j, u = w·x + b, s = √σ‖w‖
+        u = x @ W.T + b
+        s = math.sqrt(sigma) * W.norm(dim=1)
+        coef = a * PHI(u / s) / s
+        return torch.einsum("...j,jd,je->...de", coef, W, W)
+    return f, exact
+
+
+def test_relu_sum_closed_form_within_stderr_and_rate():
+    f, exact = relu_units()
+    x = torch.randn(6, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 0.5
+    sigma = 0.4
+    H = exact(x, sigma)
+    errs, ses = [], []
+    for n in (2 ** 11, 2 ** 15):
+        r = hessext.smooth_hessian(f, x, sigma=sigma, n_samples=n, seed=3)
+        err = r.hessian - H
+        # entrywise within 6 standard errors (batch means, 7 degrees of freedom)
+        assert (err.abs() <= 6 * r.hessian_stderr + 1e-12).all()
+        errs.append(err.pow(2).sum().sqrt())
+        ses.append(r.hessian_stderr.pow(2).sum().sqrt())
+    # 16x the samples: the error (a sum over 96 entries, concentrated) and the reported
+    # standard error both shrink ~4x = sqrt(16)
+    assert 2.0 < errs[0] / errs[1] < 8.0
+    assert 2.5 < ses[0] / ses[1] < 6.5
+    # and the reported standard error is the size of the actual error
+    assert 0.4 < errs[1] / ses[1] < 2.5
+
+
+@pytest.mark.parametrize("sigma", [0.01, 1.0, 100.0])
+def test_four_quadrant_at_origin(sigma):
+    c = torch.tensor([5.0, -10.0, 12.0, 3.0], dtype=torch.float64)
+
+    def f(x):
+        q = torch.where(x[:, 0] >= 0, torch.where(x[:, 1] >= 0, 0, 3),
+                        torch.where(x[:, 1] >= 0, 1, 2))
+        return c[q] * x[:, 0] * x[:, 1]
+    r = hessext.smooth_hessian(f, torch.zeros(2, dtype=torch.float64), sigma=sigma,
+                               n_samples=2 ** 16, seed=11)
+    want = torch.tensor([[24 / (2 * math.pi), 2.5], [2.5, 24 / (2 * math.pi)]], dtype=torch.float64)
+    assert ((r.hessian - want).abs() <= 5 * r.hessian_stderr).all()
+    # f is homogeneous of degree 2: ∇f(√σ z) = √σ ∇f(z), so with the same z the estimate is the
+    # same for every σ (up to rounding)
+    r1 = hessext.smooth_hessian(f, torch.zeros(2, dtype=torch.float64), sigma=1.0,
+                                n_samples=2 ** 16, seed=11)
+    assert torch.allclose(r.hessian, r1.hessian, rtol=1e-10, atol=1e-12)
+
+
+def test_quadratic_every_sigma():
+    g = torch.Generator().manual_seed(2)
+    A = torch.randn(5, 5, generator=g, dtype=torch.float64)
+    A = A + A.T
+    bvec = torch.randn(5, generator=g, dtype=torch.float64)
+    f = lambda x: 0.5 * ((x @ A) * x).sum(1) + x @ bvec  # noqa: E731
+    x = torch.randn(2, 5, generator=g, dtype=torch.float64)
+    results = [hessext.smooth_hessian(f, x, sigma=s, n_samples=4096, seed=5) for s in (1e-4, 1.0, 1e3)]
+    # z (h+ - h-)ᵀ = 2√σ z zᵀ A: the estimate is the same for every σ, up to rounding
+    for r in results[1:]:
+        assert torch.allclose(r.hessian, results[0].hessian, rtol=1e-9, atol=1e-9)
+    r = results[1]
+    assert ((r.hessian - A).abs() <= 6 * r.hessian_stderr).all()
+    # antithetic pairs make SmoothGrad of a quadratic exact: (g+ + g-)/2 = Ax + b
+    assert torch.allclose(r.grad, x @ A + bvec, rtol=1e-12, atol=1e-12)
+
+
+def mlp(dtype=torch.float64, seed=0, widths=(12, 16, 8, 3)):
+    torch.manual_seed(seed)
+    return testing.mlp(widths, nn.ReLU).to(dtype)
+
+
+@pytest.mark.parametrize("output", ["logit", "prob", 1])
+def test_first_linear_shortcut_equals_generic_path(output):
+    net = mlp()
+    x = torch.randn(3, 12, dtype=torch.float64)
+    fast = hessext.smooth_hessian(net, x, sigma=0.3, n_samples=512, output=output, seed=4)
+    # a plain function hides the Sequential: the generic input-gradient path
+    slow = hessext.smooth_hessian(lambda v: net(v), x, sigma=0.3, n_samples=512, seed=4,
+                                  output=output)
+    assert torch.allclose(fast.hessian, slow.hessian, rtol=1e-10, atol=1e-12)
+    assert torch.allclose(fast.grad, slow.grad, rtol=1e-10, atol=1e-12)
+    assert torch.allclose(fast.hessian_stderr, slow.hessian_stderr, rtol=1e-5, atol=1e-12)
+
+
+@pytest.mark.skipif(not _extension.loaded, reason="a property of the compiled op: the pure-torch "
+                    "fallback's GEMMs round differently with the thread count")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_bit_identical_across_threads_and_batch_sizes(dtype):
+    net = mlp(dtype)
+    x = torch.randn(3, 12, dtype=dtype)
+    threads = torch.get_num_threads()
+    runs = []
+    try:
+        for t, bs in [(1, None), (2, None), (2, 64), (1, 100)]:
+            torch.set_num_threads(t)
+            runs.append(hessext.smooth_hessian(net, x, sigma=0.2, n_samples=1000, seed=9,
+                                               batch_size=bs))
+    finally:
+        torch.set_num_threads(threads)
+    for r in runs[1:]:
+        for a, b in zip(r[:4], runs[0][:4]):
+            assert torch.equal(a, b)
+
+
+def test_batch_equals_single_points():
+    net = mlp()
+    x = torch.randn(3, 12, dtype=torch.float64)
+    whole = hessext.smooth_hessian(net, x, sigma=0.2, n_samples=256, seed=1)
+    # point index b keys the directions, so point 0 alone matches row 0 of the batch
+    alone = hessext.smooth_hessian(net, x[0], sigma=0.2, n_samples=256, seed=1)
+    assert torch.allclose(alone.hessian, whole.hessian[0], rtol=1e-12, atol=1e-15)
+
+
+def test_model_untouched_also_on_error():
+    net = mlp()
+    net.train()
+    net[0].weight.grad = torch.ones_like(net[0].weight)
+    hook = net[2].register_forward_hook(lambda m, i, o: None)
+    before = [p.detach().clone() for p in net.parameters()]
+    x = torch.randn(2, 12, dtype=torch.float64)
+    hessext.smooth_hessian(net, x, sigma=0.1, n_samples=64)
+    with pytest.raises(ValueError, match="one scalar per row"):
+        hessext.smooth_hessian(net, x, sigma=0.1, n_samples=64, output=lambda out: out)
+    assert net.training and all(m.training for m in net.modules())
+    assert torch.equal(net[0].weight.grad, torch.ones_like(net[0].weight))
+    assert all(p.grad is None for p in list(net.parameters())[1:])
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
+    assert len(net[2]._forward_hooks) == 1
+    hook.remove()
+
+
+def test_bad_inputs():
+    f = lambda x: (x ** 2).sum(1)  # noqa: E731
+    x = torch.zeros(3, dtype=torch.float64)
+    for kwargs, match in [(dict(sigma=0.0, n_samples=4), "sigma"),
+                          (dict(sigma=-1.0, n_samples=4), "sigma"),
+                          (dict(sigma=float("nan"), n_samples=4), "sigma"),
+                          (dict(sigma=1.0, n_samples=5), "even"),
+                          (dict(sigma=1.0, n_samples=0), "n_samples"),
+                          (dict(sigma=1.0, n_samples=4, batch_size=0), "batch_size"),
+                          (dict(sigma=1.0, n_samples=4, output="softmax"), "output")]:
+        with pytest.raises(ValueError, match=match):
+            hessext.smooth_hessian(f, x, **kwargs)
+    with pytest.raises(TypeError, match="floating"):
+        hessext.smooth_hessian(f, torch.zeros(3, dtype=torch.int64), sigma=1.0, n_samples=4)
+    with pytest.raises(ValueError, match="shape"):
+        hessext.smooth_hessian(f, torch.zeros(0, 3), sigma=1.0, n_samples=4)
+    # odd n_samples is fine without antithetic pairs
+    r = hessext.smooth_hessian(f, x, sigma=1.0, n_samples=5, antithetic=False, return_stderr=False)
+    assert r.hessian.shape == (3, 3) and r.hessian_stderr is None
+
+
+def test_softplus_and_vanilla_baselines():
+    D, J, beta = 5, 4, 3.0
+    net = nn.Sequential(nn.Linear(D, J), nn.ReLU(), nn.Linear(J, 1)).double()
+    x = torch.randn(2, D, dtype=torch.float64)
+    r = hessext.softplus_hessian(net, x, beta=beta)
+    W, b, a = net[0].weight, net[0].bias, net[2].weight[0]
+    u = x @ W.T + b
+    s = torch.sigmoid(beta * u)
+    want = torch.einsum("nj,jd,je->nde", a * beta * s * (1 - s), W, W)
+    assert torch.allclose(r.hessian, want.detach(), rtol=1e-10, atol=1e-12)
+    assert torch.allclose(r.grad, (s * a) @ W.detach(), rtol=1e-10, atol=1e-12)
+    assert isinstance(net[1], nn.ReLU)  # the model was not edited
+    assert torch.allclose(net(x), torch.relu(u) @ net[2].weight.T + net[2].bias)
+    v = vanilla_hessian(net, x)
+    assert torch.equal(v.hessian, torch.zeros_like(v.hessian))  # ReLU: zero almost everywhere
+
+
+def test_pmse_quadratic_model_is_exact_to_second_order():
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(4, 4, generator=g, dtype=torch.float64)
+    A = A + A.T
+    f = lambda x: 0.5 * ((x @ A) * x).sum(1)  # noqa: E731
+    x = torch.randn(3, 4, generator=g, dtype=torch.float64)
+    grad, hess = x @ A, A.expand(3, 4, 4)
+    for sampling in ("radius-uniform", "volume-uniform"):
+        r = hessext.pmse(f, x, grad, hess, radius=0.5, n_samples=256, sampling=sampling)
+        assert r.second_order < 1e-25 and r.first_order > 1e-6
+        assert r.first_order_per_point.shape == (3,)
+
+
+def _model_value(g, H, d):
+    return g @ d + 0.5 * d @ H @ d
+
+
+@pytest.mark.parametrize("D", [2, 3])
+def test_trust_region_against_brute_force(D):
+    g = torch.Generator().manual_seed(D)
+    for trial in range(5):
+        Hm = torch.randn(D, D, generator=g, dtype=torch.float64)
+        Hm = Hm + Hm.T
+        gv = torch.randn(D, generator=g, dtype=torch.float64)
+        r = 0.7
+        step = hessext.second_order_step(gv, Hm, r)
+        assert step.delta.norm() <= r * (1 + 1e-12)
+        assert torch.allclose(step.value, _model_value(gv, Hm, step.delta), rtol=1e-12, atol=1e-14)
+        # brute force over the ball: dense sphere of radii (2-D grid / 3-D Fibonacci sphere)
+        if D == 2:
+            t = torch.linspace(0, 2 * math.pi, 20001, dtype=torch.float64)
+            dirs = torch.stack([t.cos(), t.sin()], 1)
+        else:
+            n = 40000
+            i = torch.arange(n, dtype=torch.float64) + 0.5
+            phi, theta = torch.acos(1 - 2 * i / n), math.pi * (1 + 5 ** 0.5) * i
+            dirs = torch.stack([theta.cos() * phi.sin(), theta.sin() * phi.sin(), phi.cos()], 1)
+        radii = torch.linspace(0, r, 41, dtype=torch.float64)
+        pts = (radii[:, None, None] * dirs[None]).reshape(-1, D)
+        vals = pts @ gv + 0.5 * ((pts @ Hm) * pts).sum(1)
+        assert step.value <= vals.min() + 1e-12
+        assert step.value >= vals.min() - 0.02 * (gv.norm() * r + Hm.norm() * r * r)
+
+
+def test_trust_region_interior_newton_and_hard_case():
+    Hm = torch.tensor([[2.0, 0.5], [0.5, 1.0]], dtype=torch.float64)
+    gv = torch.tensor([0.1, -0.2], dtype=torch.float64)
+    step = hessext.second_order_step(gv, Hm, 10.0)
+    assert torch.allclose(step.delta, -torch.linalg.solve(Hm, gv), rtol=1e-12)
+    # hard case: g ⟂ the negative-curvature direction
+    Hm = torch.diag(torch.tensor([-1.0, 2.0], dtype=torch.float64))
+    gv = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    step = hessext.second_order_step(gv, Hm, 2.0)
+    assert torch.allclose(step.delta.abs(), torch.tensor([math.sqrt(4 - 1 / 9), 1 / 3],
+                                                         dtype=torch.float64), rtol=1e-10)
+    assert step.delta[1] < 0
+    # batched input
+    b = hessext.second_order_step(gv.expand(3, 2), Hm.expand(3, 2, 2), 2.0)
+    assert b.delta.shape == (3, 2) and b.value.shape == (3,)
+    with pytest.raises(ValueError, match="radius"):
+        hessext.second_order_step(gv, Hm, 0.0)
+
+
+_PARITY = """
+import torch, hessext
+torch.manual_seed(0)
+net = torch.nn.Sequential(torch.nn.Linear(6, 7), torch.nn.ReLU(), torch.nn.Linear(7, 3)).double()
+x = torch.randn(2, 6, dtype=torch.float64)
+r = hessext.smooth_hessian(net, x, sigma=0.3, n_samples=300, seed=2)
+torch.save([r.hessian, r.grad, r.hessian_stderr], {path!r})
+"""
+
+
+def test_fallback_parity(tmp_path):
+    results = []
+    for disable in (False, True):
+        path = str(tmp_path / f"r{int(disable)}.pt")
+        run_python(_PARITY.format(path=path), disable_ext=disable)
+        results.append(torch.load(path))
+    for a, b in zip(*results):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("with_weight", [False, True])
+def test_stderr_contrasts_equal_naive_batch_means(with_weight):
+    # _finish forms the batch-means variance from G - 1 orthonormal contrasts through W; the
+    # textbook form: group Hessians sym(S_g W)/n_g, their weighted squared deviations
+    from hessext.smoothhess.estimator import _finish, _group_sizes
+    g = torch.Generator().manual_seed(0)
+    b, M, D, K, n_pairs, tile, sigma, A = 2, 8, 5, 3 if with_weight else 5, 100, 8, 0.3, 2
+    hess_acc = torch.randn(b, M, D, K, generator=g, dtype=torch.float64) + 2.0
+    grad_acc = torch.randn(b, M, K, generator=g, dtype=torch.float64)
+    W = torch.randn(K, D, generator=g, dtype=torch.float64) if with_weight else None
+    hess = torch.empty(b, D, D, dtype=torch.float64)
+    hess_se = torch.empty_like(hess)
+    grad, grad_se = _finish(hess_acc, grad_acc, n_pairs, tile, A, sigma, W, hess, hess_se, True)
+    n_g = torch.tensor(_group_sizes(n_pairs, tile, M), dtype=torch.float64)
+    Wm = W if W is not None else torch.eye(D, dtype=torch.float64)
+    scale = 1 / (math.sqrt(sigma) * A)
+    H_g = hess_acc @ Wm / n_g[:, None, None]
+    H_g = 0.5 * (H_g + H_g.transpose(-1, -2)) * scale
+    assert torch.allclose(hess, (n_g[:, None, None] * H_g).sum(1) / n_pairs, rtol=1e-12)
+    var = (n_g[:, None, None] * (H_g - hess[:, None]) ** 2).sum(1) / (M - 1)
+    assert torch.allclose(hess_se, (var / n_pairs).sqrt(), rtol=1e-10)
+    G_g = grad_acc @ Wm / n_g[:, None] / A
+    var_g = (n_g[:, None] * (G_g - grad[:, None]) ** 2).sum(1) / (M - 1)
+    assert torch.allclose(grad_se, (var_g / n_pairs).sqrt(), rtol=1e-10)
