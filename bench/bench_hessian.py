@@ -28,28 +28,46 @@ LIMIT_GB = float(os.environ.get("HESSEXT_BENCH_LIMIT_GB", "8"))
 def make_case(name, dtype):
     import torch
     from torch import nn
+
     g = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
-    if name == "a":     # decision-boundary MLP 2-100-100-3, ReLU, 150 points
+    if name == "a":  # decision-boundary MLP 2-100-100-3, ReLU, 150 points
         model = nn.Sequential(nn.Linear(2, 100), nn.ReLU(), nn.Linear(100, 100), nn.ReLU(), nn.Linear(100, 3))
         n, x = int(150 * SCALE), None
         x = torch.randn(n, 2, generator=g)
         y = torch.randint(0, 3, (n,), generator=g)
-    elif name == "b":   # toolbox 1-D CNN, P = 740, 1000 inputs of length 924
-        model = nn.Sequential(nn.Conv1d(1, 5, 15, padding=1), nn.MaxPool1d(4), nn.ReLU(),
-                              nn.Conv1d(5, 8, 5), nn.MaxPool1d(4), nn.ReLU(),
-                              nn.Conv1d(8, 10, 2, padding=1), nn.AvgPool1d(4), nn.ReLU(),
-                              nn.Flatten(), nn.Linear(140, 2))
+    elif name == "b":  # toolbox 1-D CNN, P = 740, 1000 inputs of length 924
+        model = nn.Sequential(
+            nn.Conv1d(1, 5, 15, padding=1),
+            nn.MaxPool1d(4),
+            nn.ReLU(),
+            nn.Conv1d(5, 8, 5),
+            nn.MaxPool1d(4),
+            nn.ReLU(),
+            nn.Conv1d(8, 10, 2, padding=1),
+            nn.AvgPool1d(4),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(140, 2),
+        )
         n = int(1000 * SCALE)
         x = torch.rand(n, 1, 924, generator=g)
         y = torch.randint(0, 2, (n,), generator=g)
-    elif name == "c":   # per-sample benchmark CNN adapted to 3 classes (P = 7,203), 450 images
-        model = nn.Sequential(nn.Conv2d(1, 16, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(16, 32, 3),
-                              nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(800, 3))
+    elif name == "c":  # per-sample benchmark CNN adapted to 3 classes (P = 7,203), 450 images
+        model = nn.Sequential(
+            nn.Conv2d(1, 16, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(800, 3),
+        )
         n = int(450 * SCALE)
         x = torch.randn(n, 1, 28, 28, generator=g)
         y = torch.randint(0, 3, (n,), generator=g)
-    elif name == "d":   # MLP 20-64-64-2, tanh, 1000 points
+    elif name == "d":  # MLP 20-64-64-2, tanh, 1000 points
         model = nn.Sequential(nn.Linear(20, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 2))
         n = int(1000 * SCALE)
         x = torch.randn(n, 20, generator=g)
@@ -62,6 +80,7 @@ def flat_loss(model, x, y):
     import torch
     import torch.nn.functional as F
     from torch.func import functional_call
+
     names = [n for n, _ in model.named_parameters()]
     shapes = [p.shape for p in model.parameters()]
     theta = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
@@ -69,7 +88,7 @@ def flat_loss(model, x, y):
     def L(th):
         d, o = {}, 0
         for n_, s in zip(names, shapes):
-            d[n_] = th[o:o + s.numel()].view(s)
+            d[n_] = th[o : o + s.numel()].view(s)
             o += s.numel()
         return F.cross_entropy(functional_call(model, d, (x,)), y)
 
@@ -79,8 +98,10 @@ def flat_loss(model, x, y):
 def run_tool(tool, case, dtype_name):
     """Runs in a fresh process; returns seconds (or an estimate) and notes."""
     import resource
+
     import torch
     import torch.nn.functional as F
+
     dtype = getattr(torch, dtype_name)
     model, x, y = make_case(case, dtype)
     P = sum(p.numel() for p in model.parameters())
@@ -90,6 +111,7 @@ def run_tool(tool, case, dtype_name):
     note = ""
     if tool in ("hessext.hessian", "hessext.ggn"):
         import hessext
+
         fn = hessext.hessian if tool == "hessext.hessian" else hessext.ggn
         # warm-up on two examples (one-time library initialisation), as the peers get theirs
         fn(model, ce, (x[:2], y[:2]), dtype=dtype, progress=False)
@@ -102,7 +124,7 @@ def run_tool(tool, case, dtype_name):
             th = theta.clone().requires_grad_(True)
             g = torch.autograd.grad(L(th), th, create_graph=True)[0]
             rows = min(P, 40)
-            torch.autograd.grad(g[P - 1], th, retain_graph=True)   # warm-up
+            torch.autograd.grad(g[P - 1], th, retain_graph=True)  # warm-up
             t = time.perf_counter()
             for i in range(rows):
                 torch.autograd.grad(g[i], th, retain_graph=True)
@@ -124,6 +146,7 @@ def run_tool(tool, case, dtype_name):
                 # both apply a vmapped product to basis vectors: time one chunk of 32 and scale
                 # (torch.func.hessian = jacfwd(jacrev) has no chunking: it holds all P at once)
                 from torch.func import grad, jvp, vjp, vmap
+
                 basis = torch.eye(P, dtype=dtype)[:64]
 
                 def chunk(B):
@@ -132,7 +155,7 @@ def run_tool(tool, case, dtype_name):
                     _, vjp_fn = vjp(grad(L), theta)
                     return vmap(vjp_fn)(B)
 
-                chunk(basis[:32])          # warm-up: one-time costs are not per chunk
+                chunk(basis[:32])  # warm-up: one-time costs are not per chunk
                 t = time.perf_counter()
                 chunk(basis[32:])
                 sec = (time.perf_counter() - t) * P / 32
@@ -161,7 +184,7 @@ def run_tool(tool, case, dtype_name):
                 cols = 0
                 for s in range(0, P, block):
                     E = torch.zeros(P, min(block, P - s), dtype=dtype)
-                    E[s:s + block].diagonal().fill_(1)
+                    E[s : s + block].diagonal().fill_(1)
                     Hop @ E
                     cols += E.shape[1]
                     if time.perf_counter() - t > LIMIT_S / 4 and cols < P:
@@ -176,6 +199,7 @@ def matmul_rates(dtype_name):
     import numpy as np
     import scipy.linalg.blas as blas
     import torch
+
     dtype = getattr(torch, dtype_name)
     K, P = 1024, 2048
     A = torch.randn(K, P, dtype=dtype)
@@ -190,13 +214,21 @@ def matmul_rates(dtype_name):
     t = time.perf_counter()
     for _ in range(3):
         syrk(1.0, An)
-    sy = 3 * K * P * P / (time.perf_counter() - t) / 1e9   # useful flops of the symmetric half... as GEMM-equivalent
+    sy = (
+        3 * K * P * P / (time.perf_counter() - t) / 1e9
+    )  # useful flops of the symmetric half... as GEMM-equivalent
     return mm, 2 * sy
 
 
-TOOLS = ["hessext.hessian", "hessext.ggn", "row loop (double backward)",
-         "autograd.functional.hessian(vectorize=True)", "torch.func.hessian",
-         "jacrev(jacrev, chunk_size=32)", "curvlinops HessianLinearOperator @ I"]
+TOOLS = [
+    "hessext.hessian",
+    "hessext.ggn",
+    "row loop (double backward)",
+    "autograd.functional.hessian(vectorize=True)",
+    "torch.func.hessian",
+    "jacrev(jacrev, chunk_size=32)",
+    "curvlinops HessianLinearOperator @ I",
+]
 
 
 def main():
@@ -221,20 +253,32 @@ def main():
             dts = ["float32", "float64"] if tool.startswith("hessext") else ["float32"]
             for dt in dts:
                 try:
-                    r = subprocess.run([sys.executable, __file__, "--one", tool, case, dt],
-                                       capture_output=True, text=True, timeout=max(120, 3 * LIMIT_S))
-                    res = json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else {
-                        "skipped": f"failed (exit {r.returncode}"
-                                   f"{', killed: out of memory?' if r.returncode in (-9, 137) else ''}): "
-                                   + (r.stderr.strip().splitlines() or [""])[-1][:80]}
+                    r = subprocess.run(
+                        [sys.executable, __file__, "--one", tool, case, dt],
+                        capture_output=True,
+                        text=True,
+                        timeout=max(120, 3 * LIMIT_S),
+                    )
+                    res = (
+                        json.loads(r.stdout.strip().splitlines()[-1])
+                        if r.returncode == 0
+                        else {
+                            "skipped": f"failed (exit {r.returncode}"
+                            f"{', killed: out of memory?' if r.returncode in (-9, 137) else ''}): "
+                            + (r.stderr.strip().splitlines() or [""])[-1][:80]
+                        }
+                    )
                 except subprocess.TimeoutExpired:
                     res = {"skipped": f"timed out (> {max(120, 3 * LIMIT_S):.0f} s)"}
                 if "skipped" in res:
                     print(f"| {case} | {tool} | {dt} | | | – | – | – | {res['skipped']} |", flush=True)
                 else:
-                    frac = res['n'] * res['P'] ** 2 / res['seconds'] / 1e9 / syrk_useful[dt]
-                    print(f"| {case} | {tool} | {dt} | {res['P']} | {res['n']} | {res['seconds']:.2f} | "
-                          f"{res['peak_mb']:.0f} | {frac:.2f} | {res['note']} |", flush=True)
+                    frac = res["n"] * res["P"] ** 2 / res["seconds"] / 1e9 / syrk_useful[dt]
+                    print(
+                        f"| {case} | {tool} | {dt} | {res['P']} | {res['n']} | {res['seconds']:.2f} | "
+                        f"{res['peak_mb']:.0f} | {frac:.2f} | {res['note']} |",
+                        flush=True,
+                    )
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ torch.func vmap(grad), BackPACK BatchGrad, Opacus GradSampleModule. The peers re
 [N, *shape] tensor per parameter; their time does NOT include concatenating those into N×P
 (the user might not need it), while hessext's includes writing the N×P matrix.
 
-Ghost products (lazy PerSampleGrads, METHODS §1): G @ V with M = 50 and the Gram matrix G Gᵀ,
+Ghost products (lazy PerSampleGrads, docs/methods.md §1): G @ V with M = 50 and the Gram matrix G Gᵀ,
 against materialise-then-multiply from the same captured object (product cost only), on (a),
 (b), and a wider MLP (784-1024-1024-10) that shows the ghost memory does not grow with P.
 
@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import copy
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -51,11 +50,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python_tests"))
-import cases  # noqa: E402
-from _machine import describe  # noqa: E402
+import hessext
+from hessext import testing as cases
 
-import hessext  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/'s own helpers, also under pytest
+from _machine import describe  # noqa: E402
 
 REPEAT = int(os.environ.get("HESSEXT_BENCH_REPEAT", "5"))
 ROUNDS = int(os.environ.get("HESSEXT_BENCH_ROUNDS", "3"))
@@ -71,9 +70,10 @@ def _fixed_malloc_thresholds():
     undercounts what it allocates. Only in the memory workers: it changes timings."""
     try:
         import ctypes
+
         libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 1 << 16)   # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 1 << 16)   # M_TRIM_THRESHOLD
+        libc.mallopt(-3, 1 << 16)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 1 << 16)  # M_TRIM_THRESHOLD
     except (OSError, AttributeError):
         pass
 
@@ -83,6 +83,7 @@ CE_NONE = nn.CrossEntropyLoss(reduction="none")
 
 
 # ---- problems ---------------------------------------------------------------------------------
+
 
 def problem(name):
     torch.manual_seed(0)
@@ -94,7 +95,7 @@ def problem(name):
         model, x = cases.bench_cnn(), torch.randn(256 // scale, 1, 28, 28)
         classes = 10
     elif name == "toolbox_cnn":
-        model, x = cases.ToolboxCNN(), torch.rand(1000 // scale, 1, 924)
+        model, x = hessext.models.Conv1DToolbox(), torch.rand(1000 // scale, 1, 924)
         classes = 2
     elif name == "wide_mlp":
         model, x = cases.mlp((784, 1024, 1024, 10), act=nn.ReLU), torch.randn(256 // scale, 784)
@@ -113,6 +114,7 @@ if os.environ.get("HESSEXT_BENCH_PROBLEMS"):  # e.g. "cnn" or "cnn,wide_mlp"
 
 
 # ---- methods: each returns a callable computing per-sample gradients once ----------------------
+
 
 def m_hessext(model, x, y):
     return lambda: hessext.per_sample_grads(model, CE_NONE, x, y)
@@ -138,6 +140,7 @@ def m_torch_func(model, x, y):
 def m_backpack(model, x, y):
     from backpack import backpack, extend
     from backpack.extensions import BatchGrad
+
     net = extend(copy.deepcopy(model))
     loss_fn = extend(nn.CrossEntropyLoss(reduction="sum"))  # sum: grad_batch is ∇ℓ_i exactly
 
@@ -146,11 +149,13 @@ def m_backpack(model, x, y):
         with backpack(BatchGrad()):
             loss_fn(net(x), y).backward()
         return [p.grad_batch for p in net.parameters()]
+
     return run
 
 
 def m_opacus(model, x, y):
     from opacus import GradSampleModule
+
     net = GradSampleModule(copy.deepcopy(model), loss_reduction="sum")
     # Opacus captures activations only in training mode; dropout stays off, as for the others
     net.train()
@@ -163,6 +168,7 @@ def m_opacus(model, x, y):
         net.zero_grad(set_to_none=True)
         loss_fn(net(x), y).backward()
         return [p.grad_sample for p in net.parameters()]
+
     return run
 
 
@@ -173,8 +179,14 @@ def m_shared_floor(model, x, y):
 
 
 FLOOR = "forward + input backward (reference)"
-METHODS = {"hessext": m_hessext, "hessext, out= reused": m_hessext_out, "torch.func": m_torch_func, "BackPACK": m_backpack,
-           "Opacus": m_opacus, FLOOR: m_shared_floor}
+METHODS = {
+    "hessext": m_hessext,
+    "hessext, out= reused": m_hessext_out,
+    "torch.func": m_torch_func,
+    "BackPACK": m_backpack,
+    "Opacus": m_opacus,
+    FLOOR: m_shared_floor,
+}
 
 
 def available(method):
@@ -190,6 +202,7 @@ def available(method):
 
 # ---- ghost products ---------------------------------------------------------------------------
 
+
 def ghost_callables(name):
     model, x, y = problem(name)
     G = hessext.PerSampleGrads(model, CE_NONE, x, y)
@@ -204,6 +217,7 @@ def ghost_callables(name):
 
 
 # ---- measuring --------------------------------------------------------------------------------
+
 
 def _status_kib(key):
     with open("/proc/self/status") as f:
@@ -250,8 +264,11 @@ def _worker(measure, kind, name, what):
 
 def in_worker(measure, kind, name, what) -> float:
     """One measurement ("peak" in MiB or "time" in s) in a fresh process (module docstring)."""
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", measure, kind,
-                          name, what], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--worker", measure, kind, name, what],
+        capture_output=True,
+        text=True,
+    )
     try:
         return float(out.stdout.strip().splitlines()[-1])
     except (IndexError, ValueError):
@@ -277,6 +294,7 @@ except ImportError:  # plain-script use without pytest
     pytest = None
 
 if pytest is not None:
+
     @pytest.mark.parametrize("method", list(METHODS))
     @pytest.mark.parametrize("name", PROBLEMS)
     def test_per_sample_grads(benchmark, name, method):
@@ -299,11 +317,14 @@ if pytest is not None:
 
 # ---- plain script: markdown tables ------------------------------------------------------------
 
+
 def main():
-    print(f"torch {torch.__version__}, hessext {hessext.__version__} "
-          f"(compiled core: {hessext.info()['compiled_core']}), {torch.get_num_threads()} threads, "
-          f"{describe()}; best of {REPEAT} calls in each of "
-          f"{ROUNDS} fresh processes per method\n")
+    print(
+        f"torch {torch.__version__}, hessext {hessext.__version__} "
+        f"(compiled core: {hessext.info()['compiled_core']}), {torch.get_num_threads()} threads, "
+        f"{describe()}; best of {REPEAT} calls in each of "
+        f"{ROUNDS} fresh processes per method\n"
+    )
     print("| problem | N | P | method | time (ms) | peak extra memory (MiB) | time / hessext |")
     print("|---|---|---|---|---|---|---|")
     for name in PROBLEMS:

@@ -45,7 +45,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -131,8 +130,9 @@ def batched_gemm(net, x, sigma, n, cls, syr2k=False, seed=0):
         g = _grads(net, torch.cat([x + math.sqrt(sigma) * z, x - math.sqrt(sigma) * z]), cls)
         d = g[:p] - g[p:]
         if syr2k:  # upper triangle of z dᵀ + d zᵀ
-            acc_np = dsyr2k(1.0, z.double().numpy().T, d.double().numpy().T, beta=1.0, c=acc_np,
-                            lower=0, overwrite_c=1)
+            acc_np = dsyr2k(
+                1.0, z.double().numpy().T, d.double().numpy().T, beta=1.0, c=acc_np, lower=0, overwrite_c=1
+            )
         else:
             acc += (z.T @ d).double()
     if syr2k:
@@ -187,8 +187,10 @@ def loop_estimator(net, x, sigma, n, cls):
 
 def _hessext(net, x, sigma, n, stderr, seed=0):
     import hessext
-    return hessext.smooth_hessian(net, x, sigma=sigma, n_samples=n, batch_size=CHUNK, seed=seed,
-                                  progress=False, return_stderr=stderr)
+
+    return hessext.smooth_hessian(
+        net, x, sigma=sigma, n_samples=n, batch_size=CHUNK, seed=seed, progress=False, return_stderr=stderr
+    )
 
 
 PER_POINT = {
@@ -213,8 +215,10 @@ def worker(spec):
     # (on a tiny problem: the high-water mark must not already hold this run's buffers)
     if method.startswith("hessext"):
         import hessext
-        hessext.smooth_hessian(nn.Sequential(nn.Linear(3, 2)), torch.ones(1, 3), sigma=0.1,
-                               n_samples=64, progress=False)
+
+        hessext.smooth_hessian(
+            nn.Sequential(nn.Linear(3, 2)), torch.ones(1, 3), sigma=0.1, n_samples=64, progress=False
+        )
     else:
         PER_POINT[method](net, x[0], sigma, 8 if method == "per-sample loop" else 512, int(cls[0]))
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -236,8 +240,12 @@ def worker(spec):
 
 
 def measure(spec):
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -253,16 +261,20 @@ def run_case(widths, n, points, repeats, methods, loop_n=400):
     med = {m: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for m, rs in rows.items()}
     base = med[methods[0]]
     load = os.getloadavg()
-    print(f"\n### MLP {'-'.join(map(str, widths))}, {points} point(s), {n} samples/point, "
-          f"{repeats} repeat(s), torch threads={THREADS}, "
-          f"load avg {load[0]:.1f} / {load[1]:.1f}\n")
+    print(
+        f"\n### MLP {'-'.join(map(str, widths))}, {points} point(s), {n} samples/point, "
+        f"{repeats} repeat(s), torch threads={THREADS}, "
+        f"load avg {load[0]:.1f} / {load[1]:.1f}\n"
+    )
     print("| method | wall s | CPU s | samples/s (wall) | wall / bare | CPU / bare | peak MB |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for m, r in med.items():
         name = m + (f" (x{points * n // loop_n} from {loop_n})" if m == "per-sample loop" else "")
-        print(f"| {name} | {r['wall']:.3f} | {r['cpu']:.3f} | {points * n / r['wall']:,.0f} | "
-              f"{r['wall'] / base['wall']:.2f} | {r['cpu'] / base['cpu']:.2f} | "
-              f"{r['peak_mb']:.0f} |")
+        print(
+            f"| {name} | {r['wall']:.3f} | {r['cpu']:.3f} | {points * n / r['wall']:,.0f} | "
+            f"{r['wall'] / base['wall']:.2f} | {r['cpu'] / base['cpu']:.2f} | "
+            f"{r['peak_mb']:.0f} |"
+        )
     sys.stdout.flush()
     return med
 
@@ -272,13 +284,16 @@ def error_table(widths, ns, n_ref, methods=("hessext.smooth_hessian", "torch bat
     n_ref-sample hessext estimate (another seed), next to what the reported standard errors
     predict for that difference: sqrt(||SE_n||² + ||SE_ref||²) / ||Ĥ_ref||."""
     import hessext
+
     net, x, sigma, cls = problem(tuple(widths), 1)
     ref = _hessext(net, x, sigma, n_ref, True, seed=12345)
     H_ref, se_ref = ref.hessian[0], ref.hessian_stderr[0]
     norm = H_ref.norm()
-    print(f"\n### Error of one point's estimate vs a {n_ref:,}-sample hessext estimate "
-          f"(MLP {'-'.join(map(str, widths))}, ||Ĥ_ref||_F = {norm:.3e}, its own relative "
-          f"standard error {se_ref.norm() / norm:.3f})\n")
+    print(
+        f"\n### Error of one point's estimate vs a {n_ref:,}-sample hessext estimate "
+        f"(MLP {'-'.join(map(str, widths))}, ||Ĥ_ref||_F = {norm:.3e}, its own relative "
+        f"standard error {se_ref.norm() / norm:.3f})\n"
+    )
     print("| method | samples | ‖Ĥ − Ĥ_ref‖_F / ‖Ĥ_ref‖_F | predicted by the reported stderr |")
     print("|---|---:|---:|---:|")
     for n in ns:
@@ -294,11 +309,24 @@ def error_table(widths, ns, n_ref, methods=("hessext.smooth_hessian", "torch bat
     del hessext
 
 
-ALL = ["bare ∇f (input gradients)", "bare ∂f/∂a1 (rest of the net)", "hessext.smooth_hessian",
-       "hessext (no stderr)", "torch batched + GEMM", "torch batched + dsyr2k",
-       "torch first-layer trick", "torch.func vmap + GEMM", "per-sample loop"]
-FEW = ["bare ∇f (input gradients)", "bare ∂f/∂a1 (rest of the net)", "hessext.smooth_hessian",
-       "torch batched + GEMM", "torch first-layer trick"]
+ALL = [
+    "bare ∇f (input gradients)",
+    "bare ∂f/∂a1 (rest of the net)",
+    "hessext.smooth_hessian",
+    "hessext (no stderr)",
+    "torch batched + GEMM",
+    "torch batched + dsyr2k",
+    "torch first-layer trick",
+    "torch.func vmap + GEMM",
+    "per-sample loop",
+]
+FEW = [
+    "bare ∇f (input gradients)",
+    "bare ∂f/∂a1 (rest of the net)",
+    "hessext.smooth_hessian",
+    "torch batched + GEMM",
+    "torch first-layer trick",
+]
 
 
 def test_bench_mnist_mlp_one_point():
@@ -325,6 +353,10 @@ if __name__ == "__main__":
         print(f"uptime: {os.popen('uptime').read().strip()}")
         which = sys.argv[1:] or ["mnist1", "small", "mnist16", "error"]
         for w in which:
-            {"mnist1": test_bench_mnist_mlp_one_point, "mnist16": test_bench_mnist_mlp_16_points,
-             "small": test_bench_small_mlp, "error": test_bench_error}[w]()
+            {
+                "mnist1": test_bench_mnist_mlp_one_point,
+                "mnist16": test_bench_mnist_mlp_16_points,
+                "small": test_bench_small_mlp,
+                "error": test_bench_error,
+            }[w]()
         print(f"uptime: {os.popen('uptime').read().strip()}")

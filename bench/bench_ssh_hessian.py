@@ -17,13 +17,19 @@ import time
 
 def demo_training_images(n_train):
     import torch
+
     from hessext.datasets.ssh import make_ssh
+
     # hessext.demo.ssh: n_eval = 100 for 40 training images ('default'), 500 for 200 ('large');
     # the training split is ssh_splits(seed=0, n_eval).train, of which n_train evenly spaced ones
     n_eval = {12: 24, 40: 100, 200: 500}.get(n_train, max(n_train, 2))
     n_low = n_eval // 2
-    v = torch.cat([torch.linspace(0.0, 0.8, n_low, dtype=torch.float64),
-                   torch.linspace(1.2, 2.0, n_eval - n_low, dtype=torch.float64)])
+    v = torch.cat(
+        [
+            torch.linspace(0.0, 0.8, n_low, dtype=torch.float64),
+            torch.linspace(1.2, 2.0, n_eval - n_low, dtype=torch.float64),
+        ]
+    )
     train = make_ssh(v, 0.0, seed=0)
     idx = torch.linspace(0, n_eval - 1, n_train).round().long()
     return train.x[idx], train.y[idx]
@@ -32,6 +38,7 @@ def demo_training_images(n_train):
 def main(sizes):
     import torch
     from torch import nn
+
     import hessext
     from hessext.models import SSHCNN
 
@@ -46,8 +53,15 @@ def main(sizes):
         ref = None
         for method in methods:
             t0 = time.perf_counter()
-            H = hessext.hessian(model, nn.CrossEntropyLoss(reduction="none"), (x, y), dtype=torch.float32,
-                                progress=False, strip_width=256, method=method)
+            H = hessext.hessian(
+                model,
+                nn.CrossEntropyLoss(reduction="none"),
+                (x, y),
+                dtype=torch.float32,
+                progress=False,
+                strip_width=256,
+                method=method,
+            )
             dt = time.perf_counter() - t0
             D = H.dense()
             diff = "" if ref is None else f"{float((D - ref).abs().max() / ref.abs().max()):.1e}"

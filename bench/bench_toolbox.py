@@ -24,7 +24,6 @@ No assertions on time; the printed markdown table is the result. Also collected 
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import subprocess
@@ -47,6 +46,7 @@ SEED = 0
 
 
 # ------------------------------------------------------------------------------ the problem
+
 
 def make_model():
     return nn.Sequential(nn.Linear(20, 50), nn.Tanh(), nn.Linear(50, 50), nn.Tanh(), nn.Linear(50, 2))
@@ -75,7 +75,7 @@ def flat(model):
 def unflat(model, theta):
     out, i = {}, 0
     for name, p in model.named_parameters():
-        out[name] = theta[i:i + p.numel()].reshape(p.shape)
+        out[name] = theta[i : i + p.numel()].reshape(p.shape)
         i += p.numel()
     return out
 
@@ -88,7 +88,8 @@ def vmap_grads(model, X, y):
     """[N, P] per-sample gradients by torch.func (the peers' way)."""
     theta = flat(model).to(X.dtype)
     one = lambda th, x, t: nn.functional.cross_entropy(
-        functional_call(model, unflat(model, th), (x[None],)), t[None])
+        functional_call(model, unflat(model, th), (x[None],)), t[None]
+    )
     return vmap(grad(one), in_dims=(None, 0, 0))(theta, X, y)
 
 
@@ -110,11 +111,19 @@ def reference_influence(parts, damping):
 
 # ------------------------------------------------------------------------------ the methods
 
+
 def run_hessext(model, train, test, damping, hessian=None):
     import hessext
 
-    return hessext.influence(model, nn.CrossEntropyLoss(reduction="none"), train, test,
-                             hessian=hessian, damping=damping, progress=False)
+    return hessext.influence(
+        model,
+        nn.CrossEntropyLoss(reduction="none"),
+        train,
+        test,
+        hessian=hessian,
+        damping=damping,
+        progress=False,
+    )
 
 
 def run_hessext_fp32_products(model, train, test, damping):
@@ -151,8 +160,7 @@ def run_curvlinops(model, train, test, damping):
     from curvlinops import HessianLinearOperator
 
     params = [p for p in model.parameters()]
-    op = HessianLinearOperator(model, nn.CrossEntropyLoss(), params, [train],
-                               check_deterministic=False)
+    op = HessianLinearOperator(model, nn.CrossEntropyLoss(), params, [train], check_deterministic=False)
     P = sum(p.numel() for p in params)
     H = op @ torch.eye(P)
     H = torch.as_tensor(H)
@@ -222,8 +230,16 @@ def run_lissa(model, train, test, damping, depth=300, batch=200, seed=0):
 def run_rue(model, train, test, damping, hessian=None):
     import hessext
 
-    return hessext.rue(model, nn.CrossEntropyLoss(reduction="none"), train, test[0], hessian=hessian,
-                       n_bootstrap=50, damping=damping, progress=False)
+    return hessext.rue(
+        model,
+        nn.CrossEntropyLoss(reduction="none"),
+        train,
+        test[0],
+        hessian=hessian,
+        n_bootstrap=50,
+        damping=damping,
+        progress=False,
+    )
 
 
 def run_extrapolation(model, train, test, damping, hessian=None):
@@ -232,18 +248,26 @@ def run_extrapolation(model, train, test, damping, hessian=None):
     return hessext.extrapolation_score(model, test[0], hessian=hessian, threshold=0.01)
 
 
-METHODS = {"hessext": run_hessext, "hessext, float32 products": run_hessext_fp32_products,
-           "hessext, Hessian given": run_hessext,
-           "torch.func": run_torch_func, "curvlinops": run_curvlinops, "CG (HVP)": run_cg,
-           "LiSSA": run_lissa}
-EXTRAS = {"hessext RUE (B=50), Hessian given": run_rue,
-          "hessext extrapolation score (t=0.01), Hessian given": run_extrapolation}
+METHODS = {
+    "hessext": run_hessext,
+    "hessext, float32 products": run_hessext_fp32_products,
+    "hessext, Hessian given": run_hessext,
+    "torch.func": run_torch_func,
+    "curvlinops": run_curvlinops,
+    "CG (HVP)": run_cg,
+    "LiSSA": run_lissa,
+}
+EXTRAS = {
+    "hessext RUE (B=50), Hessian given": run_rue,
+    "hessext extrapolation score (t=0.01), Hessian given": run_extrapolation,
+}
 CHILD_TIMEOUT_S = int(os.environ.get("HESSEXT_BENCH_TIMEOUT", "600"))
 # semicolon-separated row names to run (default: all)
 ONLY = [n.strip() for n in os.environ.get("HESSEXT_BENCH_ONLY", "").split(";") if n.strip()]
 
 
 # ------------------------------------------------------------------------------ driver
+
 
 def _peak_rss_kib():
     """This process's resident-memory high-water mark. VmHWM is reset by exec; ru_maxrss is not
@@ -273,8 +297,14 @@ def _child(name, workdir):
     out = fn(model, train, test, damping, **kwargs)
     seconds = time.perf_counter() - start
     rss1 = _peak_rss_kib()
-    torch.save({"out": out.detach().to(torch.float64).clone(), "seconds": seconds,
-                "peak_mib": max(0, rss1 - rss0) / 1024}, Path(workdir) / _file_name(name))
+    torch.save(
+        {
+            "out": out.detach().to(torch.float64).clone(),
+            "seconds": seconds,
+            "peak_mib": max(0, rss1 - rss0) / 1024,
+        },
+        Path(workdir) / _file_name(name),
+    )
 
 
 def main():
@@ -285,23 +315,31 @@ def main():
     lam = parts[1]
     damping = max(0.01, 1.1 * float(-lam[0]))
     ref = reference_influence(parts, damping)
-    print(f"\nInfluence, MLP 20-50-50-2 tanh (P = 3,702), n_train = {N_TRAIN}, n_test = {N_TEST}, "
-          f"damping δ = {damping:.4g} (λ_min = {float(lam[0]):.4g}, λ_max = {float(lam[-1]):.4g}); "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads; float64 reference "
-          f"{time.perf_counter() - t0:.0f} s; {describe()}\n",
-          flush=True)
+    print(
+        f"\nInfluence, MLP 20-50-50-2 tanh (P = 3,702), n_train = {N_TRAIN}, n_test = {N_TEST}, "
+        f"damping δ = {damping:.4g} (λ_min = {float(lam[0]):.4g}, λ_max = {float(lam[-1]):.4g}); "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; float64 reference "
+        f"{time.perf_counter() - t0:.0f} s; {describe()}\n",
+        flush=True,
+    )
     print("| method | time [s] | vs hessext | peak RSS growth [MiB] | max rel. deviation from float64 |")
     print("|---|---:|---:|---:|---:|", flush=True)
     rows = {}
     with tempfile.TemporaryDirectory() as workdir:
-        torch.save({"model": model.state_dict(), "train": train, "test": test, "damping": damping},
-                   Path(workdir) / "problem.pt")
+        torch.save(
+            {"model": model.state_dict(), "train": train, "test": test, "damping": damping},
+            Path(workdir) / "problem.pt",
+        )
         for name in [*METHODS, *EXTRAS]:
             if ONLY and name not in ONLY:
                 continue
             try:
-                proc = subprocess.run([sys.executable, __file__, "--child", name, workdir],
-                                      capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
+                proc = subprocess.run(
+                    [sys.executable, __file__, "--child", name, workdir],
+                    capture_output=True,
+                    text=True,
+                    timeout=CHILD_TIMEOUT_S,
+                )
             except subprocess.TimeoutExpired:
                 print(f"| {name} | > {CHILD_TIMEOUT_S} (stopped) | | | |", flush=True)
                 continue
@@ -315,12 +353,12 @@ def main():
             hx = rows.get("hessext", (None,))[0]
             ratio = f"{res['seconds'] / hx:.2f}×" if hx else ""
             devs = f"{dev:.1e}" if dev is not None else "–"
-            print(f"| {name} | {res['seconds']:.2f} | {ratio} | {res['peak_mib']:.0f} | {devs} |",
-                  flush=True)
+            print(f"| {name} | {res['seconds']:.2f} | {ratio} | {res['peak_mib']:.0f} | {devs} |", flush=True)
     print(f"\nload average at end {os.getloadavg()[0]:.1f}")
 
 
 # ------------------------------------------------------------------------------ pytest-benchmark
+
 
 def _small_problem():
     global N_TRAIN

@@ -7,34 +7,79 @@ same answers. The layers (docs/architecture.md): ops → per_sample → curvatur
 studies; this facade re-exports the public names and nothing inside the package imports it.
 """
 
-from hessext import _extension  # loads the compiled core (or says why not) before anything else
-from hessext import (attribution, boundary, curvature, datasets, interpret, models, ops,
-                     regularizers, smoothhess, training, uncertainty)
+from hessext import (
+    _extension,  # noqa: F401  (loads the compiled core, or says why not, before anything else)
+    attribution,
+    boundary,
+    curvature,
+    datasets,
+    interpret,
+    models,
+    ops,
+    regularizers,
+    smoothhess,
+    training,
+    uncertainty,
+)
 from hessext._buildinfo import info
 from hessext._version import __version__
 from hessext.attribution import influence, most_harmful, most_helpful, relatif, self_influence
-from hessext.curvature import (Hessian, HessianOperator, HessianTooLargeError,
-                               NotPositiveDefiniteError, SolveInfo, ggn, hessian,
-                               hessian_operator)
+from hessext.curvature import (
+    Hessian,
+    HessianOperator,
+    HessianTooLargeError,
+    NotPositiveDefiniteError,
+    SolveInfo,
+    ggn,
+    hessian,
+    hessian_operator,
+)
 from hessext.per_sample import PerSampleGrads, kernel_layers, per_sample_grads, unflatten_params
 from hessext.smoothhess import pmse, second_order_step, smooth_hessian, softplus_hessian
 from hessext.uncertainty import extrapolation_score, rue
 
 __all__ = [
     # build
-    "__version__", "info",
+    "__version__",
+    "info",
     # per-example gradients
-    "per_sample_grads", "PerSampleGrads", "unflatten_params", "kernel_layers",
+    "per_sample_grads",
+    "PerSampleGrads",
+    "unflatten_params",
+    "kernel_layers",
     # curvature
-    "hessian", "ggn", "hessian_operator", "Hessian", "HessianOperator", "SolveInfo",
-    "NotPositiveDefiniteError", "HessianTooLargeError",
+    "hessian",
+    "ggn",
+    "hessian_operator",
+    "Hessian",
+    "HessianOperator",
+    "SolveInfo",
+    "NotPositiveDefiniteError",
+    "HessianTooLargeError",
     # attribution
-    "influence", "relatif", "self_influence", "most_helpful", "most_harmful",
+    "influence",
+    "relatif",
+    "self_influence",
+    "most_helpful",
+    "most_harmful",
     # uncertainty and extrapolation
-    "rue", "extrapolation_score",
+    "rue",
+    "extrapolation_score",
     # feature interactions
-    "smooth_hessian", "softplus_hessian", "pmse", "second_order_step",
+    "smooth_hessian",
+    "softplus_hessian",
+    "pmse",
+    "second_order_step",
     # submodules
-    "ops", "regularizers", "curvature", "attribution", "uncertainty", "smoothhess", "boundary",
-    "interpret", "datasets", "models", "training",
+    "ops",
+    "regularizers",
+    "curvature",
+    "attribution",
+    "uncertainty",
+    "smoothhess",
+    "boundary",
+    "interpret",
+    "datasets",
+    "models",
+    "training",
 ]

@@ -39,16 +39,18 @@ def _per_sample_forward_ops() -> list[str]:
     """Layers the per-sample capture's forward pass runs on hessext's ops (when compiled)."""
     if not _extension.has_kernel("max_pool_forward", "cpu"):
         return []
-    return ["MaxPool1d/2d (window = stride; a ReLU before it applied after it)",
-            f"Conv1d/2d (<= {fast_forward.SMALL_CONV_TERMS} terms per output, rows >= {fast_forward.LONG_CONV_ROWS})"]
+    return [
+        "MaxPool1d/2d (window = stride; a ReLU before it applied after it)",
+        f"Conv1d/2d (<= {fast_forward.SMALL_CONV_TERMS} terms per output, "
+        f"rows >= {fast_forward.LONG_CONV_ROWS})",
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     unknown = [a for a in argv if a not in ("--json", "--require-cuda-kernels")]
     if unknown:
-        print(f"usage: hessext info [--json] [--require-cuda-kernels]; unknown {unknown}",
-              file=sys.stderr)
+        print(f"usage: hessext info [--json] [--require-cuda-kernels]; unknown {unknown}", file=sys.stderr)
         return 2
     data = info()
     if "--json" in argv:
@@ -68,4 +70,3 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"hessext: all {len(all_ops)} ops have CUDA kernels")
     return 0
-

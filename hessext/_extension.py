@@ -62,7 +62,7 @@ _C, status = _load()
 loaded = _C is not None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def has_kernel(op: str, device_type: str) -> bool:
     """Whether hessext::<op> has a compiled kernel for this device type ('cpu', 'cuda').
 
@@ -78,5 +78,8 @@ def registered_ops() -> list[str]:
     """Names of the ops in the hessext library (empty when the compiled core is not loaded)."""
     if not loaded:
         return []
-    return sorted(name.split("::", 1)[1] for name in torch._C._dispatch_get_all_op_names()
-                  if name.startswith("hessext::"))
+    return sorted(
+        name.split("::", 1)[1]
+        for name in torch._C._dispatch_get_all_op_names()
+        if name.startswith("hessext::")
+    )

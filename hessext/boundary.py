@@ -1,5 +1,5 @@
 """Hessian eigenvectors and the decision boundary (Sabanayagam, Behrens, Adomaityte, Dawid 2023;
-METHODS.md §6).
+docs/methods.md §6).
 
 The reinforcing gradient of an input x is g(x) = ∇θ CE(f(x), ŷ(x)) with ŷ(x) = argmax f(x), the
 model's own prediction: it needs no label, so it can be evaluated on a grid over input space.
@@ -69,8 +69,10 @@ _CE = nn.CrossEntropyLoss(reduction="none")
 def _check_model_inputs(fn: str, model, x) -> tuple[list[str], list[torch.Tensor]]:
     check_model(model, fn)
     if isinstance(x, torch.Tensor) and x.dim() < 2:
-        raise ValueError(f"{fn}: x must be a non-empty batch of inputs [N, ...] (for 2-D data "
-                         f"[N, 2]), got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"{fn}: x must be a non-empty batch of inputs [N, ...] (for 2-D data "
+            f"[N, 2]), got shape {tuple(x.shape)}"
+        )
     check_inputs(x, f"{fn}: x", model=model)
     return flat_parameters(model, None)
 
@@ -82,8 +84,10 @@ def _check_vectors(fn: str, name: str, V, P: int) -> torch.Tensor:
     if V.dim() == 1:
         V = V.unsqueeze(1)
     if V.dim() != 2 or V.shape[0] != P or V.shape[1] == 0:
-        raise ValueError(f"{fn}: {name} must be [P={P}, k] (columns are eigenvectors over the "
-                         f"model's parameters), got shape {tuple(V.shape)}")
+        raise ValueError(
+            f"{fn}: {name} must be [P={P}, k] (columns are eigenvectors over the "
+            f"model's parameters), got shape {tuple(V.shape)}"
+        )
     if not V.is_floating_point():
         raise TypeError(f"{fn}: {name} must be floating point, got {V.dtype}")
     return V
@@ -107,19 +111,28 @@ def predicted_labels(model: nn.Module, x: torch.Tensor, *, dtype: torch.dtype | 
     fn = "predicted_labels"
     names, tensors = _check_model_inputs(fn, model, x)
     dtype = dtype or tensors[0].dtype
-    state = {k: v.detach().to(dtype) if v.is_floating_point() else v.detach()
-             for k, v in [*model.named_parameters(), *model.named_buffers()]}
+    state = {
+        k: v.detach().to(dtype) if v.is_floating_point() else v.detach()
+        for k, v in [*model.named_parameters(), *model.named_buffers()]
+    }
     with preserved(model), torch.no_grad():
         out = torch.func.functional_call(model, state, (x.detach().to(tensors[0].device, dtype),))
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]:
-        raise ValueError(f"{fn}: the model must return logits [N, C]; for inputs "
-                         f"{tuple(x.shape)} it returned {getattr(out, 'shape', type(out).__name__)}")
+        raise ValueError(
+            f"{fn}: the model must return logits [N, C]; for inputs "
+            f"{tuple(x.shape)} it returned {getattr(out, 'shape', type(out).__name__)}"
+        )
     return out.argmax(dim=1)
 
 
-def reinforcing_gradient_operator(model: nn.Module, x: torch.Tensor, *, params=None,
-                                  dtype: torch.dtype | None = None,
-                                  progress: bool | None = None) -> PerSampleGrads:
+def reinforcing_gradient_operator(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    params=None,
+    dtype: torch.dtype | None = None,
+    progress: bool | None = None,
+) -> PerSampleGrads:
     """The reinforcing gradients of ``x`` [N, ...] as a lazy ``PerSampleGrads`` operator G
     [N, P] (``G @ V``, ``G.row_norms()``, ``G.materialize()``): row n = ∇θ CE(f(x_n), ŷ(x_n)).
     One forward pass for the predictions and one forward + backward pass for the gradients."""
@@ -129,8 +142,9 @@ def reinforcing_gradient_operator(model: nn.Module, x: torch.Tensor, *, params=N
     return PerSampleGrads(model, _CE, x, labels, params=params, dtype=dtype, progress=progress)
 
 
-def reinforcing_gradients(model: nn.Module, x: torch.Tensor, *, params=None,
-                          dtype: torch.dtype | None = None) -> torch.Tensor:
+def reinforcing_gradients(
+    model: nn.Module, x: torch.Tensor, *, params=None, dtype: torch.dtype | None = None
+) -> torch.Tensor:
     """g(x_n) = ∇θ CE(f(x_n), argmax f(x_n)) for every input: [N, P] (columns in
     ``named_parameters()`` order over ``params``; dtype default float64, see the module doc).
 
@@ -152,7 +166,9 @@ def _default_cutoff(dtype: torch.dtype) -> float:
     return math.sqrt(torch.finfo(dtype).eps)
 
 
-def _cosines(G: PerSampleGrads, V: torch.Tensor, eps: float | None) -> tuple[torch.Tensor, torch.Tensor, float]:
+def _cosines(
+    G: PerSampleGrads, V: torch.Tensor, eps: float | None
+) -> tuple[torch.Tensor, torch.Tensor, float]:
     """cos(g_n, v_i) = v_iᵀ g_n / (‖g_n‖ ‖v_i‖) [N, k] with rows whose ‖g_n‖ < eps · max‖g‖ set
     to 0, the norms [N], and the absolute norm cutoff used."""
     if eps is None:
@@ -160,19 +176,26 @@ def _cosines(G: PerSampleGrads, V: torch.Tensor, eps: float | None) -> tuple[tor
     if not eps >= 0:
         raise ValueError(f"alignment: eps must be >= 0 (relative to the largest gradient norm), got {eps}")
     V = V.to(device=G.device, dtype=G.dtype)
-    proj = G @ V                                   # [N, k]
-    norms = G.row_norms()                          # [N]
+    proj = G @ V  # [N, k]
+    norms = G.row_norms()  # [N]
     cutoff = float(eps) * float(norms.max()) if norms.numel() else 0.0
-    vnorm = torch.linalg.vector_norm(V, dim=0)     # [k]
+    vnorm = torch.linalg.vector_norm(V, dim=0)  # [k]
     keep = norms > cutoff
     denom = torch.where(keep, norms, torch.ones_like(norms)).unsqueeze(1) * vnorm.unsqueeze(0)
     cos = torch.where(keep.unsqueeze(1), proj / denom, torch.zeros_like(proj))
     return cos, norms, cutoff
 
 
-def alignment(model: nn.Module, x: torch.Tensor, eigenvectors: torch.Tensor, *,
-              eps: float | None = None, params=None, dtype: torch.dtype | None = None,
-              progress: bool | None = None) -> torch.Tensor:
+def alignment(
+    model: nn.Module,
+    x: torch.Tensor,
+    eigenvectors: torch.Tensor,
+    *,
+    eps: float | None = None,
+    params=None,
+    dtype: torch.dtype | None = None,
+    progress: bool | None = None,
+) -> torch.Tensor:
     """a_i(x_n) = v_iᵀ g(x_n) / (‖g(x_n)‖ ‖v_i‖) for every input and eigenvector: [N, k].
 
     x: [N, ...] inputs (e.g. a ``grid(...).points``); eigenvectors: [P, k] (or [P]) columns over
@@ -194,10 +217,18 @@ def alignment(model: nn.Module, x: torch.Tensor, eigenvectors: torch.Tensor, *,
     return _cosines(G, V, eps)[0]
 
 
-def boundary_reconstruction(model: nn.Module, x: torch.Tensor, eigenvalues: torch.Tensor,
-                            eigenvectors: torch.Tensor, k: int | None = None, *,
-                            eps: float | None = None, params=None, dtype: torch.dtype | None = None,
-                            progress: bool | None = None) -> torch.Tensor:
+def boundary_reconstruction(
+    model: nn.Module,
+    x: torch.Tensor,
+    eigenvalues: torch.Tensor,
+    eigenvectors: torch.Tensor,
+    k: int | None = None,
+    *,
+    eps: float | None = None,
+    params=None,
+    dtype: torch.dtype | None = None,
+    progress: bool | None = None,
+) -> torch.Tensor:
     """R(x_n) = Σ_{i≤k} λ_i a_i(x_n): [N]. Its sign changes trace the decision boundary.
 
     eigenvalues: [≥k]; eigenvectors: [P, ≥k] (the first k columns are used; default k = all
@@ -206,13 +237,17 @@ def boundary_reconstruction(model: nn.Module, x: torch.Tensor, eigenvalues: torc
     _check_model_inputs(fn, model, x)
     V = _check_vectors(fn, "eigenvectors", eigenvectors, num_params(model, params))
     if not isinstance(eigenvalues, torch.Tensor) or eigenvalues.dim() != 1:
-        raise ValueError(f"{fn}: eigenvalues must be a 1-D tensor [k], got "
-                         f"{getattr(eigenvalues, 'shape', type(eigenvalues).__name__)}")
+        raise ValueError(
+            f"{fn}: eigenvalues must be a 1-D tensor [k], got "
+            f"{getattr(eigenvalues, 'shape', type(eigenvalues).__name__)}"
+        )
     if k is None:
         k = V.shape[1]
     if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= min(V.shape[1], eigenvalues.shape[0]):
-        raise ValueError(f"{fn}: k must be an int in [1, {min(V.shape[1], eigenvalues.shape[0])}] "
-                         f"(eigenvalues {tuple(eigenvalues.shape)}, eigenvectors {tuple(V.shape)}), got {k!r}")
+        raise ValueError(
+            f"{fn}: k must be an int in [1, {min(V.shape[1], eigenvalues.shape[0])}] "
+            f"(eigenvalues {tuple(eigenvalues.shape)}, eigenvectors {tuple(V.shape)}), got {k!r}"
+        )
     a = alignment(model, x, V[:, :k], eps=eps, params=params, dtype=dtype, progress=progress)
     return a @ eigenvalues[:k].to(a)
 
@@ -237,10 +272,16 @@ def grid(x_train: torch.Tensor, resolution: int = 100, padding: float = 0.1) -> 
     widened on every side by ``padding`` × the box's extent along that axis (float64 points;
     cast them to the model's dtype when needed — ``alignment`` does)."""
     fn = "grid"
-    if not isinstance(x_train, torch.Tensor) or x_train.dim() != 2 or x_train.shape[1] != 2 \
-            or x_train.shape[0] == 0:
-        raise ValueError(f"{fn}: x_train must be 2-D points [N, 2], got "
-                         f"{getattr(x_train, 'shape', type(x_train).__name__)}")
+    if (
+        not isinstance(x_train, torch.Tensor)
+        or x_train.dim() != 2
+        or x_train.shape[1] != 2
+        or x_train.shape[0] == 0
+    ):
+        raise ValueError(
+            f"{fn}: x_train must be 2-D points [N, 2], got "
+            f"{getattr(x_train, 'shape', type(x_train).__name__)}"
+        )
     if not isinstance(resolution, int) or isinstance(resolution, bool) or resolution < 2:
         raise ValueError(f"{fn}: resolution must be an int >= 2, got {resolution!r}")
     if not padding >= 0:
@@ -286,11 +327,19 @@ class GeneralisationMeasure:
         return self.num_eigenvectors == self.num_params
 
 
-def generalisation_measure(model: nn.Module, x_train: torch.Tensor, eigenvectors: torch.Tensor, *,
-                           n_random: int = 5, seed: int = 0, eps: float | None = None, params=None,
-                           dtype: torch.dtype | None = None,
-                           progress: bool | None = None) -> GeneralisationMeasure:
-    """The generalisation measure G_θ = (1/P)·#{i : max_n |a_i(x_n)| ≥ ε} (METHODS §6; the
+def generalisation_measure(
+    model: nn.Module,
+    x_train: torch.Tensor,
+    eigenvectors: torch.Tensor,
+    *,
+    n_random: int = 5,
+    seed: int = 0,
+    eps: float | None = None,
+    params=None,
+    dtype: torch.dtype | None = None,
+    progress: bool | None = None,
+) -> GeneralisationMeasure:
+    """The generalisation measure G_θ = (1/P)·#{i : max_n |a_i(x_n)| ≥ ε} (docs/methods.md §6; the
     max-version behind the paper's figures).
 
     x_train: [N, ...] training inputs (their reinforcing gradients are used: no labels).
@@ -315,11 +364,12 @@ def generalisation_measure(model: nn.Module, x_train: torch.Tensor, eigenvectors
     G = reinforcing_gradient_operator(model, x_train, params=params, dtype=dtype, progress=progress)
     cos, _, _ = _cosines(G, torch.cat([V.to(R.device, torch.float64), R], dim=1), eps)
     best = cos.abs().max(dim=0).values.to(torch.float64).cpu()
-    max_alignment, random_maxima = best[:V.shape[1]], best[V.shape[1]:]
+    max_alignment, random_maxima = best[: V.shape[1]], best[V.shape[1] :]
     epsilon = float(random_maxima.mean())
     n_aligned = int((max_alignment >= epsilon).sum())
-    return GeneralisationMeasure(n_aligned / P, epsilon, random_maxima, max_alignment, n_aligned,
-                                 P, V.shape[1])
+    return GeneralisationMeasure(
+        n_aligned / P, epsilon, random_maxima, max_alignment, n_aligned, P, V.shape[1]
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -357,8 +407,9 @@ def _make_cos2(model, names, theta, const, v):
     return cos2
 
 
-def margin_objective(model: nn.Module, x: torch.Tensor, v1: torch.Tensor, *, params=None,
-                     dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def margin_objective(
+    model: nn.Module, x: torch.Tensor, v1: torch.Tensor, *, params=None, dtype: torch.dtype | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The margin estimate's objective J(x) = (cos²(g(x), v1) − 1)² at each input, with its
     input gradient: returns (J [N], cos² [N], ∂J/∂x [N, ...]).
 
@@ -378,7 +429,8 @@ def margin_objective(model: nn.Module, x: torch.Tensor, v1: torch.Tensor, *, par
 
     with preserved(model):
         grads, (J, c) = torch.func.vmap(torch.func.grad_and_value(objective, has_aux=True))(
-            x.detach().to(device=device, dtype=dtype))
+            x.detach().to(device=device, dtype=dtype)
+        )
     return J, c, grads
 
 
@@ -407,11 +459,21 @@ class MarginEstimate:
     trace: dict = field(default_factory=dict)
 
 
-def margin_estimate(model: nn.Module, x_train: torch.Tensor, v1: torch.Tensor, *, steps: int = 300,
-                    lr: float = 0.01, seed: int = 0, start: str | torch.Tensor = "midpoint",
-                    jitter: float = 1e-3, params=None, dtype: torch.dtype | None = None,
-                    progress: bool | None = None) -> MarginEstimate:
-    """Margin estimate (METHODS §6): find x_b whose reinforcing gradient is parallel to v1 by
+def margin_estimate(
+    model: nn.Module,
+    x_train: torch.Tensor,
+    v1: torch.Tensor,
+    *,
+    steps: int = 300,
+    lr: float = 0.01,
+    seed: int = 0,
+    start: str | torch.Tensor = "midpoint",
+    jitter: float = 1e-3,
+    params=None,
+    dtype: torch.dtype | None = None,
+    progress: bool | None = None,
+) -> MarginEstimate:
+    """Margin estimate (docs/methods.md §6): find x_b whose reinforcing gradient is parallel to v1 by
     minimising J(x) = (cos²(g(x), v1) − 1)² with Adam (``steps`` steps of size ``lr``, in input
     units), then margin = min(‖x_max − x_b‖, ‖x_min − x_b‖) with x_max, x_min the training
     inputs of largest and smallest a_1 = alignment with v1.
@@ -443,8 +505,9 @@ def margin_estimate(model: nn.Module, x_train: torch.Tensor, v1: torch.Tensor, *
     x_max, x_min = xt[i_max], xt[i_min]
     if isinstance(start, torch.Tensor):
         if start.shape != xt.shape[1:]:
-            raise ValueError(f"{fn}: start must be one input of shape {tuple(xt.shape[1:])}, "
-                             f"got {tuple(start.shape)}")
+            raise ValueError(
+                f"{fn}: start must be one input of shape {tuple(xt.shape[1:])}, got {tuple(start.shape)}"
+            )
         x0 = start.detach().to(device=device, dtype=dtype).clone()
     elif start == "midpoint":
         x0 = (x_max + x_min) / 2
@@ -481,10 +544,14 @@ def margin_estimate(model: nn.Module, x_train: torch.Tensor, v1: torch.Tensor, *
     best = min(range(len(objs)), key=objs.__getitem__)
     x_b = xs[best]
     margin = min(float(torch.linalg.vector_norm(x_max - x_b)), float(torch.linalg.vector_norm(x_min - x_b)))
-    trace = {"objective": torch.tensor(objs, dtype=torch.float64),
-             "cos2": torch.tensor(cs, dtype=torch.float64), "x": torch.stack(xs)}
-    return MarginEstimate(x_b, cs[best], objs[best], x_max, x_min, float(a1[i_max]), float(a1[i_min]),
-                          margin, x0, trace)
+    trace = {
+        "objective": torch.tensor(objs, dtype=torch.float64),
+        "cos2": torch.tensor(cs, dtype=torch.float64),
+        "x": torch.stack(xs),
+    }
+    return MarginEstimate(
+        x_b, cs[best], objs[best], x_max, x_min, float(a1[i_max]), float(a1[i_min]), margin, x0, trace
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -509,8 +576,10 @@ def outlier_count(eigenvalues: torch.Tensor, *, gap: float = 2.5, max_outliers: 
     gap after the m-th)."""
     fn = "outlier_count"
     if not isinstance(eigenvalues, torch.Tensor) or eigenvalues.dim() != 1 or eigenvalues.numel() < 2:
-        raise ValueError(f"{fn}: eigenvalues must be a 1-D tensor with at least 2 entries, got "
-                         f"{getattr(eigenvalues, 'shape', type(eigenvalues).__name__)}")
+        raise ValueError(
+            f"{fn}: eigenvalues must be a 1-D tensor with at least 2 entries, got "
+            f"{getattr(eigenvalues, 'shape', type(eigenvalues).__name__)}"
+        )
     if not gap > 1:
         raise ValueError(f"{fn}: gap must be > 1, got {gap}")
     if not isinstance(max_outliers, int) or max_outliers < 1:
@@ -550,10 +619,18 @@ def sign_region_agreement(alignments: torch.Tensor, labels: torch.Tensor) -> Reg
     exactly; the fraction of the largest class: the signs carry no information)."""
     fn = "sign_region_agreement"
     if not isinstance(alignments, torch.Tensor) or alignments.dim() != 2:
-        raise ValueError(f"{fn}: alignments must be [N, k], got {getattr(alignments, 'shape', type(alignments).__name__)}")
-    if not isinstance(labels, torch.Tensor) or labels.shape != alignments.shape[:1] or labels.is_floating_point():
-        raise ValueError(f"{fn}: labels must be integer [N={alignments.shape[0]}], got "
-                         f"{getattr(labels, 'shape', type(labels).__name__)}")
+        raise ValueError(
+            f"{fn}: alignments must be [N, k], got {getattr(alignments, 'shape', type(alignments).__name__)}"
+        )
+    if (
+        not isinstance(labels, torch.Tensor)
+        or labels.shape != alignments.shape[:1]
+        or labels.is_floating_point()
+    ):
+        raise ValueError(
+            f"{fn}: labels must be integer [N={alignments.shape[0]}], got "
+            f"{getattr(labels, 'shape', type(labels).__name__)}"
+        )
     signs = torch.sign(alignments.detach()).long().cpu()
     labels = labels.detach().long().cpu()
     patterns, inverse = torch.unique(signs, dim=0, return_inverse=True)

@@ -26,58 +26,88 @@ def _int_at_least(low: int):
         if value < low:
             raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
         return value
+
     parse.__name__ = f"integer >= {low}"
     return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="hessext", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     info = sub.add_parser("info", help="what this installation provides (compiled kernels, devices)")
     info.add_argument("--json", action="store_true", help="print JSON")
-    info.add_argument("--require-cuda-kernels", action="store_true",
-                      help="exit 1 unless every op has a CUDA kernel (CI's check of the CUDA build)")
+    info.add_argument(
+        "--require-cuda-kernels",
+        action="store_true",
+        help="exit 1 unless every op has a CUDA kernel (CI's check of the CUDA build)",
+    )
 
-    demo = sub.add_parser("demo", help="the full Hessian analysis of an SSH phase classifier "
-                          "(built-in data, no network); 'hessext demo boundary' for the "
-                          "decision-boundary study",
-                          description="Generate the disordered SSH data, train the SSH CNN, "
-                          "assemble its exact Hessian and write a report folder (figures, "
-                          "report.md, report.html). 'hessext demo boundary': the three-Gaussian "
-                          "decision-boundary study.")
+    demo = sub.add_parser(
+        "demo",
+        help="the full Hessian analysis of an SSH phase classifier "
+        "(built-in data, no network); 'hessext demo boundary' for the "
+        "decision-boundary study",
+        description="Generate the disordered SSH data, train the SSH CNN, "
+        "assemble its exact Hessian and write a report folder (figures, "
+        "report.md, report.html). 'hessext demo boundary': the three-Gaussian "
+        "decision-boundary study.",
+    )
     demo.add_argument("study", nargs="?", choices=["ssh", "boundary"], default="ssh")
-    demo.add_argument("--out", default=None, help="report folder (default ./hessext-report, "
-                      "./hessext-boundary-report for boundary)")
-    demo.add_argument("--size", choices=["small", "default", "large"], default="default",
-                      help="problem size (small: a quick check in seconds)")
+    demo.add_argument(
+        "--out",
+        default=None,
+        help="report folder (default ./hessext-report, ./hessext-boundary-report for boundary)",
+    )
+    demo.add_argument(
+        "--size",
+        choices=["small", "default", "large"],
+        default="default",
+        help="problem size (small: a quick check in seconds)",
+    )
     demo.add_argument("--quick", action="store_true", help="same as --size small")
     demo.add_argument("--seed", type=_int_at_least(0), default=0)
     demo.add_argument("--threads", type=_int_at_least(1), default=1, help="torch threads (default 1)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
 
-    an = sub.add_parser("analyze", help="the toolbox on your own model and data",
-                        formatter_class=argparse.RawDescriptionHelpFormatter,
-                        description="Exact Hessian spectrum, influence, RUE and the extrapolation "
-                        "score of your classifier, as a report folder.\n\n" + analyze.DATA_FORMAT)
-    an.add_argument("--model", required=True, help="TorchScript file (torch.jit.save), or a "
-                    "state-dict checkpoint together with --arch")
+    an = sub.add_parser(
+        "analyze",
+        help="the toolbox on your own model and data",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Exact Hessian spectrum, influence, RUE and the extrapolation "
+        "score of your classifier, as a report folder.\n\n" + analyze.DATA_FORMAT,
+    )
+    an.add_argument(
+        "--model",
+        required=True,
+        help="TorchScript file (torch.jit.save), or a state-dict checkpoint together with --arch",
+    )
     an.add_argument("--data", required=True, help=".pt or .npz data file (format above)")
-    an.add_argument("--arch", default=None, help="module:Class to build for a state dict, e.g. "
-                    "hessext.models:Conv1DToolbox (constructed without arguments)")
+    an.add_argument(
+        "--arch",
+        default=None,
+        help="module:Class to build for a state dict, e.g. "
+        "hessext.models:Conv1DToolbox (constructed without arguments)",
+    )
     an.add_argument("--out", default="hessext-analysis", help="report folder (default ./hessext-analysis)")
     an.add_argument("--seed", type=_int_at_least(0), default=0)
-    an.add_argument("--bootstrap", type=_int_at_least(2), default=50,
-                    help="RUE bootstrap models (default 50, at least 2)")
+    an.add_argument(
+        "--bootstrap", type=_int_at_least(2), default=50, help="RUE bootstrap models (default 50, at least 2)"
+    )
     an.add_argument("--threads", type=_int_at_least(1), default=1)
     an.add_argument("--no-progress", action="store_true")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line on ``argv`` (default sys.argv[1:]); returns the exit code."""
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     if args.command == "info":
-        flags = [f for f, on in (("--json", args.json),
-                                 ("--require-cuda-kernels", args.require_cuda_kernels)) if on]
+        flags = [
+            f
+            for f, on in (("--json", args.json), ("--require-cuda-kernels", args.require_cuda_kernels))
+            if on
+        ]
         return _buildinfo.main(flags)
     # Small convolutions gain nothing from a second thread, and on a loaded machine the
     # spin-waiting threads made the Hessian assembly 3x slower (measured): one thread by default.
@@ -97,15 +127,25 @@ def _run(args) -> int:
             size = "small" if args.quick else args.size
             if args.study == "boundary":
                 path, timer = demo_boundary.run_boundary_demo(
-                    args.out or "hessext-boundary-report", size="default" if size == "large" else size,
-                    seed=args.seed, progress=progress)
+                    args.out or "hessext-boundary-report",
+                    size="default" if size == "large" else size,
+                    seed=args.seed,
+                    progress=progress,
+                )
             else:
-                path, timer = demo_ssh.run_ssh_demo(args.out or "hessext-report", size=size,
-                                                    seed=args.seed, progress=progress)
+                path, timer = demo_ssh.run_ssh_demo(
+                    args.out or "hessext-report", size=size, seed=args.seed, progress=progress
+                )
         else:
-            path, timer = analyze.run_analyze(args.model, args.data, arch=args.arch, out=args.out,
-                                              seed=args.seed, n_bootstrap=args.bootstrap,
-                                              progress=progress)
+            path, timer = analyze.run_analyze(
+                args.model,
+                args.data,
+                arch=args.arch,
+                out=args.out,
+                seed=args.seed,
+                n_bootstrap=args.bootstrap,
+                progress=progress,
+            )
     except UserError as e:
         print(f"hessext {args.command}: error: {e}", file=sys.stderr)
         return 2

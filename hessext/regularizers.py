@@ -27,7 +27,7 @@ class L2:
             raise ValueError(f"L2: coefficient must be finite and >= 0, got {self.coefficient}")
 
     @classmethod
-    def from_weight_decay(cls, lam: float, n: int) -> "L2":
+    def from_weight_decay(cls, lam: float, n: int) -> L2:
         """The toolbox convention R = (λ / 2n)‖θ‖² for n training examples."""
         if n <= 0:
             raise ValueError(f"L2.from_weight_decay: n must be positive, got {n}")

@@ -30,7 +30,7 @@ from torch.func import functional_call
 from hessext.models import Conv1DToolbox
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-UNIT_ROUNDOFF_FP32 = 2.0 ** -24   # u = eps/2 for float32 (round to nearest)
+UNIT_ROUNDOFF_FP32 = 2.0**-24  # u = eps/2 for float32 (round to nearest)
 
 # the toolbox's training objective: mean CE + (λ/2n)‖θ‖², λ = 0.05, n = 1000
 TOOLBOX_LAMBDA, TOOLBOX_N_TRAIN = 0.05, 1000
@@ -148,23 +148,41 @@ def bn_mlp(c=3):
 def cnn1d():
     """Odd shapes, stride, dilation, groups, padding, and a 'same' conv."""
     return nn.Sequential(
-        nn.Conv1d(2, 6, 5, stride=2, padding=3, dilation=2), nn.ReLU(),
-        nn.Conv1d(6, 4, 3, groups=2, padding="same"), nn.Tanh(),
-        nn.Conv1d(4, 3, 1, bias=False), nn.Flatten(), nn.Linear(3 * 16, 4))
+        nn.Conv1d(2, 6, 5, stride=2, padding=3, dilation=2),
+        nn.ReLU(),
+        nn.Conv1d(6, 4, 3, groups=2, padding="same"),
+        nn.Tanh(),
+        nn.Conv1d(4, 3, 1, bias=False),
+        nn.Flatten(),
+        nn.Linear(3 * 16, 4),
+    )
 
 
 def cnn2d():
+    """Grouped, strided, dilated Conv2d layers with odd shapes, then a Linear head."""
     return nn.Sequential(
         nn.Conv2d(3, 6, (3, 2), stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=3),
-        nn.ReLU(), nn.Conv2d(6, 5, 3, padding=1, stride=2), nn.Tanh(),
-        nn.Flatten(), nn.Linear(5 * 2 * 6, 3))
+        nn.ReLU(),
+        nn.Conv2d(6, 5, 3, padding=1, stride=2),
+        nn.Tanh(),
+        nn.Flatten(),
+        nn.Linear(5 * 2 * 6, 3),
+    )
 
 
 def mixed_cnn():
     """Kernel layers mixed with fallback layers (BatchNorm in eval mode, LayerNorm)."""
     model = nn.Sequential(
-        nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
-        nn.LayerNorm(4 * 5 * 5), nn.Linear(100, 7), nn.ReLU(), nn.Dropout(0.3), nn.Linear(7, 3))
+        nn.Conv2d(2, 4, 3),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.LayerNorm(4 * 5 * 5),
+        nn.Linear(100, 7),
+        nn.ReLU(),
+        nn.Dropout(0.3),
+        nn.Linear(7, 3),
+    )
     with torch.no_grad():  # non-trivial running statistics
         model[1].running_mean.uniform_(-0.5, 0.5)
         model[1].running_var.uniform_(0.5, 2.0)
@@ -173,6 +191,7 @@ def mixed_cnn():
 
 def per_sample_cases():
     """(name, model factory, inputs factory(N, dtype), targets factory(N))."""
+
     def floats(*shape):
         return lambda n, dtype: torch.randn(n, *shape, dtype=dtype)
 
@@ -198,8 +217,15 @@ def bench_mlp():
 def bench_cnn():
     """Per-sample benchmark CNN on 1×28×28."""
     return nn.Sequential(
-        nn.Conv2d(1, 16, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(16, 32, 3), nn.ReLU(),
-        nn.MaxPool2d(2), nn.Flatten(), nn.Linear(800, 10))
+        nn.Conv2d(1, 16, 3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(800, 10),
+    )
 
 
 def tiny_classifier(seed: int = 0, n: int = 12, m: int = 4, dtype=torch.float64):
@@ -229,7 +255,7 @@ def uneven(x, y, sizes=(5, 1, 7)):
     """(x, y) split into mini-batches of uneven sizes (5, 1, 7, the rest)."""
     out, s = [], 0
     for k in sizes:
-        out.append((x[s:s + k], y[s:s + k]))
+        out.append((x[s : s + k], y[s : s + k]))
         s += k
     out.append((x[s:], y[s:]))
     return out
@@ -282,7 +308,7 @@ def flat_fn(model):
     def f(theta, x):
         d, o = {}, 0
         for n_, s in zip(names, shapes):
-            d[n_] = theta[o:o + s.numel()].view(s)
+            d[n_] = theta[o : o + s.numel()].view(s)
             o += s.numel()
         return functional_call(m, {**buffers, **d}, (x,))
 
@@ -300,8 +326,9 @@ def reference_hessian(model, loss_fn, data, *, l2: float = 0.0) -> torch.Tensor:
     x, y = data
     theta0, f = flat_fn(model)
     x = x.to(torch.float64) if x.is_floating_point() else x
-    return torch.func.hessian(
-        lambda th: _mean_loss(loss_fn, f(th, x), y) + 0.5 * l2 * th.pow(2).sum())(theta0)
+    return torch.func.hessian(lambda th: _mean_loss(loss_fn, f(th, x), y) + 0.5 * l2 * th.pow(2).sum())(
+        theta0
+    )
 
 
 def reference_ggn(model, loss: str, data, *, l2: float = 0.0) -> torch.Tensor:
@@ -309,7 +336,7 @@ def reference_ggn(model, loss: str, data, *, l2: float = 0.0) -> torch.Tensor:
     Fisher diag(p) − ppᵀ) or 'mse' (2·I, for the per-example squared error summed over outputs)."""
     x, _ = data
     theta0, f = flat_fn(model)
-    J = torch.func.jacrev(lambda th: f(th, x))(theta0)           # [N, C, P]
+    J = torch.func.jacrev(lambda th: f(th, x))(theta0)  # [N, C, P]
     out = f(theta0, x)
     N, C = out.shape
     if loss == "ce":
@@ -328,7 +355,7 @@ def reference_grads(model, loss_fn, X, y, *, l2: float = 0.0) -> torch.Tensor:
     theta = flat_theta(m64)
     rows = []
     for i in range(X.shape[0]):
-        loss = loss_fn(m64(X[i:i + 1].to(torch.float64)), y[i:i + 1]).sum()
+        loss = loss_fn(m64(X[i : i + 1].to(torch.float64)), y[i : i + 1]).sum()
         g = torch.autograd.grad(loss, params)
         rows.append(torch.cat([t.reshape(-1) for t in g]) + l2 * theta)
     return torch.stack(rows)
@@ -340,7 +367,7 @@ def reference_output_grads(model, X, pick) -> torch.Tensor:
     params = list(m64.parameters())
     rows = []
     for i in range(X.shape[0]):
-        g = torch.autograd.grad(pick(m64(X[i:i + 1].to(torch.float64))[0]), params)
+        g = torch.autograd.grad(pick(m64(X[i : i + 1].to(torch.float64))[0]), params)
         rows.append(torch.cat([t.reshape(-1) for t in g]))
     return torch.stack(rows)
 
@@ -413,6 +440,7 @@ def float32_tolerance(model, inputs) -> float:
 
 
 def pearson(a, b) -> float:
+    """Pearson correlation of two vectors (float64)."""
     a = torch.as_tensor(a, dtype=torch.float64)
     b = torch.as_tensor(b, dtype=torch.float64)
     a, b = a - a.mean(), b - b.mean()
@@ -420,8 +448,11 @@ def pearson(a, b) -> float:
 
 
 def spearman(a, b) -> float:
+    """Spearman rank correlation of two vectors (ties broken by order)."""
+
     def rank(v):
         return torch.as_tensor(v).argsort().argsort().to(torch.float64)
+
     return pearson(rank(a), rank(b))
 
 
@@ -447,7 +478,7 @@ class ModelState:
             return NotImplemented
         return self.difference(other) is None
 
-    def difference(self, other: "ModelState") -> str | None:
+    def difference(self, other: ModelState) -> str | None:
         """What differs from ``other`` (None when nothing does)."""
         if self.slots != other.slots:
             return "parameter or buffer objects were replaced"
@@ -479,11 +510,21 @@ def model_state(model: nn.Module) -> ModelState:
     modules = list(model.modules())
     params = list(model.parameters())
     tensors = params + list(model.buffers())
-    hook_names = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks",
-                  "_backward_pre_hooks", "_forward_hooks_with_kwargs")
+    hook_names = (
+        "_forward_hooks",
+        "_forward_pre_hooks",
+        "_backward_hooks",
+        "_backward_pre_hooks",
+        "_forward_hooks_with_kwargs",
+    )
     return ModelState(
-        slots=[(tuple((k, id(v)) for k, v in m._parameters.items()),
-                tuple((k, id(v)) for k, v in m._buffers.items())) for m in modules],
+        slots=[
+            (
+                tuple((k, id(v)) for k, v in m._parameters.items()),
+                tuple((k, id(v)) for k, v in m._buffers.items()),
+            )
+            for m in modules
+        ],
         values=[t.detach().clone() for t in tensors],
         requires=[p.requires_grad for p in params],
         grads=[(id(p.grad), None if p.grad is None else p.grad.clone()) for p in params],
@@ -513,8 +554,14 @@ def run_python(code: str, *, disable_ext: bool, timeout: float = 300) -> str:
         env.pop("HESSEXT_DISABLE_EXT", None)
     # not the repository as working directory: `python -c` would import the source tree's
     # hessext (which has no compiled core) instead of the installed package
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                            timeout=timeout, cwd=tempfile.gettempdir())
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=tempfile.gettempdir(),
+    )
     if result.returncode != 0:
         raise AssertionError(f"subprocess failed:\n{result.stderr}")
     return result.stdout
@@ -526,11 +573,22 @@ def run_distributed(code: str, *, world: int = 2, timeout: float = 300) -> list[
     with tempfile.TemporaryDirectory() as d:
         procs = []
         for rank in range(world):
-            env = {**os.environ, "HESSEXT_TEST_RANK": str(rank), "HESSEXT_TEST_WORLD": str(world),
-                   "HESSEXT_TEST_INIT": os.path.join(d, "init")}
-            procs.append(subprocess.Popen([sys.executable, "-c", code], env=env, text=True,
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                          cwd=tempfile.gettempdir()))
+            env = {
+                **os.environ,
+                "HESSEXT_TEST_RANK": str(rank),
+                "HESSEXT_TEST_WORLD": str(world),
+                "HESSEXT_TEST_INIT": os.path.join(d, "init"),
+            }
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", code],
+                    env=env,
+                    text=True,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    cwd=tempfile.gettempdir(),
+                )
+            )
         outs = []
         for rank, proc in enumerate(procs):
             try:
@@ -550,8 +608,9 @@ def init_gloo() -> tuple[int, int]:
     import torch.distributed as dist
 
     rank, world = int(os.environ["HESSEXT_TEST_RANK"]), int(os.environ["HESSEXT_TEST_WORLD"])
-    dist.init_process_group("gloo", init_method=f"file://{os.environ['HESSEXT_TEST_INIT']}",
-                            rank=rank, world_size=world)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{os.environ['HESSEXT_TEST_INIT']}", rank=rank, world_size=world
+    )
     return rank, world
 
 

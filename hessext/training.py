@@ -8,6 +8,8 @@ a forked global RNG so that the caller's random state is left as it was.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -67,7 +69,9 @@ def train(
     if len(x) != len(y) or len(x) == 0:
         raise ValueError(f"train: x and y must be non-empty with equal length, got {len(x)} and {len(y)}")
     if loss == "ce" and (y.dim() != 1 or y.dtype not in (torch.int64, torch.int32)):
-        raise ValueError(f"train: loss='ce' needs y of shape [N] with integer labels, got {y.dtype} {tuple(y.shape)}")
+        raise ValueError(
+            f"train: loss='ce' needs y of shape [N] with integer labels, got {y.dtype} {tuple(y.shape)}"
+        )
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("train: the model has no trainable parameters")
@@ -76,12 +80,12 @@ def train(
     x, y = x.to(device), y.to(device)
     if loss == "ce":
         y = y.long()
-        loss_fn = nn.functional.cross_entropy
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = nn.functional.cross_entropy
     else:
         y = y.to(params[0].dtype)
         loss_fn = nn.functional.mse_loss
     if optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
+        opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
     else:
         opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
 
@@ -96,7 +100,7 @@ def train(
         torch.manual_seed(seed)
         model.train()
         try:
-            for epoch in range(epochs):
+            for _ in range(epochs):
                 perm = torch.randperm(n, generator=order_gen).to(device)
                 total = torch.zeros((), dtype=torch.float64, device=device)
                 for start in range(0, n, batch_size):

@@ -29,5 +29,6 @@ def restore_threads():
 
 
 def pytest_report_header(config):
-    return "hessext: " + json.dumps({k: v for k, v in hessext.info().items()
-                                     if k in ("compiled_core", "cpu_kernels", "cuda_kernel_ops")})
+    return "hessext: " + json.dumps(
+        {k: v for k, v in hessext.info().items() if k in ("compiled_core", "cpu_kernels", "cuda_kernel_ops")}
+    )

@@ -34,8 +34,7 @@ _FLOAT_DTYPES = (torch.float32, torch.float64)
 
 
 def _embeds_indices(model: nn.Module | None) -> bool:
-    return model is not None and any(isinstance(m, (nn.Embedding, nn.EmbeddingBag))
-                                     for m in model.modules())
+    return model is not None and any(isinstance(m, (nn.Embedding, nn.EmbeddingBag)) for m in model.modules())
 
 
 def check_inputs(x, who: str, *, model: nn.Module | None = None) -> torch.Tensor:
@@ -50,18 +49,22 @@ def check_inputs(x, who: str, *, model: nn.Module | None = None) -> torch.Tensor
         raise ValueError(f"{who}: inputs is an empty batch (shape {tuple(x.shape)}): no samples")
     if x.is_floating_point():
         if x.dtype not in _FLOAT_DTYPES:
-            raise TypeError(f"{who}: inputs has dtype {x.dtype}; use float32 or float64 "
-                            "(half precision is not supported)")
+            raise TypeError(
+                f"{who}: inputs has dtype {x.dtype}; use float32 or float64 (half precision is not supported)"
+            )
         if not bool(torch.isfinite(x).all()):
             bad = int((~torch.isfinite(x)).reshape(x.shape[0], -1).any(1).sum())
-            raise ValueError(f"{who}: inputs contains non-finite values (nan or inf) in {bad} of "
-                             f"{x.shape[0]} samples")
+            raise ValueError(
+                f"{who}: inputs contains non-finite values (nan or inf) in {bad} of {x.shape[0]} samples"
+            )
     elif x.is_complex() or x.dtype == torch.bool:
         raise TypeError(f"{who}: inputs has unsupported dtype {x.dtype}; use float32 or float64")
     elif not _embeds_indices(model):
-        raise TypeError(f"{who}: inputs has integer dtype {x.dtype}, which only models that "
-                        "embed indices (nn.Embedding) accept; convert them with x.float() or "
-                        "x.double()")
+        raise TypeError(
+            f"{who}: inputs has integer dtype {x.dtype}, which only models that "
+            "embed indices (nn.Embedding) accept; convert them with x.float() or "
+            "x.double()"
+        )
     return x.clone() if x.is_inference() else x
 
 
@@ -71,8 +74,7 @@ def check_targets(y, n: int, who: str) -> torch.Tensor:
         raise TypeError(f"{who}: targets must be a torch.Tensor, got {type(y).__name__}")
     if y.dim() == 0 or y.shape[0] != n:
         got = "no batch dimension" if y.dim() == 0 else f"batch size {y.shape[0]}"
-        raise ValueError(f"{who}: targets has {got} but inputs has {n} (targets shape "
-                         f"{tuple(y.shape)})")
+        raise ValueError(f"{who}: targets has {got} but inputs has {n} (targets shape {tuple(y.shape)})")
     if y.is_floating_point():
         if y.dtype not in _FLOAT_DTYPES:
             raise TypeError(f"{who}: targets has dtype {y.dtype}; use float32 or float64")
@@ -86,14 +88,15 @@ def split_pair(data, who: str, *, need_targets: bool, model: nn.Module | None = 
     needed, a bare inputs tensor (targets None). Both checked as above."""
     if isinstance(data, torch.Tensor):
         if need_targets:
-            raise ValueError(f"{who}: expected a pair (inputs, targets); got a bare tensor of "
-                             f"shape {tuple(data.shape)} and this option needs the labels")
+            raise ValueError(
+                f"{who}: expected a pair (inputs, targets); got a bare tensor of "
+                f"shape {tuple(data.shape)} and this option needs the labels"
+            )
         inputs, targets = data, None
     elif isinstance(data, (tuple, list)) and len(data) == 2:
         inputs, targets = data
     else:
-        raise TypeError(f"{who}: expected (inputs, targets) or an inputs tensor, got "
-                        f"{type(data).__name__}")
+        raise TypeError(f"{who}: expected (inputs, targets) or an inputs tensor, got {type(data).__name__}")
     inputs = check_inputs(inputs, who, model=model)
     if targets is not None:
         targets = check_targets(targets, inputs.shape[0], who)
@@ -107,15 +110,16 @@ def as_batches(data, who: str, *, model: nn.Module | None = None) -> list[Batch]
 
     The iterable is consumed once (generators and DataLoaders both work); the assembly passes
     over the list several times."""
-    if isinstance(data, (tuple, list)) and len(data) == 2 and all(
-            isinstance(t, torch.Tensor) for t in data):
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
         raw = [tuple(data)]
     else:
         try:
             raw = [tuple(b) for b in data]
         except TypeError:
-            raise TypeError(f"{who}: data must be an (inputs, targets) pair of tensors or an "
-                            f"iterable of such pairs, got {type(data).__name__}") from None
+            raise TypeError(
+                f"{who}: data must be an (inputs, targets) pair of tensors or an "
+                f"iterable of such pairs, got {type(data).__name__}"
+            ) from None
     batches = []
     for i, b in enumerate(raw):
         if not (len(b) == 2 and all(isinstance(t, torch.Tensor) for t in b)):
@@ -161,16 +165,25 @@ class ExampleLoss:
         return f"{self.reduction}-reduced scalar, evaluated one example at a time"
 
 
-def example_loss(model: nn.Module, loss_fn, outputs: torch.Tensor, targets: torch.Tensor,
-                 who: str, *, allow_reduced: bool = True) -> ExampleLoss:
+def example_loss(
+    model: nn.Module,
+    loss_fn,
+    outputs: torch.Tensor,
+    targets: torch.Tensor,
+    who: str,
+    *,
+    allow_reduced: bool = True,
+) -> ExampleLoss:
     """Check ``loss_fn`` against the contract on a few examples' ``outputs`` (detached model
     outputs [k, ...]) and ``targets``; return it as an ExampleLoss.
 
     Must run inside ``preserved(model)``: the closure check sets requires_grad on the model's
     parameters for a moment."""
     if not callable(loss_fn):
-        raise TypeError(f"{who}: loss_fn must be callable (outputs, targets) -> per-example "
-                        f"losses [N], got {type(loss_fn).__name__}")
+        raise TypeError(
+            f"{who}: loss_fn must be callable (outputs, targets) -> per-example "
+            f"losses [N], got {type(loss_fn).__name__}"
+        )
     outputs = outputs.detach()
     k = outputs.shape[0]
     floating = [(n, p) for n, p in model.named_parameters() if p.is_floating_point()]
@@ -191,7 +204,8 @@ def example_loss(model: nn.Module, loss_fn, outputs: torch.Tensor, targets: torc
                     "differentiates working copies of the parameters, so that term would be "
                     "silently dropped. Remove it from loss_fn and pass it as regularizer= "
                     "(hessext.regularizers.L2(c) for (c/2)·‖θ‖², L2.from_weight_decay(λ, n) for "
-                    "the toolbox's (λ/2n)·‖θ‖², or hessext.regularizers.Penalty(R) for any R(θ))")
+                    "the toolbox's (λ/2n)·‖θ‖², or hessext.regularizers.Penalty(R) for any R(θ))"
+                )
     value = value.detach()
     if value.shape == (k,):
         return ExampleLoss(loss_fn, "none")
@@ -200,11 +214,14 @@ def example_loss(model: nn.Module, loss_fn, outputs: torch.Tensor, targets: torc
             f"{who}: loss_fn must return one loss per example, per-example losses of shape [N] "
             "(reduction='none', "
             "summed over any output axes, e.g. lambda out, y: F.mse_loss(out, y, "
-            f"reduction='none').sum(1)); on {k} examples it returned shape {tuple(value.shape)}")
+            f"reduction='none').sum(1)); on {k} examples it returned shape {tuple(value.shape)}"
+        )
     if not allow_reduced:
-        raise ValueError(f"{who}: loss_fn must return one loss per example, shape [{k}] (e.g. "
-                         "nn.CrossEntropyLoss(reduction='none')), got a scalar: per-sample "
-                         "gradients of a reduced loss are ambiguous (∇ℓ_i or ∇ℓ_i/N)")
+        raise ValueError(
+            f"{who}: loss_fn must return one loss per example, shape [{k}] (e.g. "
+            "nn.CrossEntropyLoss(reduction='none')), got a scalar: per-sample "
+            "gradients of a reduced loss are ambiguous (∇ℓ_i or ∇ℓ_i/N)"
+        )
     with torch.no_grad():
         each = ExampleLoss(loss_fn, "mean")(outputs, targets)
     total = each.sum()
@@ -214,7 +231,9 @@ def example_loss(model: nn.Module, loss_fn, outputs: torch.Tensor, targets: torc
         return ExampleLoss(loss_fn, "mean")
     if abs(float(value) - float(total)) <= tol * scale:
         return ExampleLoss(loss_fn, "sum")
-    raise ValueError(f"{who}: loss_fn returned a scalar that is neither the mean nor the sum of "
-                     f"its per-example values (on {k} examples: {float(value):.6g}, per-example "
-                     f"sum {float(total):.6g}); return per-example losses [N] instead "
-                     "(reduction='none')")
+    raise ValueError(
+        f"{who}: loss_fn returned a scalar that is neither the mean nor the sum of "
+        f"its per-example values (on {k} examples: {float(value):.6g}, per-example "
+        f"sum {float(total):.6g}); return per-example losses [N] instead "
+        "(reduction='none')"
+    )

@@ -15,9 +15,15 @@ import torch
 from torch import nn
 
 _HOOK_DICTS = (
-    "_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
-    "_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_backward_hooks",
-    "_backward_pre_hooks", "_state_dict_hooks", "_load_state_dict_pre_hooks",
+    "_forward_hooks",
+    "_forward_hooks_with_kwargs",
+    "_forward_hooks_always_called",
+    "_forward_pre_hooks",
+    "_forward_pre_hooks_with_kwargs",
+    "_backward_hooks",
+    "_backward_pre_hooks",
+    "_state_dict_hooks",
+    "_load_state_dict_pre_hooks",
 )
 
 
@@ -25,13 +31,17 @@ def check_model(model, who: str) -> nn.Module:
     """Refuse what no method can work on: a non-Module (e.g. a plain function), a model without
     floating parameters, and a model whose parameters have no data (the meta device)."""
     if not isinstance(model, nn.Module):
-        raise TypeError(f"{who}: model must be a torch.nn.Module, got {type(model).__name__} "
-                        "(wrap a function of x in an nn.Module whose forward calls it)")
+        raise TypeError(
+            f"{who}: model must be a torch.nn.Module, got {type(model).__name__} "
+            "(wrap a function of x in an nn.Module whose forward calls it)"
+        )
     for name, p in model.named_parameters():
         if p.is_meta:
-            raise ValueError(f"{who}: parameter {name!r} is on the meta device (it has no "
-                             "values); load or initialise the model's weights first, e.g. "
-                             "model.to_empty(device='cpu') and load_state_dict")
+            raise ValueError(
+                f"{who}: parameter {name!r} is on the meta device (it has no "
+                "values); load or initialise the model's weights first, e.g. "
+                "model.to_empty(device='cpu') and load_state_dict"
+            )
     for name, b in model.named_buffers():
         if b.is_meta:
             raise ValueError(f"{who}: buffer {name!r} is on the meta device (it has no values)")
@@ -54,8 +64,7 @@ def preserved(model: nn.Module, *, eval_mode: bool = True):
     grads = [p.grad for p in params]
     requires = [p.requires_grad for p in params]
     versions = [p._version for p in params]
-    hooks = [{name: dict(getattr(m, name)) for name in _HOOK_DICTS if hasattr(m, name)}
-             for m in modules]
+    hooks = [{name: dict(getattr(m, name)) for name in _HOOK_DICTS if hasattr(m, name)} for m in modules]
     try:
         if eval_mode:
             model.eval()
@@ -71,7 +80,7 @@ def preserved(model: nn.Module, *, eval_mode: bool = True):
             for store, own in ((m._parameters, own_params), (m._buffers, own_buffers)):
                 if store.keys() != own.keys() or any(store[k] is not v for k, v in own.items()):
                     store.clear()
-                    store.update(own)
+                    store.update(own)  # type: ignore[arg-type]  # the very dict it held
         for p, g, r in zip(params, grads, requires):
             p.grad = g
             p.requires_grad_(r)

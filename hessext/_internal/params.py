@@ -7,6 +7,7 @@ modules once, under its first name), restricted to the chosen parameters.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterable, Sequence
 
@@ -31,18 +32,23 @@ def flat_parameters(model: nn.Module, params=None) -> tuple[list[str], list[torc
         for item in params:
             if isinstance(item, str):
                 if item not in known:
-                    raise ValueError(f"params: {item!r} is not a parameter of the model (its "
-                                     f"parameters include {list(known)[:8]})")
+                    raise ValueError(
+                        f"params: {item!r} is not a parameter of the model (its "
+                        f"parameters include {list(known)[:8]})"
+                    )
                 names.add(item)
             elif isinstance(item, torch.Tensor) and id(item) in by_id:
                 names.add(by_id[id(item)])
             else:
-                raise TypeError("params: expected parameter names or parameter tensors of the "
-                                f"model, got {type(item).__name__}")
+                raise TypeError(
+                    "params: expected parameter names or parameter tensors of the "
+                    f"model, got {type(item).__name__}"
+                )
         chosen = [(n, p) for n, p in named if n in names]
     if not chosen:
-        raise ValueError("params: no parameters to differentiate (none requires grad, or the "
-                         "selection is empty)")
+        raise ValueError(
+            "params: no parameters to differentiate (none requires grad, or the selection is empty)"
+        )
     return [n for n, _ in chosen], [p for _, p in chosen]
 
 
@@ -51,19 +57,35 @@ def num_params(model: nn.Module, params=None) -> int:
     return sum(t.numel() for t in flat_parameters(model, params)[1])
 
 
-def unflatten_params(row: torch.Tensor, names: Sequence[str],
-                     shapes: Iterable[Sequence[int]]) -> dict[str, torch.Tensor]:
+def unflatten_params(
+    row: torch.Tensor, names: Sequence[str], shapes: Iterable[Sequence[int]]
+) -> dict[str, torch.Tensor]:
     """Split flat parameter vectors back into named tensors (views, no copy).
 
     row: [P] or [..., P] (e.g. a row of G, or G itself) → {name: [..., *shape]}."""
     shapes = [tuple(s) for s in shapes]
     sizes = [math.prod(s) for s in shapes]
     if row.shape[-1] != sum(sizes):
-        raise ValueError(f"unflatten_params: row has {row.shape[-1]} entries, the parameters "
-                         f"{list(names)} have {sum(sizes)}")
+        raise ValueError(
+            f"unflatten_params: row has {row.shape[-1]} entries, the parameters "
+            f"{list(names)} have {sum(sizes)}"
+        )
     lead = row.shape[:-1]
-    return {n: piece.reshape(*lead, *s)
-            for n, s, piece in zip(names, shapes, torch.split(row, sizes, dim=-1))}
+    return {
+        n: piece.reshape(*lead, *s) for n, s, piece in zip(names, shapes, torch.split(row, sizes, dim=-1))
+    }
+
+
+def values_fingerprint(tensors: Iterable[torch.Tensor]) -> str:
+    """SHA-256 of the exact bytes (and dtypes, shapes) of ``tensors``: what a curvature object
+    remembers of the parameters it was made at, to refuse being used after they changed."""
+    h = hashlib.sha256()
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def working_copy(t: torch.Tensor, dtype: torch.dtype, device=None) -> torch.Tensor:

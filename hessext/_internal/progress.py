@@ -18,8 +18,22 @@ def show_progress(progress: bool | None) -> bool:
     return sys.stderr.isatty() if progress is None else bool(progress)
 
 
-def progress_bar(iterable: Iterable | None = None, *, total: int | None = None, desc: str,
-                 progress: bool | None, unit: str = "it", initial: int = 0) -> tqdm:
+def progress_bar(
+    iterable: Iterable | None = None,
+    *,
+    total: int | None = None,
+    desc: str,
+    progress: bool | None,
+    unit: str = "it",
+    initial: int = 0,
+) -> tqdm:
     """A tqdm bar over ``iterable`` (or, with ``iterable=None``, one to ``update()`` by hand)."""
-    return tqdm(iterable, total=total, desc=desc, unit=unit, initial=initial,
-                disable=not show_progress(progress), leave=False)
+    return tqdm(
+        iterable,
+        total=total,
+        desc=desc,
+        unit=unit,
+        initial=initial,
+        disable=not show_progress(progress),
+        leave=False,
+    )

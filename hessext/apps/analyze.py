@@ -69,8 +69,10 @@ def _load_data(path: Path) -> dict:
     except Exception as e:  # noqa: BLE001 - any reader failure is the file's problem
         raise UserError(f"cannot read data file {path}: {type(e).__name__}: {e}") from None
     if not isinstance(raw, dict):
-        raise UserError(f"data file {path} must hold a dict with x_train, y_train, x_test "
-                        f"[, y_test], got {type(raw).__name__}")
+        raise UserError(
+            f"data file {path} must hold a dict with x_train, y_train, x_test "
+            f"[, y_test], got {type(raw).__name__}"
+        )
     missing = [k for k in ("x_train", "y_train", "x_test") if k not in raw]
     if missing:
         raise UserError(f"data file {path} lacks {', '.join(missing)} (has {', '.join(sorted(raw))})")
@@ -81,8 +83,9 @@ def _load_data(path: Path) -> dict:
             data[k] = t.long() if k.startswith("y") else t.float()
             if k.startswith("x") and not bool(torch.isfinite(data[k]).all()):
                 rows = int((~torch.isfinite(data[k])).reshape(len(data[k]), -1).any(1).sum())
-                raise UserError(f"{k} in {path} contains non-finite values (nan or inf) in {rows} "
-                                f"of {len(data[k])} rows")
+                raise UserError(
+                    f"{k} in {path} contains non-finite values (nan or inf) in {rows} of {len(data[k])} rows"
+                )
     for xs, ys in (("x_train", "y_train"), ("x_test", "y_test")):
         if ys in data:
             if data[ys].dim() != 1:
@@ -101,10 +104,14 @@ def _load_model(path: Path, arch: str | None):
         try:
             return torch.jit.load(str(path), map_location="cpu"), "TorchScript"
         except Exception as e:  # noqa: BLE001
-            raise UserError(f"cannot load {path} as a TorchScript model ({type(e).__name__}); "
-                            "for a state-dict checkpoint pass --arch module:Class") from None
+            raise UserError(
+                f"cannot load {path} as a TorchScript model ({type(e).__name__}); "
+                "for a state-dict checkpoint pass --arch module:Class"
+            ) from None
     if ":" not in arch:
-        raise UserError(f"--arch must look like module:Class (e.g. hessext.models:Conv1DToolbox), got {arch!r}")
+        raise UserError(
+            f"--arch must look like module:Class (e.g. hessext.models:Conv1DToolbox), got {arch!r}"
+        )
     mod_name, cls_name = arch.split(":", 1)
     try:
         cls = getattr(importlib.import_module(mod_name), cls_name)
@@ -132,12 +139,16 @@ def _adapt_script(model, data):
         with torch.no_grad():
             same = torch.allclose(adapted(example), model(example), rtol=1e-5, atol=1e-6)
     except Exception as e:  # noqa: BLE001
-        raise UserError("cannot make the TorchScript model differentiable in its parameters "
-                        f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); save "
-                        "its state dict and pass --arch module:Class instead") from None
+        raise UserError(
+            "cannot make the TorchScript model differentiable in its parameters "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); save "
+            "its state dict and pass --arch module:Class instead"
+        ) from None
     if not same:
-        raise UserError("the TorchScript model's converted graph disagrees with it on x_train[:2]; "
-                        "save its state dict and pass --arch module:Class instead")
+        raise UserError(
+            "the TorchScript model's converted graph disagrees with it on x_train[:2]; "
+            "save its state dict and pass --arch module:Class instead"
+        )
     return adapted
 
 
@@ -147,25 +158,40 @@ def _check_outputs(model, data):
         with torch.no_grad():
             out = model(x)
     except Exception as e:  # noqa: BLE001
-        raise UserError(f"the model fails on x_train[:2] of shape {tuple(x.shape)}: "
-                        f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+        raise UserError(
+            f"the model fails on x_train[:2] of shape {tuple(x.shape)}: "
+            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        ) from None
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != len(x):
-        raise UserError(f"the model must return logits [N, C] for N inputs; for N = {len(x)} it "
-                        f"returned {tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
+        raise UserError(
+            f"the model must return logits [N, C] for N inputs; for N = {len(x)} it "
+            f"returned {tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}"
+        )
     C = out.shape[1]
     for k in ("y_train", "y_test"):
         if k in data:
             y = data[k]
             if int(y.min()) < 0 or int(y.max()) >= C:
-                raise UserError(f"{k} holds classes {int(y.min())}..{int(y.max())} but the model "
-                                f"has C = {C} outputs")
+                raise UserError(
+                    f"{k} holds classes {int(y.min())}..{int(y.max())} but the model has C = {C} outputs"
+                )
     return C
 
 
-def run_analyze(model_path, data_path, *, arch: str | None = None, out="hessext-analysis",
-                seed: int = 0, n_bootstrap: int = 50, progress: bool | None = None,
-                quiet: bool = False):
-    check_target(out)        # refuse a folder we may not write before any work
+def run_analyze(
+    model_path,
+    data_path,
+    *,
+    arch: str | None = None,
+    out="hessext-analysis",
+    seed: int = 0,
+    n_bootstrap: int = 50,
+    progress: bool | None = None,
+    quiet: bool = False,
+):
+    """The toolbox on a user's model and data file, as a report folder ``out``: exact Hessian
+    spectrum, influence and RelatIF, RUE and the extrapolation score. Returns (path, timer)."""
+    check_target(out)  # refuse a folder we may not write before any work
     model, kind = _load_model(Path(model_path), arch)
     data = _load_data(Path(data_path))
     model.eval()
@@ -176,8 +202,10 @@ def run_analyze(model_path, data_path, *, arch: str | None = None, out="hessext-
     if P == 0:
         raise UserError("the model has no trainable parameters")
     if P > 20000:
-        raise UserError(f"the model has P = {P:,} parameters; the dense exact Hessian is limited to "
-                        "20,000 here (use the Python API's hessian_operator for larger models)")
+        raise UserError(
+            f"the model has P = {P:,} parameters; the dense exact Hessian is limited to "
+            "20,000 here (use the Python API's hessian_operator for larger models)"
+        )
     x_tr, y_tr, x_te = data["x_train"], data["y_train"], data["x_test"]
     with torch.no_grad():
         pred_te = model(x_te).argmax(1)
@@ -191,54 +219,103 @@ def run_analyze(model_path, data_path, *, arch: str | None = None, out="hessext-
         with timer.stage("influence"):
             wrong = torch.nonzero(pred_te != y_te).flatten()
             picks = (wrong if len(wrong) else torch.arange(len(x_te)))[:3]
-            inf, rel = tb.influence_scores(model, (x_tr, y_tr), (x_te[picks], y_te[picks]), H,
-                                           st["damping_influence"], progress=progress)
+            inf, rel = tb.influence_scores(
+                model, (x_tr, y_tr), (x_te[picks], y_te[picks]), H, st["damping_influence"], progress=progress
+            )
         with timer.stage("RUE and extrapolation score"):
             sets = {"train": (x_tr, y_tr), "test": (x_te, y_te)}
-            rue_v, score_v, n_removed, _ = tb.rue_and_score(model, (x_tr, y_tr), sets, H, st, seed=seed,
-                                                            n_bootstrap=n_bootstrap, progress=progress)
+            rue_v, score_v, n_removed, _ = tb.rue_and_score(
+                model, (x_tr, y_tr), sets, H, st, seed=seed, n_bootstrap=n_bootstrap, progress=progress
+            )
             au = tb.auroc(score_v["train"], score_v["test"])
         with timer.stage("figures and report"):
             with torch.no_grad():
                 acc_tr = float((model(x_tr).argmax(1) == y_tr).float().mean())
-            rep.table(["item", "value"], [
-                ["model", f"{model_path} ({kind}), P = {P:,}, C = {C} classes"],
-                ["data", f"{data_path}: {len(x_tr)} training inputs {tuple(x_tr.shape[1:])}, {len(x_te)} test inputs"],
-                ["test labels", "given (y_test)" if "y_test" in data else "none: the model's predictions are used"],
-                ["training accuracy", f"{acc_tr:.3f}"], ["seed", seed],
-            ])
+            rep.table(
+                ["item", "value"],
+                [
+                    ["model", f"{model_path} ({kind}), P = {P:,}, C = {C} classes"],
+                    [
+                        "data",
+                        f"{data_path}: {len(x_tr)} training inputs {tuple(x_tr.shape[1:])}, "
+                        f"{len(x_te)} test inputs",
+                    ],
+                    [
+                        "test labels",
+                        "given (y_test)" if "y_test" in data else "none: the model's predictions are used",
+                    ],
+                    ["training accuracy", f"{acc_tr:.3f}"],
+                    ["seed", seed],
+                ],
+            )
             rep.heading("Hessian spectrum")
-            rep.figure(F.spectrum(lam, damping=st["damping_influence"], threshold=st["score_threshold"],
-                                  title=f"Exact Hessian of the training loss (P = {P:,})"), "spectrum",
-                       "All eigenvalues of the Hessian of the mean cross-entropy over the training set "
-                       "(model in eval mode), largest first, symmetric-log axis. Red: negative.")
+            rep.figure(
+                F.spectrum(
+                    lam,
+                    damping=st["damping_influence"],
+                    threshold=st["score_threshold"],
+                    title=f"Exact Hessian of the training loss (P = {P:,})",
+                ),
+                "spectrum",
+                "All eigenvalues of the Hessian of the mean cross-entropy over the training set "
+                "(model in eval mode), largest first, symmetric-log axis. Red: negative.",
+            )
             rep.table(["quantity", "value"], tb.settings_table(st, H, n_removed))
             rep.heading("Influence")
             which = "misclassified" if len(wrong) else "first"
-            rep.figure(F.influence_bars([(f"test #{int(i)} (label {int(y_te[i])}, pred {int(pred_te[i])})",
-                                          inf[:, k]) for k, i in enumerate(picks)],
-                                        title=f"Most helpful / harmful training examples ({which} test inputs)"),
-                       "influence",
-                       "Influence IF = (1/n) g_testᵀ (H + δI)⁻¹ g_train of each training example on the "
-                       "test loss: positive (green) = removing it would raise the loss (it helped), "
-                       f"negative (red) = it harmed. δ = {st['damping_influence']:g}.")
+            rep.figure(
+                F.influence_bars(
+                    [
+                        (f"test #{int(i)} (label {int(y_te[i])}, pred {int(pred_te[i])})", inf[:, k])
+                        for k, i in enumerate(picks)
+                    ],
+                    title=f"Most helpful / harmful training examples ({which} test inputs)",
+                ),
+                "influence",
+                "Influence IF = (1/n) g_testᵀ (H + δI)⁻¹ g_train of each training example on the "
+                "test loss: positive (green) = removing it would raise the loss (it helped), "
+                f"negative (red) = it harmed. δ = {st['damping_influence']:g}.",
+            )
             rows = []
             for k, i in enumerate(picks):
                 order = inf[:, k].argsort(descending=True)
-                rows.append([f"test #{int(i)}", ", ".join(str(int(j)) for j in order[:5]),
-                             ", ".join(str(int(j)) for j in order.flip(0)[:5]),
-                             ", ".join(str(int(j)) for j in rel[:, k].argsort(descending=True)[:5])])
-            rep.table(["test input", "most helpful (IF)", "most harmful (IF)", "most helpful (RelatIF)"], rows)
+                rows.append(
+                    [
+                        f"test #{int(i)}",
+                        ", ".join(str(int(j)) for j in order[:5]),
+                        ", ".join(str(int(j)) for j in order.flip(0)[:5]),
+                        ", ".join(str(int(j)) for j in rel[:, k].argsort(descending=True)[:5]),
+                    ]
+                )
+            rep.table(
+                ["test input", "most helpful (IF)", "most harmful (IF)", "most helpful (RelatIF)"], rows
+            )
             rep.heading("Uncertainty and extrapolation")
-            rep.figure(F.per_set_distribution(rue_v, xlabel="data set", ylabel="RUE: variance of class "
-                                              "probabilities\nover bootstrap models", title="RUE uncertainty"),
-                       "rue", f"RUE with {n_bootstrap} bootstrap models, damping δ = {st['damping_rue']:g}.")
-            rep.figure(F.ood_histogram(score_v["train"], score_v["test"], auroc=au, clean_label="training inputs",
-                                       shifted_label="test inputs", xlabel="extrapolation score ‖U⊥ᵀ g(x)‖",
-                                       title="Local-ensemble extrapolation score"),
-                       "score", f"Extrapolation score with {n_removed} top eigen-directions removed "
-                       f"(λ > t = {st['score_threshold']:.3g}). AUROC = {au:.3f} for telling test from "
-                       "training inputs by the score (0.5: indistinguishable).")
+            rep.figure(
+                F.per_set_distribution(
+                    rue_v,
+                    xlabel="data set",
+                    ylabel="RUE: variance of class probabilities\nover bootstrap models",
+                    title="RUE uncertainty",
+                ),
+                "rue",
+                f"RUE with {n_bootstrap} bootstrap models, damping δ = {st['damping_rue']:g}.",
+            )
+            rep.figure(
+                F.ood_histogram(
+                    score_v["train"],
+                    score_v["test"],
+                    auroc=au,
+                    clean_label="training inputs",
+                    shifted_label="test inputs",
+                    xlabel="extrapolation score ‖U⊥ᵀ g(x)‖",
+                    title="Local-ensemble extrapolation score",
+                ),
+                "score",
+                f"Extrapolation score with {n_removed} top eigen-directions removed "
+                f"(λ > t = {st['score_threshold']:.3g}). AUROC = {au:.3f} for telling test from "
+                "training inputs by the score (0.5: indistinguishable).",
+            )
             rep.heading("Timings (seconds)")
             rep.table(["stage", "seconds"], timer.table())
             path = rep.finish()

@@ -29,7 +29,7 @@ def auroc(negatives, positives) -> float:
         j = i
         while j + 1 < both.size and sorted_vals[j + 1] == sorted_vals[i]:
             j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
         i = j + 1
     n_pos, n_neg = b.size, a.size
     return float((ranks[n_neg:].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
@@ -41,8 +41,8 @@ def _nice_up(x: float) -> float:
         return 0.0
     e = math.floor(math.log10(x))
     for m in (1, 2, 5, 10):
-        if m * 10 ** e >= x * (1 - 1e-12):
-            return float(m * 10 ** e)
+        if m * 10**e >= x * (1 - 1e-12):
+            return float(m * 10**e)
     return float(10 ** (e + 1))
 
 
@@ -53,27 +53,39 @@ def choose_settings(eigenvalues: torch.Tensor) -> dict:
     lam_min, lam_max = float(eigenvalues.min()), float(eigenvalues.max())
     d_if = _nice_up(max(1.1 * max(-lam_min, 0.0), 1e-3 * lam_max))
     d_rue = _nice_up(max(d_if, 0.02 * lam_max))
-    return {"lambda_min": lam_min, "lambda_max": lam_max, "damping_influence": d_if,
-            "damping_rue": d_rue, "score_threshold": 0.01 * lam_max, "min_removed": 2,
-            "n_negative": int((eigenvalues < -1e-6 * abs(eigenvalues).max()).sum()), "trace": float(eigenvalues.sum())}
+    return {
+        "lambda_min": lam_min,
+        "lambda_max": lam_max,
+        "damping_influence": d_if,
+        "damping_rue": d_rue,
+        "score_threshold": 0.01 * lam_max,
+        "min_removed": 2,
+        "n_negative": int((eigenvalues < -1e-6 * abs(eigenvalues).max()).sum()),
+        "trace": float(eigenvalues.sum()),
+    }
 
 
 def exact_hessian(model, x, y, *, progress):
+    """The exact Hessian of the mean cross-entropy on (x, y), float32 products in float64."""
     # float32 model products (the model's own precision) summed in float64: measured 1.6x
     # faster than float64 products for the SSH CNN on this machine.
     # strips of 256 columns: a progress bar with a few steps at no measurable cost
     P = num_params(model)
-    return hessian(model, nn.CrossEntropyLoss(reduction="none"), (x, y),
-                           dtype=torch.float32, progress=progress is not False,
-                           strip_width=min(P, 256))
+    return hessian(
+        model,
+        nn.CrossEntropyLoss(reduction="none"),
+        (x, y),
+        dtype=torch.float32,
+        progress=progress is not False,
+        strip_width=min(P, 256),
+    )
 
 
 def influence_scores(model, train, test, H, damping, *, progress):
+    """(influence, RelatIF) [n_train, n_test] of train on test at damping δ (eigh solves)."""
     loss = nn.CrossEntropyLoss()
-    inf = influence(model, loss, train, test, hessian=H, damping=damping, method="eigh",
-                            progress=progress)
-    rel = relatif(model, loss, train, test, hessian=H, damping=damping, method="eigh",
-                          progress=progress)
+    inf = influence(model, loss, train, test, hessian=H, damping=damping, method="eigh", progress=progress)
+    rel = relatif(model, loss, train, test, hessian=H, damping=damping, method="eigh", progress=progress)
     return inf, rel
 
 
@@ -82,31 +94,46 @@ def rue_and_score(model, train, sets: dict, H, settings, *, seed, n_bootstrap, p
     classes) and the extrapolation score (gradient of the predicted-class logit)."""
     loss = nn.CrossEntropyLoss()
     x_all = torch.cat([x for x, _ in sets.values()])
-    var = rue(model, loss, train, x_all, hessian=H, damping=settings["damping_rue"],
-                      method="eigh", n_bootstrap=n_bootstrap, seed=seed,
-                      output_fn=lambda o: o.softmax(-1), progress=progress)
+    var = rue(
+        model,
+        loss,
+        train,
+        x_all,
+        hessian=H,
+        damping=settings["damping_rue"],
+        method="eigh",
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        output_fn=lambda o: o.softmax(-1),
+        progress=progress,
+    )
     solver = var.solver
     var = var.sum(dim=1)
-    score = extrapolation_score(model, x_all, hessian=H,
-                                        threshold=settings["score_threshold"],
-                                        min_removed=settings["min_removed"])
+    score = extrapolation_score(
+        model, x_all, hessian=H, threshold=settings["score_threshold"], min_removed=settings["min_removed"]
+    )
     out_rue, out_score, start = {}, {}, 0
     for name, (x, _) in sets.items():
-        out_rue[name] = var[start:start + len(x)]
-        out_score[name] = score[start:start + len(x)]
+        out_rue[name] = var[start : start + len(x)]
+        out_score[name] = score[start : start + len(x)]
         start += len(x)
-    return out_rue, out_score, score.n_removed, solver
+    return out_rue, out_score, int(getattr(score, "n_removed")), solver  # noqa: B009
 
 
 def settings_table(settings: dict, H, n_removed: int) -> list[list[str]]:
+    """Rows (quantity, value) describing the spectrum and the settings chosen from it."""
     return [
         ["P (parameters)", f"{H.num_params:,}"],
         ["λ_max, λ_min", f"{settings['lambda_max']:.4g}, {settings['lambda_min']:.4g}"],
         ["negative eigenvalues (λ < −1e-6·max|λ|)", f"{settings['n_negative']} of {H.num_params}"],
         ["trace", f"{settings['trace']:.4g}"],
-        ["damping δ for influence / RelatIF", f"{settings['damping_influence']:g} (δ > |λ_min| "
-         "and ≥ 1e-3·λ_max, rounded up to 1/2/5×10^k)"],
+        [
+            "damping δ for influence / RelatIF",
+            f"{settings['damping_influence']:g} (δ > |λ_min| and ≥ 1e-3·λ_max, rounded up to 1/2/5×10^k)",
+        ],
         ["damping δ for RUE", f"{settings['damping_rue']:g} (≥ 2 % of λ_max)"],
-        ["extrapolation-score threshold t", f"{settings['score_threshold']:.3g} (1 % of λ_max); "
-         f"{n_removed} top eigen-directions removed"],
+        [
+            "extrapolation-score threshold t",
+            f"{settings['score_threshold']:.3g} (1 % of λ_max); {n_removed} top eigen-directions removed",
+        ],
     ]

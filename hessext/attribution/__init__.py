@@ -1,7 +1,6 @@
 """Which training examples made a prediction (layer 3): influence functions (Koh & Liang 2017),
 RelatIF (Barshan et al. 2020) and self-influence, on any curvature object."""
 
-from hessext.attribution.influence import (influence, most_harmful, most_helpful, relatif,
-                                           self_influence)
+from hessext.attribution.influence import influence, most_harmful, most_helpful, relatif, self_influence
 
 __all__ = ["influence", "relatif", "self_influence", "most_helpful", "most_harmful"]

@@ -25,26 +25,33 @@ the pseudo-inverse's cutoff and dropped directions) is attached as ``result.solv
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from hessext._internal.contract import split_pair
-from hessext._internal.params import num_params
-from hessext.per_sample import example_grads as grads
-from hessext.curvature.solve import attach, check_options, check_size, resolve_hessian, solve
 from hessext._internal.guard import preserved
 from hessext._internal.progress import progress_bar
+from hessext.curvature.solve import attach, check_matches, check_options, resolve_hessian, solve
+from hessext.per_sample import example_grads as grads
 
 __all__ = ["influence", "relatif", "self_influence", "most_helpful", "most_harmful"]
 
 
 def _prepare(model, loss_fn, train, hessian, params, regularizer, caller, progress):
     inputs, targets = split_pair(train, f"{caller}: train", need_targets=True)
-    H = resolve_hessian(hessian, model, loss_fn, (inputs, targets), params=params,
-                        regularizer=regularizer, caller=caller, progress=progress)
-    check_size(H, num_params(model, params), caller)
+    H = resolve_hessian(
+        hessian,
+        model,
+        loss_fn,
+        (inputs, targets),
+        params=params,
+        regularizer=regularizer,
+        caller=caller,
+        progress=progress,
+    )
+    check_matches(H, model, params, caller)
     return inputs, targets, H
 
 
@@ -57,19 +64,31 @@ def _test_side(model, loss_fn, H, test, *, damping, method, rcond, params, calle
     return solve(H, G_test.T, damping=damping, method=method, rcond=rcond, caller=caller)
 
 
-def _prepare_with_test(model, loss_fn, train, test, hessian, *, damping, method, rcond, params,
-                       regularizer, caller, progress):
+def _prepare_with_test(
+    model, loss_fn, train, test, hessian, *, damping, method, rcond, params, regularizer, caller, progress
+):
     """(inputs, targets, H) of the training side and (S, solve record) of the test side."""
-    inputs, targets, H = _prepare(model, loss_fn, train, hessian, params, regularizer, caller,
-                                  progress)
-    S, info = _test_side(model, loss_fn, H, test, damping=damping, method=method, rcond=rcond,
-                         params=params, caller=caller)
+    inputs, targets, H = _prepare(model, loss_fn, train, hessian, params, regularizer, caller, progress)
+    S, info = _test_side(
+        model, loss_fn, H, test, damping=damping, method=method, rcond=rcond, params=params, caller=caller
+    )
     return inputs, targets, H, S, info
 
 
-def influence(model: nn.Module, loss_fn: Callable, train, test, *, hessian=None,
-              damping: float = 0.0, method: str | None = None, rcond: float | None = None,
-              params=None, regularizer=None, progress: bool | None = None) -> torch.Tensor:
+def influence(
+    model: nn.Module,
+    loss_fn: Callable,
+    train,
+    test,
+    *,
+    hessian=None,
+    damping: float = 0.0,
+    method: str | None = None,
+    rcond: float | None = None,
+    params=None,
+    regularizer=None,
+    progress: bool | None = None,
+) -> torch.Tensor:
     """Influence of every training example on the loss of every test point.
 
     IF(z, t) = (1/n) g_tᵀ H_δ⁻¹ g_z: the predicted increase of t's loss when z is removed and the
@@ -100,31 +119,67 @@ def influence(model: nn.Module, loss_fn: Callable, train, test, *, hessian=None,
     check_options(damping, method, rcond, caller)
     with preserved(model):
         inputs, targets, H, S, info = _prepare_with_test(
-            model, loss_fn, train, test, hessian, damping=damping, method=method, rcond=rcond,
-            params=params, regularizer=regularizer, caller=caller, progress=progress)
-        G = grads.train_grads(model, loss_fn, inputs, targets, params=params,
-                              regularizer=regularizer)
+            model,
+            loss_fn,
+            train,
+            test,
+            hessian,
+            damping=damping,
+            method=method,
+            rcond=rcond,
+            params=params,
+            regularizer=regularizer,
+            caller=caller,
+            progress=progress,
+        )
+        G = grads.train_grads(model, loss_fn, inputs, targets, params=params, regularizer=regularizer)
         scores = grads.times(G, S) / inputs.shape[0]
     return attach(scores, info)
 
 
-def _train_chunks(model, loss_fn, inputs, targets, H, *, damping, method, rcond, params,
-                  regularizer, batch_size, progress, caller):
+def _train_chunks(
+    model,
+    loss_fn,
+    inputs,
+    targets,
+    H,
+    *,
+    damping,
+    method,
+    rcond,
+    params,
+    regularizer,
+    batch_size,
+    progress,
+    caller,
+):
     """Yield (start, G_chunk [b, P] float64, X_chunk = H_δ⁻¹ G_chunkᵀ [P, b], info)."""
     n = inputs.shape[0]
     starts = range(0, n, batch_size)
     for start in progress_bar(starts, total=len(starts), desc=caller, progress=progress):
         stop = min(start + batch_size, n)
-        Gc = grads.per_example_loss_grads(model, loss_fn, inputs[start:stop], targets[start:stop],
-                                          params=params, regularizer=regularizer).to(torch.float64)
+        Gc = grads.per_example_loss_grads(
+            model, loss_fn, inputs[start:stop], targets[start:stop], params=params, regularizer=regularizer
+        ).to(torch.float64)
         Xc, info = solve(H, Gc.T, damping=damping, method=method, rcond=rcond, caller=caller)
         yield start, Gc, Xc, info
 
 
-def relatif(model: nn.Module, loss_fn: Callable, train, test, *, hessian=None,
-            damping: float = 0.0, method: str | None = None, rcond: float | None = None,
-            params=None, regularizer=None, batch_size: int = 512,
-            progress: bool | None = None) -> torch.Tensor:
+def relatif(
+    model: nn.Module,
+    loss_fn: Callable,
+    train,
+    test,
+    *,
+    hessian=None,
+    damping: float = 0.0,
+    method: str | None = None,
+    rcond: float | None = None,
+    params=None,
+    regularizer=None,
+    batch_size: int = 512,
+    progress: bool | None = None,
+) -> torch.Tensor:
     """RelatIF(z, t) = IF(z, t) / ‖H_δ⁻¹ g_z‖₂ (Barshan et al. 2020, θ-relative influence).
 
     Same arguments, sign convention and ``.solver`` record as :func:`influence`; returns
@@ -135,45 +190,89 @@ def relatif(model: nn.Module, loss_fn: Callable, train, test, *, hessian=None,
     check_options(damping, method, rcond, caller)
     with preserved(model):
         inputs, targets, H, S, info = _prepare_with_test(
-            model, loss_fn, train, test, hessian, damping=damping, method=method, rcond=rcond,
-            params=params, regularizer=regularizer, caller=caller, progress=progress)
+            model,
+            loss_fn,
+            train,
+            test,
+            hessian,
+            damping=damping,
+            method=method,
+            rcond=rcond,
+            params=params,
+            regularizer=regularizer,
+            caller=caller,
+            progress=progress,
+        )
         n = inputs.shape[0]
         scores = torch.empty(n, S.shape[1], dtype=torch.float64, device=S.device)
-        for start, Gc, Xc, _ in _train_chunks(model, loss_fn, inputs, targets, H, damping=damping,
-                                              method=method, rcond=rcond, params=params,
-                                              regularizer=regularizer, batch_size=batch_size,
-                                              progress=progress, caller=caller):
+        for start, Gc, Xc, _ in _train_chunks(
+            model,
+            loss_fn,
+            inputs,
+            targets,
+            H,
+            damping=damping,
+            method=method,
+            rcond=rcond,
+            params=params,
+            regularizer=regularizer,
+            batch_size=batch_size,
+            progress=progress,
+            caller=caller,
+        ):
             norms = torch.linalg.vector_norm(Xc, dim=0)
-            scores[start:start + Gc.shape[0]] = (Gc @ S) / n / norms[:, None]
+            scores[start : start + Gc.shape[0]] = (Gc @ S) / n / norms[:, None]
     return attach(scores, info)
 
 
-def self_influence(model: nn.Module, loss_fn: Callable, train, *, hessian=None,
-                   damping: float = 0.0, method: str | None = None, rcond: float | None = None,
-                   params=None, regularizer=None, batch_size: int = 512,
-                   progress: bool | None = None) -> torch.Tensor:
+def self_influence(
+    model: nn.Module,
+    loss_fn: Callable,
+    train,
+    *,
+    hessian=None,
+    damping: float = 0.0,
+    method: str | None = None,
+    rcond: float | None = None,
+    params=None,
+    regularizer=None,
+    batch_size: int = 512,
+    progress: bool | None = None,
+) -> torch.Tensor:
     """Self-influence g_zᵀ H_δ⁻¹ g_z of every training example z ([n] float64; large values flag
     atypical or mislabelled examples). g_z includes ∇R when ``regularizer`` is given; there is no
     1/n factor. Arguments and ``.solver`` as in :func:`influence`."""
     caller = "self_influence"
     check_options(damping, method, rcond, caller)
     with preserved(model):
-        inputs, targets, H = _prepare(model, loss_fn, train, hessian, params, regularizer, caller,
-                                      progress)
+        inputs, targets, H = _prepare(model, loss_fn, train, hessian, params, regularizer, caller, progress)
         values = []
         info = None
-        for _, Gc, Xc, info in _train_chunks(model, loss_fn, inputs, targets, H, damping=damping,
-                                             method=method, rcond=rcond, params=params,
-                                             regularizer=regularizer, batch_size=batch_size,
-                                             progress=progress, caller=caller):
+        for _, Gc, Xc, info in _train_chunks(  # noqa: B007 (the record is the result's)
+            model,
+            loss_fn,
+            inputs,
+            targets,
+            H,
+            damping=damping,
+            method=method,
+            rcond=rcond,
+            params=params,
+            regularizer=regularizer,
+            batch_size=batch_size,
+            progress=progress,
+            caller=caller,
+        ):
             values.append((Gc * Xc.T).sum(dim=1))
     return attach(torch.cat(values), info)
 
 
 def _top(scores: torch.Tensor, k: int, largest: bool, caller: str):
     if not isinstance(scores, torch.Tensor) or scores.dim() != 2:
-        raise ValueError(f"{caller}: scores must be an [n_train, n_test] tensor, got "
-                         f"{getattr(scores, 'shape', type(scores))}")
+        raise ValueError(
+            f"{caller}: scores must be an [n_train, n_test] tensor, got "
+            f"{getattr(scores, 'shape', type(scores))}"
+        )
     if not (isinstance(k, int) and 1 <= k <= scores.shape[0]):
         raise ValueError(f"{caller}: k must be an integer in [1, n_train={scores.shape[0]}], got {k!r}")
     return torch.topk(scores.T, k, dim=1, largest=largest)

@@ -12,7 +12,17 @@ from hessext.curvature.solve import SolveInfo
 from hessext.curvature.strips import load_strips
 
 __all__ = [
-    "hessian", "ggn", "hessian_operator", "Hessian", "HessianOperator", "SolveInfo",
-    "NotPositiveDefiniteError", "HessianTooLargeError", "load_strips", "lanczos", "block_cg",
-    "GlobalMean", "layer_chain",
+    "hessian",
+    "ggn",
+    "hessian_operator",
+    "Hessian",
+    "HessianOperator",
+    "SolveInfo",
+    "NotPositiveDefiniteError",
+    "HessianTooLargeError",
+    "load_strips",
+    "lanczos",
+    "block_cg",
+    "GlobalMean",
+    "layer_chain",
 ]

@@ -12,16 +12,18 @@ Four ways to fill a strip, all exact:
 * MLPs (an nn.Sequential of Linear layers and elementwise modules), Hessian and GGN: closed-form
   layer-pair blocks, one matrix product per pair with the example count as inner dimension
   (hessext/curvature/fillers/mlp_blocks.py).
-* GGN of other models: per-example factors F (rows f_ik = J_iᵀ b_ik with Λ_i = Σ_k s_k b_ik b_ikᵀ, s = ±1) so that
-  GGN = (1/n) Σ s_k f fᵀ, and the strip is F[:, 0:j1]ᵀ F[:, j0:j1]: a matrix product with the
+* GGN of other models: per-example factors F (rows f_ik = J_iᵀ b_ik with
+  Λ_i = Σ_k s_k b_ik b_ikᵀ, s = ±1) so that GGN = (1/n) Σ s_k f fᵀ, and the strip is F[:, 0:j1]ᵀ
+  F[:, j0:j1]: a matrix product with the
   factor count as inner dimension, computed at the model's precision and added into the float64
   strip by hessext.ops.gemm_accumulate.
 * Piecewise-linear CNNs (Conv1d/Conv2d/Linear layers, ReLU-like modules, pools, Flatten), Hessian:
   these GGN factor products plus the residual blocks between layers, from forward tangents packed
   over output channels (hessext/curvature/fillers/piecewise_cnn.py); their GGN takes the per-example
   Jacobians from the layer inputs.
-* Exact Hessian of other models: batched reverse-over-reverse Hessian-vector products (torch.func vmap of vjp of
-  grad) on the strip's unit vectors, i.e. W columns of H per pass over the data, accumulated in
+* Exact Hessian of other models: batched reverse-over-reverse Hessian-vector products
+  (torch.func vmap of vjp of grad) on the strip's unit vectors, i.e. W columns of H per pass over
+  the data, accumulated in
   float64 across mini-batches.
 
 ``out=DIR`` writes finished strips as they complete and a rerun resumes them (the format and
@@ -45,7 +47,7 @@ from hessext.curvature.exact import Hessian, HessianOperator
 from hessext.curvature.fillers import mlp_blocks, piecewise_cnn
 from hessext.curvature.fillers.ggn import GGNFiller
 from hessext.curvature.fillers.hvp import HVPFiller
-from hessext.curvature.problem import Problem, build_problem, regularizer_hessian_add, split_rows
+from hessext.curvature.problem import build_problem, regularizer_hessian_add, split_rows
 from hessext.curvature.strips import StripStore, fingerprint
 
 __all__ = ["hessian", "ggn", "hessian_operator"]
@@ -67,7 +69,8 @@ def _check_size(who: str, P: int, device, max_bytes, extra: int = 0, what: str =
             f"({need / 2**30:.2f} GiB) but only {limit:,} bytes ({limit / 2**30:.2f} GiB) are available"
             f"{' (max_bytes)' if max_bytes is not None and max_bytes < avail else ''} on {device}. "
             f"Use the matrix-free path instead: hessext.hessian_operator(model, loss_fn, data) gives "
-            f"H @ V, Lanczos eigenpairs, a Hutchinson trace and CG solves without the dense matrix.")
+            f"H @ V, Lanczos eigenpairs, a Hutchinson trace and CG solves without the dense matrix."
+        )
 
 
 def _symmetrize_(D: torch.Tensor, tile: int = 128) -> None:
@@ -76,7 +79,7 @@ def _symmetrize_(D: torch.Tensor, tile: int = 128) -> None:
     W = D.shape[0]
     for i0 in range(0, W, tile):
         for k0 in range(i0, W, tile):
-            a, b = D[i0:i0 + tile, k0:k0 + tile], D[k0:k0 + tile, i0:i0 + tile]
+            a, b = D[i0 : i0 + tile, k0 : k0 + tile], D[k0 : k0 + tile, i0 : i0 + tile]
             s = (a + b.T) / 2
             a.copy_(s)
             b.copy_(s.T)
@@ -108,12 +111,29 @@ def _all_reduce(t: torch.Tensor, world: int) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- driver
-def _assemble(kind, model, loss_fn, data, *, params, regularizer, dtype, memory_budget, out,
-              progress, strip_width, max_bytes, distributed, method="auto"):
+def _assemble(
+    kind,
+    model,
+    loss_fn,
+    data,
+    *,
+    params,
+    regularizer,
+    dtype,
+    memory_budget,
+    out,
+    progress,
+    strip_width,
+    max_bytes,
+    distributed,
+    method="auto",
+):
     who = kind
     t_start = time.perf_counter()
     with preserved(model):
-        prob = build_problem(model, loss_fn, data, params=params, regularizer=regularizer, dtype=dtype, who=who)
+        prob = build_problem(
+            model, loss_fn, data, params=params, regularizer=regularizer, dtype=dtype, who=who
+        )
         P, dev = prob.num_params, prob.device
         budget = int(memory_budget) if memory_budget is not None else max(8 * P * P, 256 * 2**20)
         if budget <= 0:
@@ -122,7 +142,11 @@ def _assemble(kind, model, loss_fn, data, *, params, regularizer, dtype, memory_
         rank, world = _dist_context(distributed)
         local = _shard(prob.batches, rank, world)
         n_local = sum(x.shape[0] for x, _ in local)
-        n_total = int(_all_reduce(torch.tensor([float(n_local)], dtype=torch.float64), world).item()) if world > 1 else prob.n
+        n_total = (
+            int(_all_reduce(torch.tensor([float(n_local)], dtype=torch.float64), world).item())
+            if world > 1
+            else prob.n
+        )
         if strip_width is None:
             # wide enough that the strip products are real matrix products, narrow enough that a
             # strip buffer stays a small fraction of the budget and progress is saved often
@@ -135,10 +159,12 @@ def _assemble(kind, model, loss_fn, data, *, params, regularizer, dtype, memory_
             raise ValueError(f"{who}: method must be 'auto', 'structured' or 'hvp', got {method!r}")
         cnn = not structured and piecewise_cnn.supports(prob)
         if method == "structured" and not (structured or cnn):
-            raise ValueError(f"{who}: method='structured' needs an nn.Sequential of Linear layers and "
-                             f"elementwise activations, or of Conv1d/Conv2d/Linear layers, piecewise-linear "
-                             f"activations, Max/AvgPool, global average pools, BatchNorm with running "
-                             f"statistics and Flatten, differentiated in all parameters; use 'hvp'")
+            raise ValueError(
+                f"{who}: method='structured' needs an nn.Sequential of Linear layers and "
+                f"elementwise activations, or of Conv1d/Conv2d/Linear layers, piecewise-linear "
+                f"activations, Max/AvgPool, global average pools, BatchNorm with running "
+                f"statistics and Flatten, differentiated in all parameters; use 'hvp'"
+            )
         if structured and method != "hvp":
             exact = kind == "hessian"
             filler = mlp_blocks.MLPBlocks(prob, local, n_total, budget, exact=exact)
@@ -146,11 +172,18 @@ def _assemble(kind, model, loss_fn, data, *, params, regularizer, dtype, memory_
         elif cnn and method != "hvp":
             if kind == "hessian":
                 # this path also holds its float64 residual blocks (at most P²/2 entries)
-                _check_size(who, P, dev, max_bytes, extra=4 * P * P,
-                            what=" with the packed-tangent residual blocks beside it")
+                _check_size(
+                    who,
+                    P,
+                    dev,
+                    max_bytes,
+                    extra=4 * P * P,
+                    what=" with the packed-tangent residual blocks beside it",
+                )
                 # its residual is computed up front: a bar of its own (rank 0)
-                filler = piecewise_cnn.PiecewiseCNNFiller(prob, local, n_total, budget,
-                                                          progress=progress if rank == 0 else False)
+                filler = piecewise_cnn.PiecewiseCNNFiller(
+                    prob, local, n_total, budget, progress=progress if rank == 0 else False
+                )
                 how = "GGN factor products + packed-tangent residual (piecewise-linear CNN)"
             else:
                 filler = piecewise_cnn.LayerJacobianGGNFiller(prob, local, n_total, budget)
@@ -158,33 +191,61 @@ def _assemble(kind, model, loss_fn, data, *, params, regularizer, dtype, memory_
         elif kind == "ggn":
             filler, how = GGNFiller(prob, local, n_total, budget), "products of per-example GGN factors"
         else:
-            filler, how = HVPFiller(prob, local, n_total, budget), "vmap(vjp(grad)) column blocks (reverse-over-reverse HVPs)"
+            filler, how = (
+                HVPFiller(prob, local, n_total, budget),
+                "vmap(vjp(grad)) column blocks (reverse-over-reverse HVPs)",
+            )
 
         strips = [(j0, min(P, j0 + W)) for j0 in range(0, P, W)]
         # huge pages (hessext/_internal/memory.py): benchmark (a) 0.55 -> 0.42 s in fresh processes
         H = empty_large(P, P, torch.float64, dev)
         done: set = set()
-        info = {"kind": kind, **prob.info, "n": n_total, "strip_width": W, "world_size": world,
-                "accumulation": "float64", "method": how}
+        info = {
+            "kind": kind,
+            **prob.info,
+            "n": n_total,
+            "strip_width": W,
+            "world_size": world,
+            "accumulation": "float64",
+            "method": how,
+        }
         store = None
         if out is not None:
-            options = {"kind": kind, "strip_width": W, "dtype": str(dtype), "method": method,
-                       "n": n_total, "world": world}
-            store = StripStore(out, P=P, strip_width=W, kind=kind, who=who,
-                               fingerprint=fingerprint(prob, options), info=info,
-                               writer=rank == 0)
+            options = {
+                "kind": kind,
+                "strip_width": W,
+                "dtype": str(dtype),
+                "method": method,
+                "n": n_total,
+                "world": world,
+            }
+            store = StripStore(
+                out,
+                P=P,
+                strip_width=W,
+                kind=kind,
+                who=who,
+                fingerprint=fingerprint(prob, options),
+                info=info,
+                writer=rank == 0,
+            )
             if world > 1:
                 dist.barrier()
             done = store.load_done(H)
             info["resumed_strips"] = len(done)
 
-        bar = progress_bar(total=len(strips), initial=len(done), desc=f"hessext.{kind}",
-                           unit="strip", progress=progress if rank == 0 else False)
+        bar = progress_bar(
+            total=len(strips),
+            initial=len(done),
+            desc=f"hessext.{kind}",
+            unit="strip",
+            progress=progress if rank == 0 else False,
+        )
         try:
             for idx, (j0, j1) in enumerate(strips):
                 if (j0, j1) in done:
                     continue
-                acc = H[:j1, j0:j1]         # accumulate in place: no extra strip buffer
+                acc = H[:j1, j0:j1]  # accumulate in place: no extra strip buffer
                 if not getattr(filler, "overwrites", False):
                     acc.zero_()
                 filler.fill(acc, j0, j1)
@@ -212,9 +273,22 @@ def _assemble(kind, model, loss_fn, data, *, params, regularizer, dtype, memory_
         return Hessian(H, info)
 
 
-def hessian(model, loss_fn, data, *, params=None, regularizer=None, dtype=torch.float64,
-            memory_budget=None, out=None, progress=None, strip_width=None, max_bytes=None,
-            distributed=None, method="auto") -> Hessian:
+def hessian(
+    model,
+    loss_fn,
+    data,
+    *,
+    params=None,
+    regularizer=None,
+    dtype=torch.float64,
+    memory_budget=None,
+    out=None,
+    progress=None,
+    strip_width=None,
+    max_bytes=None,
+    distributed=None,
+    method="auto",
+) -> Hessian:
     """The exact Hessian of the MEAN training loss (1/n) Σ_i ℓ_i(θ) + R(θ), dense float64 [P, P].
 
     model: nn.Module, evaluated in eval mode (dropout off, BatchNorm on running statistics) on
@@ -245,15 +319,40 @@ def hessian(model, loss_fn, data, *, params=None, regularizer=None, dtype=torch.
       All give the same matrix (to rounding); info['method'] says which ran.
     Raises HessianTooLargeError (a MemoryError) before allocating if the matrix would not fit.
     """
-    return _assemble("hessian", model, loss_fn, data, params=params, regularizer=regularizer,
-                     dtype=dtype, memory_budget=memory_budget, out=out, progress=progress,
-                     strip_width=strip_width, max_bytes=max_bytes, distributed=distributed,
-                     method=method)
+    return _assemble(
+        "hessian",
+        model,
+        loss_fn,
+        data,
+        params=params,
+        regularizer=regularizer,
+        dtype=dtype,
+        memory_budget=memory_budget,
+        out=out,
+        progress=progress,
+        strip_width=strip_width,
+        max_bytes=max_bytes,
+        distributed=distributed,
+        method=method,
+    )
 
 
-def ggn(model, loss_fn, data, *, params=None, regularizer=None, dtype=torch.float64,
-        memory_budget=None, out=None, progress=None, strip_width=None, max_bytes=None,
-        distributed=None, loss=None) -> Hessian:
+def ggn(
+    model,
+    loss_fn,
+    data,
+    *,
+    params=None,
+    regularizer=None,
+    dtype=torch.float64,
+    memory_budget=None,
+    out=None,
+    progress=None,
+    strip_width=None,
+    max_bytes=None,
+    distributed=None,
+    loss=None,
+) -> Hessian:
     """The generalised Gauss-Newton matrix (1/n) Σ_i J_iᵀ Λ_i J_i + ∇²R, dense float64 [P, P],
     with J_i = ∂f(x_i)/∂θ and Λ_i = ∂²ℓ_i/∂f² taken exactly from loss_fn (so cross-entropy gives
     the Fisher, diag(p) − ppᵀ, and MSE its constant Λ; any loss works, including ones with an
@@ -261,34 +360,55 @@ def ggn(model, loss_fn, data, *, params=None, regularizer=None, dtype=torch.floa
     Same arguments and guarantees as ``hessian``."""
     if loss not in (None, "ce", "mse"):
         raise ValueError(f"ggn: loss must be 'ce', 'mse' or None, got {loss!r}")
-    H = _assemble("ggn", model, loss_fn, data, params=params, regularizer=regularizer,
-                  dtype=dtype, memory_budget=memory_budget, out=out, progress=progress,
-                  strip_width=strip_width, max_bytes=max_bytes, distributed=distributed)
+    H = _assemble(
+        "ggn",
+        model,
+        loss_fn,
+        data,
+        params=params,
+        regularizer=regularizer,
+        dtype=dtype,
+        memory_budget=memory_budget,
+        out=out,
+        progress=progress,
+        strip_width=strip_width,
+        max_bytes=max_bytes,
+        distributed=distributed,
+    )
     if loss is not None:
         H.info["loss_kind"] = loss
     return H
 
 
-def hessian_operator(model, loss_fn, data, *, params=None, regularizer=None, dtype=torch.float64,
-                     block: int = 64) -> HessianOperator:
+def hessian_operator(
+    model, loss_fn, data, *, params=None, regularizer=None, dtype=torch.float64, block: int = 64
+) -> HessianOperator:
     """The matrix-free Hessian of the mean training loss: V [P, M] ↦ H V by batched
     forward-over-reverse products (at ``dtype``; sums over mini-batches in float64), ``block``
     columns at a time. A snapshot: the parameters, buffers and data are copied now, so later
     changes to the model or the data do not affect the operator."""
     with preserved(model):
-        prob = build_problem(model, loss_fn, data, params=params, regularizer=regularizer,
-                             dtype=dtype, who="hessian_operator", copy_data=True)
+        prob = build_problem(
+            model,
+            loss_fn,
+            data,
+            params=params,
+            regularizer=regularizer,
+            dtype=dtype,
+            who="hessian_operator",
+            copy_data=True,
+        )
     theta, n = prob.theta, prob.n
 
     def matmat(V: torch.Tensor) -> torch.Tensor:
         out = torch.zeros(V.shape, dtype=torch.float64, device=V.device)
         with preserved(model):
             for c0 in range(0, V.shape[1], block):
-                Vc = V[:, c0:c0 + block].T.to(prob.dtype)
+                Vc = V[:, c0 : c0 + block].T.to(prob.dtype)
                 for x, y in prob.batches:
                     g = lambda th: grad(prob.batch_loss_sum)(th, x, y)
                     cols = vmap(lambda v: jvp(g, (theta,), (v,))[1])(Vc)
-                    out[:, c0:c0 + block].add_(cols.T, alpha=1.0 / n)
+                    out[:, c0 : c0 + block].add_(cols.T, alpha=1.0 / n)
             if prob.regularizer is not None:
                 theta64 = theta.to(torch.float64)
                 if hasattr(prob.regularizer, "hessian_diagonal"):
@@ -297,4 +417,6 @@ def hessian_operator(model, loss_fn, data, *, params=None, regularizer=None, dty
                     out += vmap(lambda v: jvp(grad(prob.regularizer.value), (theta64,), (v,))[1])(V.T).T
         return out
 
-    return HessianOperator(matmat, prob.num_params, device=prob.device, info={"kind": "hessian operator", **prob.info})
+    return HessianOperator(
+        matmat, prob.num_params, device=prob.device, info={"kind": "hessian operator", **prob.info}
+    )

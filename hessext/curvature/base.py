@@ -7,7 +7,6 @@ import abc
 
 import numpy as np
 import torch
-from scipy.sparse.linalg import LinearOperator
 
 __all__ = ["CurvatureOperator", "as_matrix"]
 
@@ -54,6 +53,8 @@ class CurvatureOperator(abc.ABC):
 
     def to_scipy(self):
         """A ``scipy.sparse.linalg.LinearOperator`` (float64) applying this operator."""
+        from scipy.sparse.linalg import LinearOperator  # lazy: 0.2 s of import time otherwise
+
         def matmat(X):
             X = np.asarray(X, dtype=np.float64)
             two_d = X.ndim == 2
@@ -61,10 +62,14 @@ class CurvatureOperator(abc.ABC):
             Y = self._matmat(Xt.to(self.device)).cpu().numpy()
             return Y if two_d else Y[:, 0]
 
-        return LinearOperator(self.shape, matvec=matmat, matmat=matmat, rmatvec=matmat,
-                              rmatmat=matmat, dtype=np.float64)
+        return LinearOperator(
+            self.shape, matvec=matmat, matmat=matmat, rmatvec=matmat, rmatmat=matmat, dtype=np.float64
+        )
 
     def __repr__(self):
-        bits = ", ".join(f"{k}={v!r}" for k, v in self.info.items()
-                         if k in ("kind", "loss", "regularizer", "dtype", "n", "description"))
+        bits = ", ".join(
+            f"{k}={v!r}"
+            for k, v in self.info.items()
+            if k in ("kind", "loss", "regularizer", "dtype", "n", "description")
+        )
         return f"{type(self).__name__}(P={self.num_params}, {bits})"

@@ -8,7 +8,7 @@ when the block loses rank; independent recurrences never do.)
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -17,9 +17,16 @@ from hessext.curvature.errors import NotPositiveDefiniteError, not_pd_message
 __all__ = ["block_cg"]
 
 
-def block_cg(apply_A: Callable[[torch.Tensor], torch.Tensor], B: torch.Tensor, *, tol: float = 1e-10,
-             max_iter: int | None = None, who: str = "block_cg", damping: float = 0.0,
-             x0: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+def block_cg(
+    apply_A: Callable[[torch.Tensor], torch.Tensor],
+    B: torch.Tensor,
+    *,
+    tol: float = 1e-10,
+    max_iter: int | None = None,
+    who: str = "block_cg",
+    damping: float = 0.0,
+    x0: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict]:
     """Solve A X = B for symmetric positive definite A, B [P, M] (float64).
 
     Stops each column when ‖b − A x‖ ≤ tol·‖b‖. A direction p with pᵀAp ≤ 0 proves A is not
@@ -39,9 +46,11 @@ def block_cg(apply_A: Callable[[torch.Tensor], torch.Tensor], B: torch.Tensor, *
     while bool(active.any()):
         if it >= max_iter:
             worst = float((R.norm(dim=0) / b_norm.clamp_min(1e-300)).max())
-            raise RuntimeError(f"{who}: conjugate gradients did not reach relative residual {tol:g} in "
-                               f"{max_iter} iterations (worst column at {worst:.3g}); raise max_iter "
-                               f"or damping")
+            raise RuntimeError(
+                f"{who}: conjugate gradients did not reach relative residual {tol:g} in "
+                f"{max_iter} iterations (worst column at {worst:.3g}); raise max_iter "
+                f"or damping"
+            )
         idx = active.nonzero().squeeze(1)
         Pa = Pdir[:, idx]
         AP = apply_A(Pa)
@@ -50,8 +59,10 @@ def block_cg(apply_A: Callable[[torch.Tensor], torch.Tensor], B: torch.Tensor, *
         bad = pAp <= 1e-14 * pp * AP.abs().max().clamp_min(1.0)
         if bool(bad.any()):
             rayleigh = float((pAp[bad] / pp[bad]).min())
-            raise NotPositiveDefiniteError(not_pd_message(who, rayleigh - damping, damping)
-                                           + " (lambda_min here is an upper bound found by CG)")
+            raise NotPositiveDefiniteError(
+                not_pd_message(who, rayleigh - damping, damping)
+                + " (lambda_min here is an upper bound found by CG)"
+            )
         alpha = rr[idx] / pAp
         X[:, idx] += alpha * Pa
         R[:, idx] -= alpha * AP

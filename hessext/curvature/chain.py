@@ -31,8 +31,8 @@ def layer_chain(model: nn.Module) -> list[nn.Module] | None:
     None when the model does not declare a chain."""
     if isinstance(model, nn.Sequential) and type(model).forward is nn.Sequential.forward:
         mods = list(model)
-    elif callable(getattr(model, "layer_chain", None)):
-        mods = list(model.layer_chain())
+    elif callable(declared := getattr(model, "layer_chain", None)):
+        mods = list(declared())
     else:
         return None
     out: list[nn.Module] = []

@@ -36,8 +36,10 @@ class Hessian(CurvatureOperator):
 
     def __init__(self, matrix: torch.Tensor, info: dict | None = None):
         if not isinstance(matrix, torch.Tensor) or matrix.dim() != 2 or matrix.shape[0] != matrix.shape[1]:
-            raise ValueError(f"Hessian: matrix must be a square [P, P] tensor, got "
-                             f"{getattr(matrix, 'shape', type(matrix))}")
+            raise ValueError(
+                f"Hessian: matrix must be a square [P, P] tensor, got "
+                f"{getattr(matrix, 'shape', type(matrix))}"
+            )
         if matrix.dtype != torch.float64:
             raise ValueError(f"Hessian: matrix must be float64, got {matrix.dtype} (use Hessian.from_matrix)")
         self._matrix = matrix
@@ -48,8 +50,9 @@ class Hessian(CurvatureOperator):
 
     # ---------------------------------------------------------------- construction
     @classmethod
-    def from_matrix(cls, matrix, *, n: int | None = None, description: str | None = None,
-                    symmetrize: bool = True, **info) -> "Hessian":
+    def from_matrix(
+        cls, matrix, *, n: int | None = None, description: str | None = None, symmetrize: bool = True, **info
+    ) -> Hessian:
         """Wrap an existing [P, P] matrix (tensor, numpy array or path to a .npy file).
 
         It is converted to float64. With ``symmetrize=True`` (default) the stored matrix is
@@ -63,8 +66,10 @@ class Hessian(CurvatureOperator):
         if isinstance(matrix, np.ndarray):
             matrix = torch.from_numpy(np.array(matrix, dtype=np.float64))
         if not isinstance(matrix, torch.Tensor):
-            raise TypeError(f"Hessian.from_matrix: expected a tensor, numpy array or .npy path, "
-                            f"got {type(matrix).__name__}")
+            raise TypeError(
+                f"Hessian.from_matrix: expected a tensor, numpy array or .npy path, "
+                f"got {type(matrix).__name__}"
+            )
         if matrix.dim() != 2 or matrix.shape[0] != matrix.shape[1]:
             raise ValueError(f"Hessian.from_matrix: matrix must be [P, P], got {tuple(matrix.shape)}")
         original_dtype = str(matrix.dtype).replace("torch.", "")
@@ -76,8 +81,14 @@ class Hessian(CurvatureOperator):
             A = (A + A.T) / 2
         elif A.data_ptr() == matrix.data_ptr():
             A = A.clone()
-        record = {"kind": "matrix", "description": description, "n": n,
-                  "dtype": original_dtype, "asymmetry": asym, "symmetrized": symmetrize}
+        record = {
+            "kind": "matrix",
+            "description": description,
+            "n": n,
+            "dtype": original_dtype,
+            "asymmetry": asym,
+            "symmetrized": symmetrize,
+        }
         if source:
             record["source"] = source
         record.update(info)
@@ -149,8 +160,15 @@ class Hessian(CurvatureOperator):
         return float(self.eigh()[0][-1])
 
     # ---------------------------------------------------------------- solves
-    def solve(self, V, damping: float = 0.0, method: str = "cholesky", *, tol: float = 1e-10,
-              max_iter: int | None = None) -> torch.Tensor:
+    def solve(
+        self,
+        V,
+        damping: float = 0.0,
+        method: str = "cholesky",
+        *,
+        tol: float = 1e-10,
+        max_iter: int | None = None,
+    ) -> torch.Tensor:
         """(H + δI)⁻¹ V for V [P] or [P, M] (float64 result, same shape).
 
         method: 'cholesky' (factor cached for the last δ), 'eigh' (reuses the cached
@@ -173,8 +191,9 @@ class Hessian(CurvatureOperator):
         elif method == "cg":
             # Cholesky is the cheapest exact positive-definiteness test of a dense matrix.
             self._cholesky_factor(damping)
-            X, _ = block_cg(lambda Y: self._matrix @ Y + damping * Y, M, tol=tol, max_iter=max_iter,
-                            who="Hessian.solve")
+            X, _ = block_cg(
+                lambda Y: self._matrix @ Y + damping * Y, M, tol=tol, max_iter=max_iter, who="Hessian.solve"
+            )
         else:
             raise ValueError(f"Hessian.solve: method must be 'cholesky', 'eigh' or 'cg', got {method!r}")
         self.info["last_solve"] = {"method": method, "damping": damping}
@@ -200,7 +219,8 @@ class Hessian(CurvatureOperator):
         """Eigendecomposition pseudo-inverse applied to V ([P] or [P, M]): Σ_{|μ_i| > t} u_i u_iᵀ V / μ_i
         with μ = λ + damping and t = rcond·max|μ|. Directions with |μ| ≤ t are dropped, and the
         call says so: it warns when any eigenvalue was dropped, records what it did in
-        ``info['last_pinv']`` and, with ``return_record=True``, returns (X, {'rcond', 'threshold', 'dropped', 'kept', 'negative_kept', 'damping'}).
+        ``info['last_pinv']`` and, with ``return_record=True``, returns (X, record) with the
+        record's keys 'rcond', 'threshold', 'dropped', 'kept', 'negative_kept', 'damping'.
         Negative eigenvalues above the threshold are inverted (the result is the Moore-Penrose
         pseudo-inverse of the indefinite matrix)."""
         if not rcond >= 0:
@@ -212,23 +232,36 @@ class Hessian(CurvatureOperator):
         threshold = float(rcond) * float(mu.abs().max()) if mu.numel() else 0.0
         keep = mu.abs() > threshold
         dropped = int((~keep).sum())
-        record = {"rcond": float(rcond), "threshold": threshold, "dropped": dropped,
-                  "kept": int(keep.sum()), "negative_kept": int((mu[keep] < 0).sum()),
-                  "damping": float(damping)}
+        record = {
+            "rcond": float(rcond),
+            "threshold": threshold,
+            "dropped": dropped,
+            "kept": int(keep.sum()),
+            "negative_kept": int((mu[keep] < 0).sum()),
+            "damping": float(damping),
+        }
         self.info["last_pinv"] = record
         if dropped:
-            warnings.warn(f"Hessian.pinv: dropped {dropped} of {self.num_params} eigen-directions with "
-                          f"|eigenvalue| <= {threshold:.3g} (rcond={rcond:g})", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"Hessian.pinv: dropped {dropped} of {self.num_params} eigen-directions with "
+                f"|eigenvalue| <= {threshold:.3g} (rcond={rcond:g})",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         U = vectors[:, keep]
         X = U @ ((U.T @ M) / mu[keep].unsqueeze(1))
         X = X[:, 0] if vec else X
         return (X, record) if return_record else X
 
     # ---------------------------------------------------------------- conversions
-    def operator(self) -> "HessianOperator":
+    def operator(self) -> HessianOperator:
         """A matrix-free view of this matrix (for testing the iterative methods)."""
-        return HessianOperator(lambda V: self._matrix @ V, self.num_params, device=self.device,
-                               info={**self.info, "kind": f"{self.info.get('kind', 'matrix')} (operator view)"})
+        return HessianOperator(
+            lambda V: self._matrix @ V,
+            self.num_params,
+            device=self.device,
+            info={**self.info, "kind": f"{self.info.get('kind', 'matrix')} (operator view)"},
+        )
 
     def save(self, path) -> None:
         """Write the matrix as a float64 .npy file (row-major [P, P])."""
@@ -244,8 +277,14 @@ class HessianOperator(CurvatureOperator):
     and a residual stopping rule), ``trace`` (Hutchinson), ``solve`` (block CG on all
     right-hand sides at once), ``dense()`` (P products, on request and after a size check)."""
 
-    def __init__(self, matmat: Callable[[torch.Tensor], torch.Tensor], num_params: int, *,
-                 device=None, info: dict | None = None):
+    def __init__(
+        self,
+        matmat: Callable[[torch.Tensor], torch.Tensor],
+        num_params: int,
+        *,
+        device=None,
+        info: dict | None = None,
+    ):
         self._fn = matmat
         self.num_params = int(num_params)
         self._device = torch.device(device) if device is not None else torch.device("cpu")
@@ -262,15 +301,17 @@ class HessianOperator(CurvatureOperator):
     def _matmat(self, V):
         return self._fn(V).to(torch.float64)
 
-    def dense(self, *, max_bytes: int | None = 2 * 1024 ** 3, block: int = 256) -> torch.Tensor:
+    def dense(self, *, max_bytes: int | None = 2 * 1024**3, block: int = 256) -> torch.Tensor:
         """The float64 [P, P] matrix from P products (in column blocks), symmetrised. Refuses
         (MemoryError) when it would need more than ``max_bytes`` (default 2 GiB; None: no limit)."""
         P = self.num_params
         need = 8 * P * P
         if max_bytes is not None and need > max_bytes:
-            raise MemoryError(f"HessianOperator.dense: a dense float64 [{P}, {P}] matrix needs "
-                              f"{need / 2**30:.2f} GiB > max_bytes={max_bytes / 2**30:.2f} GiB; "
-                              f"pass max_bytes=None to force it")
+            raise MemoryError(
+                f"HessianOperator.dense: a dense float64 [{P}, {P}] matrix needs "
+                f"{need / 2**30:.2f} GiB > max_bytes={max_bytes / 2**30:.2f} GiB; "
+                f"pass max_bytes=None to force it"
+            )
         H = torch.empty(P, P, dtype=torch.float64, device=self.device)
         for start in range(0, P, block):
             stop = min(P, start + block)
@@ -283,18 +324,36 @@ class HessianOperator(CurvatureOperator):
         """Materialise as a dense ``Hessian`` (exact eigendecomposition, Cholesky, ...)."""
         return Hessian(self.dense(**kw), {**self.info, "from_operator": True})
 
-    def top_eigenpairs(self, k: int, *, tol: float = 1e-10, max_iter: int | None = None,
-                       seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    def top_eigenpairs(
+        self, k: int, *, tol: float = 1e-10, max_iter: int | None = None, seed: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The k largest eigenvalues (descending) and eigenvectors [P, k], by Lanczos; stops when
         every wanted Ritz pair has ‖H u − θ u‖ ≤ tol·max|θ|."""
-        return lanczos(self._matmat, self.num_params, k, which="largest", tol=tol,
-                       max_iter=max_iter, seed=seed, device=self.device)
+        return lanczos(
+            self._matmat,
+            self.num_params,
+            k,
+            which="largest",
+            tol=tol,
+            max_iter=max_iter,
+            seed=seed,
+            device=self.device,
+        )
 
-    def smallest_eigenpairs(self, k: int, *, tol: float = 1e-10, max_iter: int | None = None,
-                            seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    def smallest_eigenpairs(
+        self, k: int, *, tol: float = 1e-10, max_iter: int | None = None, seed: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The k smallest eigenvalues (ascending) and eigenvectors [P, k], by Lanczos."""
-        return lanczos(self._matmat, self.num_params, k, which="smallest", tol=tol,
-                       max_iter=max_iter, seed=seed, device=self.device)
+        return lanczos(
+            self._matmat,
+            self.num_params,
+            k,
+            which="smallest",
+            tol=tol,
+            max_iter=max_iter,
+            seed=seed,
+            device=self.device,
+        )
 
     def lambda_min(self, **kw) -> float:
         return float(self.smallest_eigenpairs(1, **kw)[0][0])
@@ -302,8 +361,7 @@ class HessianOperator(CurvatureOperator):
     def lambda_max(self, **kw) -> float:
         return float(self.top_eigenpairs(1, **kw)[0][0])
 
-    def trace(self, num_samples: int = 100, *, seed: int = 0, block: int = 32,
-              return_std: bool = False):
+    def trace(self, num_samples: int = 100, *, seed: int = 0, block: int = 32, return_std: bool = False):
         """Hutchinson's estimate of tr(H) with Rademacher probes: mean of zᵀHz over
         ``num_samples`` probes (unbiased; standard error ≈ sqrt(2 Σ_{i≠j} H_ij²/num_samples)).
         With return_std=True returns (estimate, standard error of the mean)."""
@@ -313,7 +371,7 @@ class HessianOperator(CurvatureOperator):
         samples = []
         for start in range(0, num_samples, block):
             m = min(block, num_samples - start)
-            Z = (torch.randint(0, 2, (self.num_params, m), generator=gen, dtype=torch.int64) * 2 - 1)
+            Z = torch.randint(0, 2, (self.num_params, m), generator=gen, dtype=torch.int64) * 2 - 1
             Z = Z.to(device=self.device, dtype=torch.float64)
             samples.append((Z * self._matmat(Z)).sum(0))
         s = torch.cat(samples)
@@ -323,8 +381,9 @@ class HessianOperator(CurvatureOperator):
             return est, std
         return est
 
-    def solve(self, V, damping: float = 0.0, method: str = "cg", *, tol: float = 1e-10,
-              max_iter: int | None = None) -> torch.Tensor:
+    def solve(
+        self, V, damping: float = 0.0, method: str = "cg", *, tol: float = 1e-10, max_iter: int | None = None
+    ) -> torch.Tensor:
         """(H + δI)⁻¹ V by block conjugate gradients over all columns of V at once.
 
         CG needs H + δI positive definite: a direction of non-positive curvature met during the
@@ -336,7 +395,13 @@ class HessianOperator(CurvatureOperator):
         damping = float(damping)
         M, vec = as_matrix(V, self.num_params, "HessianOperator.solve")
         M = M.to(device=self.device, dtype=torch.float64)
-        X, _ = block_cg(lambda Y: self._matmat(Y) + damping * Y, M, tol=tol, max_iter=max_iter,
-                        who="HessianOperator.solve", damping=damping)
+        X, _ = block_cg(
+            lambda Y: self._matmat(Y) + damping * Y,
+            M,
+            tol=tol,
+            max_iter=max_iter,
+            who="HessianOperator.solve",
+            damping=damping,
+        )
         self.info["last_solve"] = {"method": "cg", "damping": damping}
         return X[:, 0] if vec else X

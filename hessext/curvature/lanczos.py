@@ -8,16 +8,25 @@ float64 — fine for the tens to hundreds of iterations extreme eigenpairs need.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
 __all__ = ["lanczos"]
 
 
-def lanczos(matmat: Callable[[torch.Tensor], torch.Tensor], P: int, k: int, *, which: str = "largest",
-            tol: float = 1e-10, max_iter: int | None = None, seed: int = 0, device=None,
-            check_every: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+def lanczos(
+    matmat: Callable[[torch.Tensor], torch.Tensor],
+    P: int,
+    k: int,
+    *,
+    which: str = "largest",
+    tol: float = 1e-10,
+    max_iter: int | None = None,
+    seed: int = 0,
+    device=None,
+    check_every: int = 5,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """k extreme eigenpairs of the symmetric [P, P] operator ``matmat`` ([P, M] → [P, M]).
 
     which='largest': values descending; 'smallest': values ascending; vectors [P, k] (float64).
@@ -40,10 +49,10 @@ def lanczos(matmat: Callable[[torch.Tensor], torch.Tensor], P: int, k: int, *, w
     exhausted = False
     theta = S = None
     for j in range(max_iter):
-        w = matmat(Q[:, j:j + 1]).to(torch.float64)[:, 0]
+        w = matmat(Q[:, j : j + 1]).to(torch.float64)[:, 0]
         alpha[j] = torch.dot(Q[:, j], w)
         for _ in range(2):  # twice is enough (Kahan-Parlett)
-            w = w - Q[:, :j + 1] @ (Q[:, :j + 1].T @ w)
+            w = w - Q[:, : j + 1] @ (Q[:, : j + 1].T @ w)
         b = w.norm()
         beta[j] = b
         m = j + 1
@@ -62,17 +71,19 @@ def lanczos(matmat: Callable[[torch.Tensor], torch.Tensor], P: int, k: int, *, w
         else:
             Q[:, m] = w / b
         if exhausted or m >= P or (m >= k and (m % check_every == 0 or m == max_iter)):
-            T = torch.diag(alpha[:m]) + torch.diag(beta[:m - 1], 1) + torch.diag(beta[:m - 1], -1)
+            T = torch.diag(alpha[:m]) + torch.diag(beta[: m - 1], 1) + torch.diag(beta[: m - 1], -1)
             theta, S = torch.linalg.eigh(T)
             sel = slice(m - k, m) if which == "largest" else slice(0, k)
             residual = (float(beta[m - 1]) * S[-1, sel]).abs()
             if exhausted or m >= P or bool((residual <= tol * max(float(theta.abs().max()), 1e-300)).all()):
                 break
     else:
-        raise RuntimeError(f"lanczos: {k} {which} eigenpairs did not converge to tol={tol:g} in "
-                           f"{max_iter} iterations; raise max_iter or tol")
+        raise RuntimeError(
+            f"lanczos: {k} {which} eigenpairs did not converge to tol={tol:g} in "
+            f"{max_iter} iterations; raise max_iter or tol"
+        )
     if theta is None or theta.numel() != m:
-        T = torch.diag(alpha[:m]) + torch.diag(beta[:m - 1], 1) + torch.diag(beta[:m - 1], -1)
+        T = torch.diag(alpha[:m]) + torch.diag(beta[: m - 1], 1) + torch.diag(beta[: m - 1], -1)
         theta, S = torch.linalg.eigh(T)
     sel = slice(m - k, m) if which == "largest" else slice(0, k)
     values, vectors = theta[sel].to(device), Q[:, :m] @ S[:, sel].to(device)

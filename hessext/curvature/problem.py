@@ -9,31 +9,32 @@ never written, and later changes to it do not reach a Problem).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 from torch.func import functional_call
 
-from hessext._internal.contract import (Batch, ExampleLoss, as_batches,
-                                        check_finite_parameters, example_loss)
+from hessext._internal.contract import Batch, ExampleLoss, as_batches, check_finite_parameters, example_loss
 from hessext._internal.guard import check_model
-from hessext._internal.params import flat_parameters, unflatten_params, working_copy
+from hessext._internal.params import flat_parameters, unflatten_params, values_fingerprint, working_copy
 
-__all__ = ["Problem", "build_problem", "split_rows", "regularizer_hessian_add",
-           "output_loss_derivatives"]
+__all__ = ["Problem", "build_problem", "split_rows", "regularizer_hessian_add", "output_loss_derivatives"]
 
 
 @dataclass
 class Problem:
+    """The functional form of one training objective (see the module docstring)."""
+
     model: nn.Module
-    loss: ExampleLoss                      # the user's loss_fn held to the contract
+    loss: ExampleLoss  # the user's loss_fn held to the contract
     names: list[str]
     shapes: list[torch.Size]
-    theta: torch.Tensor                    # [P] at the compute dtype, a copy
-    others: dict                           # the rest of the parameters and the buffers, copies
-    batches: list[Batch]                   # [(x, y)] at the compute dtype / device
+    theta: torch.Tensor  # [P] at the compute dtype, a copy
+    others: dict  # the rest of the parameters and the buffers, copies
+    batches: list[Batch]  # [(x, y)] at the compute dtype / device
     dtype: torch.dtype
-    regularizer: object = None
+    regularizer: Any = None  # hessext.regularizers.L2, Penalty, or anything with value(θ)
     n: int = 0
     info: dict = field(default_factory=dict)
 
@@ -59,8 +60,17 @@ class Problem:
         return self.per_example_losses(self.forward(theta, x), y).sum()
 
 
-def build_problem(model, loss_fn, data, *, params=None, regularizer=None, dtype=torch.float64,
-                  who: str = "hessian", copy_data: bool = False) -> Problem:
+def build_problem(
+    model,
+    loss_fn,
+    data,
+    *,
+    params=None,
+    regularizer=None,
+    dtype=torch.float64,
+    who: str = "hessian",
+    copy_data: bool = False,
+) -> Problem:
     """The Problem of ``model`` on ``data`` (inside ``preserved(model)``). ``copy_data``: copy
     the mini-batches even where no dtype conversion copies them (for objects that outlive the
     call and promise a snapshot, like HessianOperator)."""
@@ -68,8 +78,10 @@ def build_problem(model, loss_fn, data, *, params=None, regularizer=None, dtype=
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"{who}: dtype must be torch.float32 or torch.float64, got {dtype}")
     if regularizer is not None and not callable(getattr(regularizer, "value", None)):
-        raise TypeError(f"{who}: regularizer must provide value(theta) (e.g. "
-                        f"hessext.regularizers.L2), got {type(regularizer).__name__}")
+        raise TypeError(
+            f"{who}: regularizer must provide value(theta) (e.g. "
+            f"hessext.regularizers.L2), got {type(regularizer).__name__}"
+        )
     names, tensors = flat_parameters(model, params)
     check_finite_parameters(model, who)
     chosen = set(names)
@@ -90,7 +102,9 @@ def build_problem(model, loss_fn, data, *, params=None, regularizer=None, dtype=
     # in float64).
     x0, y0 = (t[:2] for t in batches[0])
     with torch.no_grad():
-        out0 = functional_call(model, {**others, **unflatten_params(theta, names, [t.shape for t in tensors])}, (x0,))
+        out0 = functional_call(
+            model, {**others, **unflatten_params(theta, names, [t.shape for t in tensors])}, (x0,)
+        )
     loss = example_loss(model, loss_fn, out0, y0, who)
     info = {
         "loss": getattr(loss_fn, "__name__", None) or type(loss_fn).__name__,
@@ -99,11 +113,22 @@ def build_problem(model, loss_fn, data, *, params=None, regularizer=None, dtype=
         "dtype": str(dtype).replace("torch.", ""),
         "n": n,
         "params": list(names),
+        "params_sha256": values_fingerprint(tensors),
         "num_batches": len(batches),
     }
-    return Problem(model=model, loss=loss, names=names, shapes=[t.shape for t in tensors],
-                   theta=theta, others=others, batches=batches, dtype=dtype,
-                   regularizer=regularizer, n=n, info=info)
+    return Problem(
+        model=model,
+        loss=loss,
+        names=names,
+        shapes=[t.shape for t in tensors],
+        theta=theta,
+        others=others,
+        batches=batches,
+        dtype=dtype,
+        regularizer=regularizer,
+        n=n,
+        info=info,
+    )
 
 
 def split_rows(batches: list[Batch], max_rows: int) -> list[Batch]:
@@ -111,12 +136,13 @@ def split_rows(batches: list[Batch], max_rows: int) -> list[Batch]:
     out = []
     for x, y in batches:
         for s in range(0, x.shape[0], max_rows):
-            out.append((x[s:s + max_rows], y[s:s + max_rows]))
+            out.append((x[s : s + max_rows], y[s : s + max_rows]))
     return out
 
 
-def output_loss_derivatives(prob: Problem, outputs: torch.Tensor,
-                            y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def output_loss_derivatives(
+    prob: Problem, outputs: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(r [N, C], Λ [N, C, C]) in float64: r_i = ∂ℓ_i/∂f_i and Λ_i = ∂²ℓ_i/∂f_i² (symmetrised)
     for the flattened outputs f_i of C entries.
 
@@ -129,9 +155,13 @@ def output_loss_derivatives(prob: Problem, outputs: torch.Tensor,
     with torch.enable_grad():
         o = o64.requires_grad_(True)
         total = prob.per_example_losses(o.view(N, *outputs.shape[1:]), y64).sum()
-        g, = torch.autograd.grad(total, o, create_graph=True)
-        rows = [torch.autograd.grad(g[:, c].sum(), o, retain_graph=c + 1 < C, allow_unused=True)[0]
-                if g.requires_grad else None for c in range(C)]
+        (g,) = torch.autograd.grad(total, o, create_graph=True)
+        rows = [
+            torch.autograd.grad(g[:, c].sum(), o, retain_graph=c + 1 < C, allow_unused=True)[0]
+            if g.requires_grad
+            else None
+            for c in range(C)
+        ]
     Lam = torch.stack([torch.zeros_like(o64) if r is None else r for r in rows], 1).detach()
     return g.detach(), (Lam + Lam.transpose(1, 2)) / 2
 

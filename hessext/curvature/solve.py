@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from hessext._internal.params import flat_parameters, values_fingerprint
 from hessext.curvature.assembly import hessian as exact_hessian
 from hessext.curvature.exact import Hessian
 
@@ -51,49 +52,69 @@ class SolveInfo:
         if self.lambda_min is not None:
             text += f" (λ_min = {self.lambda_min:.6g})"
         if self.method == "pinv":
-            text += (f", pseudo-inverse dropping {self.n_dropped} eigen-directions with "
-                     f"|λ + δ| <= {self.cutoff:.3g} (rcond {self.rcond:g})")
+            text += (
+                f", pseudo-inverse dropping {self.n_dropped} eigen-directions with "
+                f"|λ + δ| <= {self.cutoff:.3g} (rcond {self.rcond:g})"
+            )
         return text
 
 
 def attach(tensor: torch.Tensor, info) -> torch.Tensor:
     """Return ``tensor`` with ``tensor.solver = info`` (a plain Python attribute: it stays on
     this object and is not carried over by tensor operations)."""
-    tensor.solver = info
+    setattr(tensor, "solver", info)  # noqa: B010  (a plain attribute on this tensor object)
     return tensor
 
 
 def is_dense(hessian) -> bool:
+    """Whether ``hessian`` is a dense matrix with a full eigendecomposition (not an operator)."""
     return hasattr(hessian, "eigh") and hasattr(hessian, "dense")
 
 
-def resolve_hessian(hessian, model, loss_fn, train, *, params, regularizer, caller: str,
-                    progress=None):
+def resolve_hessian(hessian, model, loss_fn, train, *, params, regularizer, caller: str, progress=None):
     """A curvature object: the user's (Hessian, HessianOperator, or a [P, P] tensor wrapped
     once) or, when None, the exact Hessian of the mean training loss (+ R)."""
     if hessian is None:
-        return exact_hessian(model, loss_fn, train, params=params, regularizer=regularizer,
-                             progress=progress)
+        return exact_hessian(model, loss_fn, train, params=params, regularizer=regularizer, progress=progress)
     if isinstance(hessian, torch.Tensor):
         if hessian.dim() != 2 or hessian.shape[0] != hessian.shape[1]:
-            raise ValueError(f"{caller}: hessian must be a square [P, P] matrix, got shape "
-                             f"{tuple(hessian.shape)}")
+            raise ValueError(
+                f"{caller}: hessian must be a square [P, P] matrix, got shape {tuple(hessian.shape)}"
+            )
         if not torch.isfinite(hessian).all():
             raise ValueError(f"{caller}: hessian contains non-finite values")
         return Hessian.from_matrix(hessian)
     if not hasattr(hessian, "solve") and not hasattr(hessian, "top_eigenpairs"):
-        raise TypeError(f"{caller}: hessian must be a hessext.Hessian, a HessianOperator or a "
-                        f"[P, P] tensor, got {type(hessian).__name__}")
+        raise TypeError(
+            f"{caller}: hessian must be a hessext.Hessian, a HessianOperator or a "
+            f"[P, P] tensor, got {type(hessian).__name__}"
+        )
     return hessian
 
 
-def check_size(hessian, num_params: int, caller: str) -> None:
-    if hessian.num_params != num_params:
-        raise ValueError(f"{caller}: the Hessian is over {hessian.num_params} parameters but the "
-                         f"model's chosen parameters number {num_params}")
+def check_matches(hessian, model, params, caller: str) -> None:
+    """Refuse a curvature object of other parameters: a different count, or — when it recorded
+    them (hessext.hessian, ggn, hessian_operator do) — other parameter values than the model
+    has now (trained further, reloaded, another model)."""
+    names, tensors = flat_parameters(model, params)
+    P = sum(t.numel() for t in tensors)
+    if hessian.num_params != P:
+        raise ValueError(
+            f"{caller}: the Hessian is over {hessian.num_params} parameters but the "
+            f"model's chosen parameters number {P}"
+        )
+    info = getattr(hessian, "info", {}) or {}
+    recorded = info.get("params_sha256")
+    if recorded is not None and (info.get("params") != names or recorded != values_fingerprint(tensors)):
+        raise ValueError(
+            f"{caller}: hessian was computed at other parameter values than the model has now "
+            "(was the model trained further, reloaded, or is this another model?); compute it "
+            "again for the current model"
+        )
 
 
 def check_options(damping: float, method: str | None, rcond: float | None, caller: str) -> None:
+    """The solve's options: a known method, a finite damping >= 0, rcond in [0, 1)."""
     if method is not None and method not in METHODS:
         raise ValueError(f"{caller}: method must be one of {METHODS}, got {method!r}")
     if not (isinstance(damping, (int, float)) and math.isfinite(damping) and damping >= 0):
@@ -102,21 +123,30 @@ def check_options(damping: float, method: str | None, rcond: float | None, calle
         raise ValueError(f"{caller}: rcond must be in [0, 1), got {rcond!r}")
 
 
-def solve(hessian, V: torch.Tensor, *, damping: float, method: str | None, rcond: float | None,
-          caller: str) -> tuple[torch.Tensor, SolveInfo]:
+def solve(
+    hessian, V: torch.Tensor, *, damping: float, method: str | None, rcond: float | None, caller: str
+) -> tuple[torch.Tensor, SolveInfo]:
     """X = H_δ⁻¹ V (or the pseudo-inverse), V: [P, k] → X: [P, k] in float64 on V's device."""
     check_options(damping, method, rcond, caller)
     if method is None:
         method = "cholesky" if is_dense(hessian) else "cg"
     if not is_dense(hessian) and method in ("eigh", "pinv"):
-        raise ValueError(f"{caller}: method={method!r} needs a dense hessext.Hessian (its full "
-                         "eigendecomposition); a matrix-free HessianOperator supports method='cg'")
+        raise ValueError(
+            f"{caller}: method={method!r} needs a dense hessext.Hessian (its full "
+            "eigendecomposition); a matrix-free HessianOperator supports method='cg'"
+        )
     device = V.device
     if method == "pinv":
         kwargs = {} if rcond is None else {"rcond": float(rcond)}
         X, record = hessian.pinv(V, damping=damping, return_record=True, **kwargs)
-        info = SolveInfo("pinv", float(damping), hessian.lambda_min(), record["rcond"],
-                         record["threshold"], record["dropped"])
+        info = SolveInfo(
+            "pinv",
+            float(damping),
+            hessian.lambda_min(),
+            record["rcond"],
+            record["threshold"],
+            record["dropped"],
+        )
         return X.to(device=device, dtype=torch.float64), info
     lambda_min = hessian.lambda_min() if method == "eigh" else None
     try:

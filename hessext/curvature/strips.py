@@ -45,8 +45,7 @@ def fingerprint(prob: Problem, options: dict) -> str:
     h.update(json.dumps(options, sort_keys=True, default=str).encode())
     h.update(f"{prob.names}|{prob.info['regularizer']}|{prob.loss.reduction}".encode())
     h.update(repr(prob.model).encode())
-    h.update("|".join(f"{type(m).__module__}.{type(m).__qualname__}"
-                      for m in prob.model.modules()).encode())
+    h.update("|".join(f"{type(m).__module__}.{type(m).__qualname__}" for m in prob.model.modules()).encode())
     _tensor_bytes(h, prob.theta)
     for name in sorted(prob.others):
         h.update(name.encode())
@@ -86,8 +85,18 @@ class StripStore:
     verified strips already done, and stores new ones atomically (strip first, then the
     manifest entry with its checksum)."""
 
-    def __init__(self, out, *, P: int, strip_width: int, kind: str, fingerprint: str,
-                 info: dict, who: str, writer: bool = True):
+    def __init__(
+        self,
+        out,
+        *,
+        P: int,
+        strip_width: int,
+        kind: str,
+        fingerprint: str,
+        info: dict,
+        who: str,
+        writer: bool = True,
+    ):
         self.dir, self.who, self.writer = Path(out), who, writer
         self.path = self.dir / "manifest.json"
         if self.dir.exists() and not self.dir.is_dir():
@@ -96,20 +105,32 @@ class StripStore:
             try:
                 man = json.loads(self.path.read_text())
             except (OSError, ValueError) as err:
-                raise ValueError(f"{who}: out={self.dir} has an unreadable manifest.json ({err}); "
-                                 "use another directory") from None
+                raise ValueError(
+                    f"{who}: out={self.dir} has an unreadable manifest.json ({err}); use another directory"
+                ) from None
             if man.get("format") != FORMAT or man.get("fingerprint") != fingerprint:
-                raise ValueError(f"{who}: out={self.dir} holds strips of a different assembly "
-                                 "(other model, parameters, data, loss, dtype or options); use "
-                                 "another directory, or delete this one to start over")
+                raise ValueError(
+                    f"{who}: out={self.dir} holds strips of a different assembly "
+                    "(other model, parameters, data, loss, dtype or options); use "
+                    "another directory, or delete this one to start over"
+                )
             self.manifest = man
         else:
             if self.dir.is_dir() and any(self.dir.iterdir()):
-                raise ValueError(f"{who}: out={self.dir} is not empty and holds no assembly "
-                                 "manifest; hessext writes only into an empty or its own directory")
-            self.manifest = {"format": FORMAT, "P": P, "strip_width": strip_width,
-                             "fingerprint": fingerprint, "kind": kind, "done": [], "sha256": {},
-                             "info": info}
+                raise ValueError(
+                    f"{who}: out={self.dir} is not empty and holds no assembly "
+                    "manifest; hessext writes only into an empty or its own directory"
+                )
+            self.manifest = {
+                "format": FORMAT,
+                "P": P,
+                "strip_width": strip_width,
+                "fingerprint": fingerprint,
+                "kind": kind,
+                "done": [],
+                "sha256": {},
+                "info": info,
+            }
             if writer:
                 self.dir.mkdir(parents=True, exist_ok=True)
                 _write_json_atomic(self.path, self.manifest)
@@ -122,14 +143,20 @@ class StripStore:
             path = self.dir / _strip_name(j0, j1)
             try:
                 S = np.load(path)
-                ok = S.shape == (j1, j1 - j0) and S.dtype == np.float64 and \
-                    _sha256(S) == self.manifest["sha256"].get(f"{j0}_{j1}")
+                ok = (
+                    S.shape == (j1, j1 - j0)
+                    and S.dtype == np.float64
+                    and _sha256(S) == self.manifest["sha256"].get(f"{j0}_{j1}")
+                )
             except (OSError, ValueError):
                 ok = False
             if not ok:
-                warnings.warn(f"{self.who}: {path} is damaged (missing, truncated or overwritten: "
-                              "its checksum does not match); recomputing it", RuntimeWarning,
-                              stacklevel=3)
+                warnings.warn(
+                    f"{self.who}: {path} is damaged (missing, truncated or overwritten: "
+                    "its checksum does not match); recomputing it",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
                 continue
             H[:j1, j0:j1] = torch.from_numpy(S).to(H.device)
             done.add((j0, j1))
@@ -163,8 +190,9 @@ def load_strips(out) -> torch.Tensor:
     for j0 in range(0, P, W):
         j1 = min(P, j0 + W)
         if (j0, j1) not in done:
-            raise ValueError(f"load_strips: strip [{j0}, {j1}) is missing in {out}: the "
-                             "assembly did not finish")
+            raise ValueError(
+                f"load_strips: strip [{j0}, {j1}) is missing in {out}: the assembly did not finish"
+            )
         S = np.load(out / _strip_name(j0, j1))
         if _sha256(S) != man["sha256"].get(f"{j0}_{j1}"):
             raise ValueError(f"load_strips: {out / _strip_name(j0, j1)} does not match its checksum")

@@ -166,8 +166,7 @@ def ground_states(V1, V2=0.0, *, boundary: str = "antiperiodic") -> torch.Tensor
         v1, v2 = torch.broadcast_tensors(v1, v2)
     except RuntimeError:
         raise ValueError(
-            f"ground_states: V1 (shape {tuple(v1.shape)}) and V2 (shape {tuple(v2.shape)}) "
-            "do not broadcast"
+            f"ground_states: V1 (shape {tuple(v1.shape)}) and V2 (shape {tuple(v2.shape)}) do not broadcast"
         ) from None
     projector, hop, nn, nnn = _reduced_terms(boundary)
     h = hop + v1[:, None, None] * nn + v2[:, None, None] * nnn

@@ -1,4 +1,4 @@
-"""The disordered Su-Schrieffer-Heeger (SSH) chain (Cybiński et al. 2024; METHODS.md §8).
+"""The disordered Su-Schrieffer-Heeger (SSH) chain (Cybiński et al. 2024; docs/methods.md §8).
 
 One particle on M = 50 sites (25 cells, sites 2c = A_c and 2c+1 = B_c), open boundaries:
 
@@ -75,6 +75,13 @@ class SSHData:
     def __len__(self) -> int:
         return len(self.y)
 
+    @property
+    def images(self) -> torch.Tensor:
+        """x, the [N, 1, 50, 50] images (ValueError for a set made with images=False)."""
+        if self.x is None:
+            raise ValueError("SSHData: this set was made with images=False (labels only)")
+        return self.x
+
 
 def make_ssh(v, W=0.0, seed: int = 0, *, w: float = 1.0, images: bool = True) -> SSHData:
     """Disordered SSH samples, one per entry of v.
@@ -116,11 +123,11 @@ def make_ssh(v, W=0.0, seed: int = 0, *, w: float = 1.0, images: bool = True) ->
     offdiag[:, 1::2] = w_c[:, :-1]
     if images:
         diag = np.zeros(N_SITES)
-        x = np.empty((n, 1, N_SITES, N_SITES), dtype=np.float32)
+        images_np = np.empty((n, 1, N_SITES, N_SITES), dtype=np.float32)
         for k, e in enumerate(offdiag.numpy()):
             _, vecs = eigh_tridiagonal(diag, e)  # vecs[j, i] = ψ_i(j), energies ascending in i
-            x[k, 0] = np.square(vecs)
-        x = torch.from_numpy(x)
+            images_np[k, 0] = np.square(vecs)
+        x = torch.from_numpy(images_np)
 
     # ln|0| = -inf is the right limit (a cut bond): the comparison below stays correct.
     margin = torch.log(w_c.abs()).sum(1) - torch.log(v_c.abs()).sum(1)

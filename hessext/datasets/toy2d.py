@@ -1,4 +1,4 @@
-"""Two-dimensional toy sets of the decision-boundary study (Sabanayagam et al. 2023; METHODS §6).
+"""Two-dimensional toy sets of the decision-boundary study (Sabanayagam et al. 2023; docs/methods.md §6).
 
 Every maker returns (x, y): x [N, 2] float32, y [N] int64, drawn from a torch.Generator seeded
 with ``seed``, so equal arguments give equal data on any machine with the same torch.
@@ -8,7 +8,8 @@ Points are ordered class by class; :func:`split` shuffles.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 

@@ -44,8 +44,9 @@ def _resolve_layer(fn: str, model: nn.Module, layer) -> tuple[str, nn.Module]:
         modules = dict(model.named_modules())
         if layer not in modules:
             some = [n for n in modules if n][:12]
-            raise ValueError(f"{fn}: {layer!r} is not a submodule of the model; its submodules "
-                             f"include {some}")
+            raise ValueError(
+                f"{fn}: {layer!r} is not a submodule of the model; its submodules include {some}"
+            )
         return layer, modules[layer]
     if isinstance(layer, nn.Module):
         for name, m in model.named_modules():
@@ -68,8 +69,10 @@ def _check_model_x(fn: str, model, x):
 
 def _state(model: nn.Module, dtype):
     """Detached copies of parameters and buffers, floating ones cast to ``dtype``."""
+
     def cast(t):
         return t.detach().to(dtype) if t.is_floating_point() else t.detach()
+
     return {k: cast(v) for k, v in [*model.named_parameters(), *model.named_buffers()]}
 
 
@@ -95,8 +98,10 @@ def _forward_capturing(fn, model, x, name, module, dtype, *, leaf: bool):
 
     def hook(mod, args, output):
         if not isinstance(output, torch.Tensor):
-            raise TypeError(f"{fn}: layer {name!r} returned {type(output).__name__}, expected a "
-                            f"tensor of activations [N, K, ...]")
+            raise TypeError(
+                f"{fn}: layer {name!r} returned {type(output).__name__}, expected a "
+                f"tensor of activations [N, K, ...]"
+            )
         if leaf:
             output = output.detach().requires_grad_(True)
         captured.append(output)
@@ -108,11 +113,15 @@ def _forward_capturing(fn, model, x, name, module, dtype, *, leaf: bool):
     finally:
         handle.remove()
     if len(captured) != 1:
-        raise ValueError(f"{fn}: layer {name!r} ran {len(captured)} times in one forward pass; "
-                         f"it must run exactly once (a layer reused in the model is ambiguous)")
+        raise ValueError(
+            f"{fn}: layer {name!r} ran {len(captured)} times in one forward pass; "
+            f"it must run exactly once (a layer reused in the model is ambiguous)"
+        )
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]:
-        raise ValueError(f"{fn}: the model must return logits [N, C]; for inputs {tuple(x.shape)} "
-                         f"it returned {getattr(out, 'shape', type(out).__name__)}")
+        raise ValueError(
+            f"{fn}: the model must return logits [N, C]; for inputs {tuple(x.shape)} "
+            f"it returned {getattr(out, 'shape', type(out).__name__)}"
+        )
     return out, captured[0]
 
 
@@ -124,19 +133,24 @@ def _targets(fn, target, logits) -> torch.Tensor:
     if t.dim() == 0:
         t = t.expand(n)
     if t.shape != (n,) or t.is_floating_point() or t.is_complex():
-        raise ValueError(f"{fn}: target must be None (the predicted class), an int or integer "
-                         f"labels [N={n}], got {tuple(t.shape)} {t.dtype}")
+        raise ValueError(
+            f"{fn}: target must be None (the predicted class), an int or integer "
+            f"labels [N={n}], got {tuple(t.shape)} {t.dtype}"
+        )
     t = t.long()
     if bool(((t < 0) | (t >= C)).any()):
-        raise ValueError(f"{fn}: target classes must be in [0, {C}), got values "
-                         f"{sorted(set(t.tolist()))[:8]}")
+        raise ValueError(
+            f"{fn}: target classes must be in [0, {C}), got values {sorted(set(t.tolist()))[:8]}"
+        )
     return t
 
 
 def _check_conv_activation(fn, name, A):
     if A.dim() not in (3, 4):
-        raise ValueError(f"{fn}: layer {name!r} must output [N, K, L] (1-D) or [N, K, H, W] (2-D) "
-                         f"activations, got shape {tuple(A.shape)}")
+        raise ValueError(
+            f"{fn}: layer {name!r} must output [N, K, L] (1-D) or [N, K, H, W] (2-D) "
+            f"activations, got shape {tuple(A.shape)}"
+        )
 
 
 def _upsample(maps: torch.Tensor, x: torch.Tensor, upsample) -> torch.Tensor:
@@ -147,8 +161,10 @@ def _upsample(maps: torch.Tensor, x: torch.Tensor, upsample) -> torch.Tensor:
     if upsample is True:
         size = tuple(x.shape[-spatial:])
         if x.dim() != spatial + 2:
-            raise ValueError(f"upsample=True needs inputs [N, C, *S] with {spatial} spatial axes "
-                             f"like the map, got inputs {tuple(x.shape)}; pass upsample=<size>")
+            raise ValueError(
+                f"upsample=True needs inputs [N, C, *S] with {spatial} spatial axes "
+                f"like the map, got inputs {tuple(x.shape)}; pass upsample=<size>"
+            )
     else:
         size = (upsample,) if isinstance(upsample, int) else tuple(upsample)
         if len(size) != spatial:
@@ -164,13 +180,23 @@ def _upsample(maps: torch.Tensor, x: torch.Tensor, upsample) -> torch.Tensor:
 def _find_head(fn, model, K):
     heads = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear) and m.in_features == K]
     if not heads:
-        raise ValueError(f"{fn}: found no nn.Linear with in_features = {K} (the layer's channels) "
-                         f"to serve as the head after global average pooling; pass head=")
+        raise ValueError(
+            f"{fn}: found no nn.Linear with in_features = {K} (the layer's channels) "
+            f"to serve as the head after global average pooling; pass head="
+        )
     return heads[-1]
 
 
-def cam(model: nn.Module, x: torch.Tensor, layer, *, target=None, head=None,
-        upsample=False, dtype: torch.dtype | None = None) -> torch.Tensor:
+def cam(
+    model: nn.Module,
+    x: torch.Tensor,
+    layer,
+    *,
+    target=None,
+    head=None,
+    upsample=False,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
     """Class activation map M_c(s) = Σ_k W[c, k] A_k(s) for a model whose head is global average
     pooling of ``layer``'s output followed by a Linear layer (as ``hessext.models.SSHCNN``).
 
@@ -194,19 +220,31 @@ def cam(model: nn.Module, x: torch.Tensor, layer, *, target=None, head=None,
         else:
             head_name, head_module = _resolve_layer(fn, model, head)
         if not isinstance(head_module, nn.Linear) or head_module.in_features != K:
-            raise ValueError(f"{fn}: head {head_name!r} must be an nn.Linear with in_features = "
-                             f"{K} (the channels of {name!r}), got {head_module}")
+            raise ValueError(
+                f"{fn}: head {head_name!r} must be an nn.Linear with in_features = "
+                f"{K} (the channels of {name!r}), got {head_module}"
+            )
         if head_module.out_features != logits.shape[1]:
-            raise ValueError(f"{fn}: head {head_name!r} has {head_module.out_features} outputs but "
-                             f"the model returns {logits.shape[1]} logits")
+            raise ValueError(
+                f"{fn}: head {head_name!r} has {head_module.out_features} outputs but "
+                f"the model returns {logits.shape[1]} logits"
+            )
         t = _targets(fn, target, logits)
-        W = head_module.weight.detach().to(dtype)[t]             # [N, K]
+        W = head_module.weight.detach().to(dtype)[t]  # [N, K]
         maps = torch.einsum("nk,nk...->n...", W, A)
     return _upsample(maps, x, upsample)
 
 
-def grad_cam(model: nn.Module, x: torch.Tensor, layer, *, target=None, upsample=False,
-             relu: bool = True, dtype: torch.dtype | None = None) -> torch.Tensor:
+def grad_cam(
+    model: nn.Module,
+    x: torch.Tensor,
+    layer,
+    *,
+    target=None,
+    upsample=False,
+    relu: bool = True,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
     """grad-CAM: α_k = mean_s ∂f_c/∂A_k(s), M_c(s) = ReLU(Σ_k α_k A_k(s)), for ANY layer whose
     output A is [N, K, L] or [N, K, H, W] (a conv block, whatever follows it).
 
@@ -230,7 +268,7 @@ def grad_cam(model: nn.Module, x: torch.Tensor, layer, *, target=None, upsample=
         if dA is None:
             raise ValueError(f"{fn}: the logits do not depend on layer {name!r}")
         spatial = tuple(range(2, A.dim()))
-        alpha = dA.mean(dim=spatial, keepdim=True)                # [N, K, 1, ...]
+        alpha = dA.mean(dim=spatial, keepdim=True)  # [N, K, 1, ...]
         maps = (alpha * A).sum(dim=1).detach()
     if relu:
         maps = maps.clamp_min(0)
@@ -241,9 +279,15 @@ def grad_cam(model: nn.Module, x: torch.Tensor, layer, *, target=None, upsample=
 # activations and PCA
 
 
-def record_activations(model: nn.Module, x: torch.Tensor, layers, *, batch_size: int | None = None,
-                       dtype: torch.dtype | None = None,
-                       progress: bool | None = None) -> dict[str, torch.Tensor]:
+def record_activations(
+    model: nn.Module,
+    x: torch.Tensor,
+    layers,
+    *,
+    batch_size: int | None = None,
+    dtype: torch.dtype | None = None,
+    progress: bool | None = None,
+) -> dict[str, torch.Tensor]:
     """Outputs of the given layers for inputs x [N, ...]: {name: [N, ...]} (detached, at
     ``dtype``, default the parameters'). layers: a name or module, or a list of them; keys are
     the names in ``model.named_modules()``. batch_size: run the inputs in chunks (progress bar
@@ -271,24 +315,27 @@ def record_activations(model: nn.Module, x: torch.Tensor, layers, *, batch_size:
     def make_hook(name):
         def hook(mod, args, output):
             if not isinstance(output, torch.Tensor):
-                raise TypeError(f"{fn}: layer {name!r} returned {type(output).__name__}, "
-                                f"expected a tensor")
+                raise TypeError(f"{fn}: layer {name!r} returned {type(output).__name__}, expected a tensor")
             current.setdefault(name, []).append(output.detach())
+
         return hook
 
     starts = range(0, n, batch_size)
     with preserved(model), torch.no_grad():
         handles = [m.register_forward_hook(make_hook(name)) for name, m in resolved]
         try:
-            for s in progress_bar(starts, total=len(starts), desc="activations",
-                                  progress=progress if len(starts) > 1 else False):
+            for s in progress_bar(
+                starts, total=len(starts), desc="activations", progress=progress if len(starts) > 1 else False
+            ):
                 current.clear()
-                torch.func.functional_call(model, state, (x[s:s + batch_size].detach().to(dtype),))
+                torch.func.functional_call(model, state, (x[s : s + batch_size].detach().to(dtype),))
                 for name in names:
                     got = current.get(name, [])
                     if len(got) != 1:
-                        raise ValueError(f"{fn}: layer {name!r} ran {len(got)} times in one "
-                                         f"forward pass; it must run exactly once")
+                        raise ValueError(
+                            f"{fn}: layer {name!r} ran {len(got)} times in one "
+                            f"forward pass; it must run exactly once"
+                        )
                     chunks[name].append(got[0])
         finally:
             for h in handles:
@@ -308,9 +355,12 @@ class ActivationPCA:
     n_components: None (all, min(N, F)) or an int."""
 
     def __init__(self, n_components: int | None = None):
-        if n_components is not None and (not isinstance(n_components, int)
-                                         or isinstance(n_components, bool) or n_components < 1):
-            raise ValueError(f"ActivationPCA: n_components must be None or a positive int, got {n_components!r}")
+        if n_components is not None and (
+            not isinstance(n_components, int) or isinstance(n_components, bool) or n_components < 1
+        ):
+            raise ValueError(
+                f"ActivationPCA: n_components must be None or a positive int, got {n_components!r}"
+            )
         self.n_components = n_components
         self.mean_: torch.Tensor | None = None
         self.components_: torch.Tensor | None = None
@@ -324,12 +374,14 @@ class ActivationPCA:
         if not isinstance(X, torch.Tensor):
             raise TypeError(f"ActivationPCA.{who}: expected a torch.Tensor [N, ...], got {type(X).__name__}")
         if X.dim() < 1 or X.shape[0] == 0 or not X.is_floating_point():
-            raise ValueError(f"ActivationPCA.{who}: expected a non-empty floating tensor [N, ...], "
-                             f"got {tuple(X.shape)} {X.dtype}")
+            raise ValueError(
+                f"ActivationPCA.{who}: expected a non-empty floating tensor [N, ...], "
+                f"got {tuple(X.shape)} {X.dtype}"
+            )
         X = X.detach().to(torch.float64)
         return X.reshape(X.shape[0], -1) if X.dim() > 1 else X.unsqueeze(1)
 
-    def fit(self, X: torch.Tensor) -> "ActivationPCA":
+    def fit(self, X: torch.Tensor) -> ActivationPCA:
         F_ = self._flat("fit", X)
         n, f = F_.shape
         if n < 2:
@@ -353,34 +405,42 @@ class ActivationPCA:
         self.n_samples = n
         return self
 
-    def _check_fitted(self, who):
-        if self.components_ is None:
+    def _fitted(self, who) -> tuple[torch.Tensor, torch.Tensor, torch.Size]:
+        """(mean, components, feature shape) of a fitted PCA; RuntimeError before fit()."""
+        if self.mean_ is None or self.components_ is None or self.feature_shape is None:
             raise RuntimeError(f"ActivationPCA.{who}: call fit() first")
+        return self.mean_, self.components_, self.feature_shape
 
     def transform(self, X: torch.Tensor) -> torch.Tensor:
         """[M, *feature_shape] → [M, k] float64 scores."""
-        self._check_fitted("transform")
-        if X.shape[1:] != self.feature_shape:
-            raise ValueError(f"ActivationPCA.transform: features of shape {tuple(X.shape[1:])} do "
-                             f"not match the fitted {tuple(self.feature_shape)}")
-        return (self._flat("transform", X) - self.mean_) @ self.components_.T
+        mean, components, shape = self._fitted("transform")
+        if X.shape[1:] != shape:
+            raise ValueError(
+                f"ActivationPCA.transform: features of shape {tuple(X.shape[1:])} do "
+                f"not match the fitted {tuple(shape)}"
+            )
+        return (self._flat("transform", X) - mean) @ components.T
 
     def fit_transform(self, X: torch.Tensor) -> torch.Tensor:
         return self.fit(X).transform(X)
 
     def inverse_transform(self, Z: torch.Tensor) -> torch.Tensor:
         """[M, k] scores → [M, *feature_shape] float64 (the projection onto the kept components)."""
-        self._check_fitted("inverse_transform")
-        k = self.components_.shape[0]
+        mean, components, shape = self._fitted("inverse_transform")
+        k = components.shape[0]
         if not isinstance(Z, torch.Tensor) or Z.dim() != 2 or Z.shape[1] != k:
-            raise ValueError(f"ActivationPCA.inverse_transform: expected scores [M, {k}], got "
-                             f"{getattr(Z, 'shape', type(Z).__name__)}")
-        out = Z.to(torch.float64) @ self.components_ + self.mean_
-        return out.reshape(Z.shape[0], *self.feature_shape)
+            raise ValueError(
+                f"ActivationPCA.inverse_transform: expected scores [M, {k}], got "
+                f"{getattr(Z, 'shape', type(Z).__name__)}"
+            )
+        out = Z.to(torch.float64) @ components + mean
+        return out.reshape(Z.shape[0], *shape)
 
     def __repr__(self):
         if self.components_ is None:
             return f"ActivationPCA(n_components={self.n_components}, not fitted)"
         ratio = self.explained_variance_ratio_[:3].tolist()
-        return (f"ActivationPCA(k={self.components_.shape[0]}, features={math.prod(self.feature_shape)}, "
-                f"n={self.n_samples}, explained_variance_ratio[:3]={[round(r, 4) for r in ratio]})")
+        return (
+            f"ActivationPCA(k={self.components_.shape[0]}, features={math.prod(self.feature_shape)}, "
+            f"n={self.n_samples}, explained_variance_ratio[:3]={[round(r, 4) for r in ratio]})"
+        )

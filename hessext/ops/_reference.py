@@ -113,13 +113,24 @@ def stein_normals(seed: int, points: torch.Tensor, pairs: torch.Tensor, D: int) 
     return z.reshape(shape[0], shape[1], 4 * Q)[..., :D]
 
 
-def stein_perturb(x: torch.Tensor, sigma: float, seed: int, point_offset: int, pair_offset: int,
-                  n_pairs: int, antithetic: bool) -> torch.Tensor:
+def stein_perturb(
+    x: torch.Tensor,
+    sigma: float,
+    seed: int,
+    point_offset: int,
+    pair_offset: int,
+    n_pairs: int,
+    antithetic: bool,
+) -> torch.Tensor:
     """x [B, D] -> [B, A, P, D]: x + sqrt(sigma) z and (antithetic, A = 2) x - sqrt(sigma) z."""
     B, D = x.shape
     dev = x.device
-    z = stein_normals(seed, torch.arange(point_offset, point_offset + B, device=dev),
-                      torch.arange(pair_offset, pair_offset + n_pairs, device=dev), D)
+    z = stein_normals(
+        seed,
+        torch.arange(point_offset, point_offset + B, device=dev),
+        torch.arange(pair_offset, pair_offset + n_pairs, device=dev),
+        D,
+    )
     step = torch.tensor(math.sqrt(sigma), dtype=x.dtype, device=dev) * z.to(x.dtype)
     plus = x[:, None, :] + step
     if not antithetic:
@@ -127,9 +138,16 @@ def stein_perturb(x: torch.Tensor, sigma: float, seed: int, point_offset: int, p
     return torch.stack([plus, x[:, None, :] + (-step)], dim=1)
 
 
-def stein_accumulate(h: torch.Tensor, hess_acc: torch.Tensor, grad_acc: torch.Tensor, seed: int,
-                     point_offset: int, pair_offset: int, tile_pairs: int,
-                     z: torch.Tensor | None = None) -> None:
+def stein_accumulate(
+    h: torch.Tensor,
+    hess_acc: torch.Tensor,
+    grad_acc: torch.Tensor,
+    seed: int,
+    point_offset: int,
+    pair_offset: int,
+    tile_pairs: int,
+    z: torch.Tensor | None = None,
+) -> None:
     """Per tile t of tile_pairs pairs (numbered globally): hess_acc[:, t % M] += z^T (h+ - h-)
     at h's precision, grad_acc[:, t % M] += sum (h+ + h-) in float64. h [B, A, P, K],
     hess_acc [B, M, D, K] float64, grad_acc [B, M, K] float64; z [B, P, D]: the directions, when
@@ -142,28 +160,37 @@ def stein_accumulate(h: torch.Tensor, hess_acc: torch.Tensor, grad_acc: torch.Te
     for t in range((P + tile_pairs - 1) // tile_pairs):
         j0 = t * tile_pairs
         j1 = min(P, j0 + tile_pairs)
-        zt = z[:, j0:j1] if z is not None else stein_normals(
-            seed, points, torch.arange(pair_offset + j0, pair_offset + j1, device=dev), D)
+        zt = (
+            z[:, j0:j1]
+            if z is not None
+            else stein_normals(seed, points, torch.arange(pair_offset + j0, pair_offset + j1, device=dev), D)
+        )
         plus = h[:, 0, j0:j1]
         d = plus - h[:, 1, j0:j1] if A == 2 else plus
         g = (first_tile + t) % M
         hess_acc[:, g] += (zt.to(h.dtype).transpose(1, 2) @ d).double()
         grad_acc[:, g] += h[:, :, j0:j1].double().sum(dim=(1, 2))
+
+
 def gemm_accumulate(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor, alpha: float) -> None:
     """acc += alpha * (aᵀ b), the product at the precision of a and b, the sum in acc's float64.
 
     acc [R, S] float64; a [K, R], b [K, S] (float32 or float64, same dtype)."""
     acc.add_(torch.mm(a.t(), b).to(torch.float64), alpha=alpha)
-def conv_weight_grad(x: torch.Tensor, d: torch.Tensor, out: torch.Tensor, stride, padding,
-                     dilation, groups: int) -> None:
+
+
+def conv_weight_grad(
+    x: torch.Tensor, d: torch.Tensor, out: torch.Tensor, stride, padding, dilation, groups: int
+) -> None:
     """out[n, o, c, kh, kw] = sum_{oh,ow} d[n, o, oh, ow] x[n, g*Cg + c, oh*sh - ph + kh*dh,
     ow*sw - pw + kw*dw]; x [N, C, H, W], d [N, O, Ho, Wo], out [N, O, C/groups, kH, kW]."""
     N, C = x.shape[:2]
     O, kH, kW = out.shape[1], out.shape[3], out.shape[4]
-    cols = torch.nn.functional.unfold(x, (kH, kW), dilation=tuple(dilation),
-                                      padding=tuple(padding), stride=tuple(stride))
-    cols = cols.view(N, groups, (C // groups) * kH * kW, -1)       # [N, g, Cg*kH*kW, L]
-    dg = d.reshape(N, groups, O // groups, -1)                     # [N, g, Og, L]
+    cols = torch.nn.functional.unfold(
+        x, (kH, kW), dilation=tuple(dilation), padding=tuple(padding), stride=tuple(stride)
+    )
+    cols = cols.view(N, groups, (C // groups) * kH * kW, -1)  # [N, g, Cg*kH*kW, L]
+    dg = d.reshape(N, groups, O // groups, -1)  # [N, g, Og, L]
     out.copy_(torch.einsum("ngol,ngkl->ngok", dg, cols).reshape(out.shape))
 
 
@@ -211,12 +238,12 @@ def max_pool_backward(grad_out: torch.Tensor, indices: torch.Tensor, kernel, inp
     onehot = torch.nn.functional.one_hot(indices.long(), kH * kW).to(grad_out.dtype)
     windows = (onehot * grad_out[..., None]).view(N, C, Ho, Wo, kH, kW)
     dx = grad_out.new_zeros(N, C, *input_size)
-    dx[:, :, :Ho * kH, :Wo * kW] = windows.permute(0, 1, 2, 4, 3, 5).reshape(N, C, Ho * kH, Wo * kW)
+    dx[:, :, : Ho * kH, : Wo * kW] = windows.permute(0, 1, 2, 4, 3, 5).reshape(N, C, Ho * kH, Wo * kW)
     return dx
 
 
-def conv_forward(x: torch.Tensor, weight: torch.Tensor, bias, stride, padding, dilation,
-                 groups: int) -> torch.Tensor:
+def conv_forward(
+    x: torch.Tensor, weight: torch.Tensor, bias, stride, padding, dilation, groups: int
+) -> torch.Tensor:
     """y = conv2d(x, weight, bias) with zero padding; x [N, C, H, W], weight [O, C/groups, kH, kW]."""
-    return torch.nn.functional.conv2d(x, weight, bias, tuple(stride), tuple(padding),
-                                      tuple(dilation), groups)
+    return torch.nn.functional.conv2d(x, weight, bias, tuple(stride), tuple(padding), tuple(dilation), groups)

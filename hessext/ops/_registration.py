@@ -18,12 +18,15 @@ def _stein_perturb_fake(x, sigma, seed, point_offset, pair_offset, n_pairs, anti
 
 
 @torch.library.register_fake("hessext::stein_accumulate")
-def _stein_accumulate_fake(h, hess_acc, grad_acc, seed, point_offset, pair_offset, tile_pairs,
-                           z=None):
+def _stein_accumulate_fake(h, hess_acc, grad_acc, seed, point_offset, pair_offset, tile_pairs, z=None):
     return None
+
+
 @torch.library.register_fake("hessext::gemm_accumulate")
 def _gemm_accumulate_fake(acc, a, b, alpha):
     return None
+
+
 @torch.library.register_fake("hessext::conv_weight_grad")
 def _conv_weight_grad_fake(x, d, out, stride, padding, dilation, groups):
     return None
@@ -58,9 +61,17 @@ def _linear_ghost_gram_fake(a, d):
 def _conv_forward_fake(x, weight, bias, stride, padding, dilation, groups):
     def extent(size, k, s, p, d):
         return (size + 2 * p - d * (k - 1) - 1) // s + 1
-    return x.new_empty((x.shape[0], weight.shape[0],
-                        extent(x.shape[2], weight.shape[2], stride[0], padding[0], dilation[0]),
-                        extent(x.shape[3], weight.shape[3], stride[1], padding[1], dilation[1])))
+
+    return x.new_empty(
+        (
+            x.shape[0],
+            weight.shape[0],
+            extent(x.shape[2], weight.shape[2], stride[0], padding[0], dilation[0]),
+            extent(x.shape[3], weight.shape[3], stride[1], padding[1], dilation[1]),
+        )
+    )
+
+
 # (its autograd is registered in C++: csrc/conv_forward_autograd.cpp)
 
 
@@ -86,8 +97,9 @@ def _max_pool_forward_backward(ctx, grad_y, grad_indices):
     return torch.ops.hessext.max_pool_backward(grad_y, indices, ctx.kernel, ctx.input_size), None
 
 
-torch.library.register_autograd("hessext::max_pool_forward", _max_pool_forward_backward,
-                                setup_context=_max_pool_setup)
+torch.library.register_autograd(
+    "hessext::max_pool_forward", _max_pool_forward_backward, setup_context=_max_pool_setup
+)
 
 
 def _max_pool_backward_setup(ctx, inputs, output):
@@ -101,10 +113,11 @@ def _max_pool_backward_backward(ctx, grad_dx):
     elements (double backward through the pooling)."""
     (indices,) = ctx.saved_tensors
     (kH, kW), (N, C, Ho, Wo) = ctx.kernel, indices.shape
-    windows = grad_dx[:, :, :Ho * kH, :Wo * kW].reshape(N, C, Ho, kH, Wo, kW)
+    windows = grad_dx[:, :, : Ho * kH, : Wo * kW].reshape(N, C, Ho, kH, Wo, kW)
     windows = windows.permute(0, 1, 2, 4, 3, 5).reshape(N, C, Ho, Wo, kH * kW)
     return windows.gather(-1, indices.long().unsqueeze(-1)).squeeze(-1), None, None, None
 
 
-torch.library.register_autograd("hessext::max_pool_backward", _max_pool_backward_backward,
-                                setup_context=_max_pool_backward_setup)
+torch.library.register_autograd(
+    "hessext::max_pool_backward", _max_pool_backward_backward, setup_context=_max_pool_backward_setup
+)

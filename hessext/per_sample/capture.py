@@ -30,14 +30,14 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from hessext import ops
-from hessext._internal.contract import (check_finite_parameters, check_inputs, check_targets,
-                                        example_loss)
+from hessext._internal.contract import check_finite_parameters, check_inputs, check_targets, example_loss
 from hessext._internal.guard import check_model, preserved
 from hessext._internal.params import flat_parameters, functional_state, working_copy
 from hessext.per_sample.fast_forward import FastForward
@@ -65,13 +65,17 @@ def _check_args(fn, model, loss_fn, inputs, targets, params, dtype, regularizer)
     names, tensors = flat_parameters(model, params)
     for name, p in zip(names, tensors):
         if p.dtype not in _FLOAT_DTYPES:
-            raise TypeError(f"{fn}: parameter {name!r} has dtype {p.dtype}; per-sample "
-                            f"gradients support float32 and float64")
+            raise TypeError(
+                f"{fn}: parameter {name!r} has dtype {p.dtype}; per-sample "
+                f"gradients support float32 and float64"
+            )
     inputs = check_inputs(inputs, fn, model=model)
     targets = check_targets(targets, inputs.shape[0], fn)
     if regularizer is not None and not callable(getattr(regularizer, "grad", None)):
-        raise TypeError(f"{fn}: regularizer must have a .grad(theta) method (e.g. "
-                        f"hessext.regularizers.L2), got {type(regularizer).__name__}")
+        raise TypeError(
+            f"{fn}: regularizer must have a .grad(theta) method (e.g. "
+            f"hessext.regularizers.L2), got {type(regularizer).__name__}"
+        )
     check_finite_parameters(model, fn)
     if dtype is None:
         dtype = tensors[0].dtype
@@ -79,8 +83,10 @@ def _check_args(fn, model, loss_fn, inputs, targets, params, dtype, regularizer)
         raise TypeError(f"{fn}: dtype must be torch.float32 or torch.float64, got {dtype}")
     device = tensors[0].device
     if inputs.device != device or targets.device != device:
-        raise ValueError(f"{fn}: inputs ({inputs.device}) and targets ({targets.device}) must be "
-                         f"on the parameters' device {device}")
+        raise ValueError(
+            f"{fn}: inputs ({inputs.device}) and targets ({targets.device}) must be "
+            f"on the parameters' device {device}"
+        )
     return names, tensors, dtype, inputs, targets
 
 
@@ -92,21 +98,26 @@ def _check_args(fn, model, loss_fn, inputs, targets, params, dtype, regularizer)
 class Layer:
     """A kernel layer's captured input a and output gradient d, and where its chosen
     parameters go (name of the weight / bias column block, or None when not chosen)."""
+
     module: nn.Module
     weight: str | None
     bias: str | None
-    a: torch.Tensor | None = None     # Linear: [N, T, I]; Conv: [N, C, H, W] (padding applied)
-    d: torch.Tensor | None = None     # Linear: [N, T, O]; Conv: [N, O, Ho, Wo]
-    conv_args: tuple = ()             # (stride, padding, dilation, groups), 2-D forms
+    # filled by the capture pass (empty until then)
+    a: torch.Tensor = field(default_factory=lambda: torch.empty(0))  # Linear: [N, T, I]; Conv: [N, C, H, W]
+    d: torch.Tensor = field(default_factory=lambda: torch.empty(0))  # Linear: [N, T, O]; Conv: [N, O, Ho, Wo]
+    conv_args: tuple = ()  # (stride, padding, dilation, groups), 2-D forms
 
     @property
     def ghost(self) -> bool:
-        """Linear without a sequence axis: the ghost contractions apply (METHODS §1)."""
+        """Linear without a sequence axis: the ghost contractions apply (docs/methods.md §1)."""
         return isinstance(self.module, nn.Linear) and self.a.shape[1] == 1
 
 
 @dataclass
 class Capture:
+    """What one capture pass recorded: the kernel layers' a and d, the parameters left to
+    torch.func, the working state and the regulariser's gradient."""
+
     names: list[str]
     shapes: list[torch.Size]
     offsets: dict[str, int]
@@ -115,11 +126,11 @@ class Capture:
     device: torch.device
     layers: list[Layer] = field(default_factory=list)
     fallback: list[str] = field(default_factory=list)
-    zero: list[str] = field(default_factory=list)        # chosen but unused by the loss
+    zero: list[str] = field(default_factory=list)  # chosen but unused by the loss
     state: dict[str, torch.Tensor] = field(default_factory=dict)
-    inputs: torch.Tensor | None = None
-    targets: torch.Tensor | None = None
-    reg_grad: torch.Tensor | None = None                  # [P] or None
+    inputs: torch.Tensor = field(default_factory=lambda: torch.empty(0))
+    targets: torch.Tensor = field(default_factory=lambda: torch.empty(0))
+    reg_grad: torch.Tensor | None = None  # [P] or None
 
 
 def _param_names_by_module(model):
@@ -152,8 +163,11 @@ def _conv_geometry(m, a):
 
 
 def capture(fn, model, loss_fn, inputs, targets, params, regularizer, dtype) -> Capture:
-    names, tensors, dtype, inputs, targets = _check_args(fn, model, loss_fn, inputs, targets,
-                                                         params, dtype, regularizer)
+    """One forward and one backward pass of ``model`` with hooks on the kernel layers: their
+    inputs a and output gradients d, and which parameters go through torch.func."""
+    names, tensors, dtype, inputs, targets = _check_args(
+        fn, model, loss_fn, inputs, targets, params, dtype, regularizer
+    )
     n = inputs.shape[0]
     shapes = [p.shape for p in tensors]
     offsets, start = {}, 0
@@ -173,19 +187,24 @@ def capture(fn, model, loss_fn, inputs, targets, params, regularizer, dtype) -> 
         theta = torch.cat([cap.state[k].detach().reshape(-1) for k in names])
         cap.reg_grad = regularizer.grad(theta).to(dtype).reshape(-1)
         if cap.reg_grad.numel() != theta.numel():
-            raise ValueError(f"{fn}: regularizer.grad returned {cap.reg_grad.numel()} values "
-                             f"for {theta.numel()} parameters")
+            raise ValueError(
+                f"{fn}: regularizer.grad returned {cap.reg_grad.numel()} values "
+                f"for {theta.numel()} parameters"
+            )
 
     owned, slots = _param_names_by_module(model)
-    layers, calls = {}, {}
+    layers: dict[nn.Module, Layer] = {}
+    calls: dict[nn.Module, list] = {}
     for m in model.modules():
         if type(m) not in KERNEL_TYPES or getattr(m, "padding_mode", "zeros") != "zeros":
             continue
         own = owned.get(m, {})
         weight, bias = own.get("weight"), own.get("bias")
         # a parameter shared with another module stays with torch.func, which sums its uses
-        weight, bias = ((k if k in chosen and slots[id(m._parameters[attr])] == 1 else None)
-                        for k, attr in ((weight, "weight"), (bias, "bias")))
+        weight, bias = (
+            (k if k in chosen and slots[id(m._parameters[attr])] == 1 else None)
+            for k, attr in ((weight, "weight"), (bias, "bias"))
+        )
         if weight is None and bias is None:
             continue
         layers[m] = Layer(m, weight, bias)
@@ -208,31 +227,36 @@ def capture(fn, model, loss_fn, inputs, targets, params, regularizer, dtype) -> 
         losses = loss_fn(outputs, cap.targets)
         if not isinstance(losses, torch.Tensor) or losses.shape != (n,):
             got = tuple(losses.shape) if isinstance(losses, torch.Tensor) else type(losses).__name__
-            raise ValueError(f"{fn}: loss_fn must return one loss per example, shape [{n}] "
-                             f"(e.g. nn.CrossEntropyLoss(reduction='none')), got {got}")
+            raise ValueError(
+                f"{fn}: loss_fn must return one loss per example, shape [{n}] "
+                f"(e.g. nn.CrossEntropyLoss(reduction='none')), got {got}"
+            )
         kept = []
         for m, layer in layers.items():
             ok = len(calls[m]) == 1 and calls[m][0][0] is not None
             if ok:
                 a, y = calls[m][0]
-                want_dim = {nn.Conv1d: 3, nn.Conv2d: 4}.get(type(m))
-                ok = (a.shape[0] == n and isinstance(y, torch.Tensor) and y.shape[0] == n
-                      and (want_dim is None and a.dim() >= 2 or a.dim() == want_dim))
+                want_dim = 3 if type(m) is nn.Conv1d else 4 if type(m) is nn.Conv2d else None
+                ok = (
+                    a.shape[0] == n
+                    and isinstance(y, torch.Tensor)
+                    and y.shape[0] == n
+                    and (want_dim is None and a.dim() >= 2 or a.dim() == want_dim)
+                )
             if ok:
                 layer.a, layer.d = a, y  # d is the output until the backward pass below
                 kept.append(layer)
             else:  # called twice, never, or unbatched: torch.func handles it
                 cap.fallback += [k for k in (layer.weight, layer.bias) if k is not None]
         outs = [layer.d for layer in kept]
-        grads = [None] * len(outs)
+        grads: list[torch.Tensor | None] = [None] * len(outs)
         live = [i for i, y in enumerate(outs) if y.requires_grad]
         if live and losses.requires_grad:
-            got = torch.autograd.grad(losses.sum(), [outs[i] for i in live], allow_unused=True)
-            for i, g in zip(live, got):
+            found = torch.autograd.grad(losses.sum(), [outs[i] for i in live], allow_unused=True)
+            for i, g in zip(live, found):
                 grads[i] = g
-        for layer, g in zip(kept, grads):
-            y = layer.d
-            layer.d = (torch.zeros_like(y) if g is None else g).detach()
+        for layer, grad_out in zip(kept, grads):
+            layer.d = (torch.zeros_like(layer.d) if grad_out is None else grad_out).detach()
             a = layer.a.detach()
             if isinstance(layer.module, nn.Linear):
                 layer.a = a.reshape(n, -1, a.shape[-1])
@@ -262,26 +286,25 @@ def write_layer(layer: Layer, rows: slice, out: torch.Tensor, offsets: dict[str,
         O, I = d.shape[-1], a.shape[-1]
         if layer.weight is not None:
             s = offsets[layer.weight]
-            ops.linear_weight_grad(a, d, out[:, s:s + O * I].view(k, O, I))
+            ops.linear_weight_grad(a, d, out[:, s : s + O * I].view(k, O, I))
         if layer.bias is not None:
             s = offsets[layer.bias]
-            ops.bias_grad(d, out[:, s:s + O])
+            ops.bias_grad(d, out[:, s : s + O])
     else:
         stride, padding, dilation, groups = layer.conv_args
         O = d.shape[1]
         if layer.weight is not None:
-            w = layer.module.weight
+            w = cast(torch.Tensor, layer.module.weight)
             kh, kw = (1, w.shape[2]) if w.dim() == 3 else (w.shape[2], w.shape[3])
             s = offsets[layer.weight]
-            block = out[:, s:s + w.numel()].view(k, O, w.shape[1], kh, kw)
+            block = out[:, s : s + w.numel()].view(k, O, w.shape[1], kh, kw)
             ops.conv_weight_grad(a, d, block, stride, padding, dilation, groups)
         if layer.bias is not None:
             s = offsets[layer.bias]
-            ops.bias_grad(d.reshape(k, O, -1).transpose(1, 2), out[:, s:s + O])
+            ops.bias_grad(d.reshape(k, O, -1).transpose(1, 2), out[:, s : s + O])
 
 
-def write_fallback(cap: Capture, model, loss_fn, names, rows: slice, out, offsets,
-                    chunk_size=None):
+def write_fallback(cap: Capture, model, loss_fn, names, rows: slice, out, offsets, chunk_size=None):
     """torch.func per-sample gradients of the parameters ``names`` for samples ``rows``."""
     if not names:
         return
@@ -293,10 +316,11 @@ def write_fallback(cap: Capture, model, loss_fn, names, rows: slice, out, offset
         return loss_fn(outputs, y.unsqueeze(0)).sum()
 
     with preserved(model):
-        grads = torch.func.vmap(torch.func.grad(loss_one), in_dims=(None, 0, 0),
-                                chunk_size=chunk_size)(theta, cap.inputs[rows], cap.targets[rows])
+        grads = torch.func.vmap(torch.func.grad(loss_one), in_dims=(None, 0, 0), chunk_size=chunk_size)(
+            theta, cap.inputs[rows], cap.targets[rows]
+        )
     k = out.shape[0]
     for name in names:
         s = offsets[name]
         g = grads[name].reshape(k, -1)
-        out[:, s:s + g.shape[1]] = g
+        out[:, s : s + g.shape[1]] = g

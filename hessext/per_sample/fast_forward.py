@@ -11,8 +11,9 @@ a fraction of a GFLOP). Inside ``FastForward()``, a TorchFunctionMode:
   ``hessext.ops.max_pool_forward``: the same values and the same gradient (the same chosen
   element, NaN propagating), bit for bit;
 - F.conv1d / F.conv2d with at most ``SMALL_CONV_TERMS`` terms per output (C/groups · kernel
-  size) and output rows of at least ``LONG_CONV_ROWS`` run on ``hessext.ops.conv_forward``: the same convolution to float rounding (the terms
-  are added in another order), whose backward asks torch's convolution_backward only for what
+  size) and output rows of at least ``LONG_CONV_ROWS`` run on ``hessext.ops.conv_forward``:
+  the same convolution to float rounding (the terms are added in another order), whose backward
+  asks torch's convolution_backward only for what
   the backward pass needs;
 - every other call runs as it was. The user's model object is never edited.
 
@@ -29,6 +30,7 @@ import weakref
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.modules import module as module_globals
 from torch.utils._pytree import tree_map
 
 from hessext import ops
@@ -41,10 +43,8 @@ from hessext import ops
 SMALL_CONV_TERMS = 16
 LONG_CONV_ROWS = 512
 
-_POOL_ARGS = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode",
-              "return_indices")
-_POOL_DEFAULTS = {"stride": None, "padding": 0, "dilation": 1, "ceil_mode": False,
-                  "return_indices": False}
+_POOL_ARGS = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+_POOL_DEFAULTS = {"stride": None, "padding": 0, "dilation": 1, "ceil_mode": False, "return_indices": False}
 _CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
 _CONV_DEFAULTS = {"bias": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1}
 _POOLS = {F.max_pool1d: 1, F.max_pool2d: 2}
@@ -78,18 +78,28 @@ def strided_max_pool(func, args, kwargs) -> torch.Tensor | None:
     the op serves (the caller then runs torch's)."""
     n = _POOLS.get(func)
     call = _bind(_POOL_ARGS, _POOL_DEFAULTS, args, kwargs) if n is not None else None
-    if call is None:
+    if n is None or call is None:
         return None
     x = call["input"]
-    if (not isinstance(x, torch.Tensor) or x.device.type != "cpu" or x.dim() != n + 2
-            or call["ceil_mode"]
-            or call["return_indices"] or not ops.uses_kernel("max_pool_forward", x)):
+    if (
+        not isinstance(x, torch.Tensor)
+        or x.device.type != "cpu"
+        or x.dim() != n + 2
+        or call["ceil_mode"]
+        or call["return_indices"]
+        or not ops.uses_kernel("max_pool_forward", x)
+    ):
         return None
     kernel = _ints(call["kernel_size"], n)
     stride = kernel if call["stride"] is None or call["stride"] == [] else _ints(call["stride"], n)
-    if (kernel is None or stride != kernel or _ints(call["padding"], n) != (0,) * n
-            or _ints(call["dilation"], n) != (1,) * n or min(kernel) < 1
-            or any(size < k for size, k in zip(x.shape[2:], kernel))):
+    if (
+        kernel is None
+        or stride != kernel
+        or _ints(call["padding"], n) != (0,) * n
+        or _ints(call["dilation"], n) != (1,) * n
+        or min(kernel) < 1
+        or any(size < k for size, k in zip(x.shape[2:], kernel))
+    ):
         return None
     if n == 1:
         kernel = (1, *kernel)
@@ -106,16 +116,21 @@ def small_conv(func, args, kwargs) -> torch.Tensor | None:
     output rows of at least LONG_CONV_ROWS that the op serves."""
     n = _CONVS.get(func)
     call = _bind(_CONV_ARGS, _CONV_DEFAULTS, args, kwargs) if n is not None else None
-    if call is None:
+    if n is None or call is None:
         return None
     x, w, b = call["input"], call["weight"], call["bias"]
-    if (not isinstance(x, torch.Tensor) or not isinstance(w, torch.Tensor)
-            or x.device.type != "cpu" or x.dim() != n + 2
-            or w.dim() != n + 2 or not (b is None or isinstance(b, torch.Tensor))
-            or not isinstance(call["groups"], int)):
+    if (
+        not isinstance(x, torch.Tensor)
+        or not isinstance(w, torch.Tensor)
+        or x.device.type != "cpu"
+        or x.dim() != n + 2
+        or w.dim() != n + 2
+        or not (b is None or isinstance(b, torch.Tensor))
+        or not isinstance(call["groups"], int)
+    ):
         return None
     padding = call["padding"]
-    padding = (0,) * n if padding == "valid" else _ints(padding, n)   # 'same': torch's
+    padding = (0,) * n if padding == "valid" else _ints(padding, n)  # 'same': torch's
     stride, dilation = _ints(call["stride"], n), _ints(call["dilation"], n)
     if padding is None or stride is None or dilation is None:
         return None
@@ -136,8 +151,10 @@ def small_conv(func, args, kwargs) -> torch.Tensor | None:
 
 
 def _has_hooks(m: nn.Module) -> bool:
-    return any(getattr(m, name, None) for name in (
-        "_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"))
+    return any(
+        getattr(m, name, None)
+        for name in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    )
 
 
 def relus_before_pools(model: nn.Module) -> dict[nn.Module, nn.Sequential]:
@@ -145,20 +162,29 @@ def relus_before_pools(model: nn.Module) -> dict[nn.Module, nn.Sequential]:
     model) whose output that Sequential passes straight to an nn.MaxPool1d/2d, neither module
     with hooks (nor any global module hook): when the Sequential calls such a ReLU, nothing but
     that pooling sees its output, so FastForward(model) may apply the ReLU after it."""
-    from torch.nn.modules import module as module_globals
-    if any(getattr(module_globals, name, None) for name in (
-            "_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
-            "_global_backward_pre_hooks")):
+    if any(
+        getattr(module_globals, name, None)
+        for name in (
+            "_global_forward_hooks",
+            "_global_forward_pre_hooks",
+            "_global_backward_hooks",
+            "_global_backward_pre_hooks",
+        )
+    ):
         return {}
-    found = {}
+    found: dict[nn.Module, nn.Sequential] = {}
     for seq in model.modules():
         if type(seq) is not nn.Sequential:  # a subclass may route outputs its own way
             continue
         children = list(seq)
         for relu, pool in zip(children, children[1:]):
-            if (type(relu) is nn.ReLU and not relu.inplace
-                    and type(pool) in (nn.MaxPool1d, nn.MaxPool2d)
-                    and not _has_hooks(relu) and not _has_hooks(pool)):
+            if (
+                type(relu) is nn.ReLU
+                and not relu.inplace
+                and type(pool) in (nn.MaxPool1d, nn.MaxPool2d)
+                and not _has_hooks(relu)
+                and not _has_hooks(pool)
+            ):
                 found[relu] = seq
     if found:  # only ReLUs used once in the model (the walk counts every use)
         uses: dict[int, int] = {}
@@ -190,19 +216,17 @@ class FastForward(torch.overrides.TorchFunctionMode):
 
     def __init__(self, model: nn.Module | None = None):
         super().__init__()
-        self._relu = None     # (weak reference to the last ReLU output, its version, input, version)
+        self._relu = None  # (weak reference to the last ReLU output, its version, input, version)
         self._deferrable = relus_before_pools(model) if model is not None else {}
-        self._handles = []
-        self._running = []    # the deferrable ReLUs' Sequentials now running, innermost last
-        self._defer = None    # the input of a deferrable ReLU module about to run
+        self._handles: list = []
+        self._running: list[nn.Module] = []  # the deferrable ReLUs' Sequentials now running, innermost last
+        self._defer = None  # the input of a deferrable ReLU module about to run
         self._pending = None  # a deferrable ReLU's input, returned as its output
 
     def __enter__(self):
         for seq in {id(seq): seq for seq in self._deferrable.values()}.values():
-            self._handles += [seq.register_forward_pre_hook(self._push),
-                              seq.register_forward_hook(self._pop)]
-        self._handles += [relu.register_forward_pre_hook(self._note_relu_input)
-                          for relu in self._deferrable]
+            self._handles += [seq.register_forward_pre_hook(self._push), seq.register_forward_hook(self._pop)]
+        self._handles += [relu.register_forward_pre_hook(self._note_relu_input) for relu in self._deferrable]
         return super().__enter__()
 
     def __exit__(self, *exc):
@@ -235,8 +259,13 @@ class FastForward(torch.overrides.TorchFunctionMode):
             rectify = lambda a: torch.relu(a) if a is pending else a  # noqa: E731
             args, kwargs = tree_map(rectify, (args, kwargs))
         defer, self._defer = self._defer, None
-        if (func in _RELUS and defer is not None and len(args) == 1 and args[0] is defer
-                and not kwargs.get("inplace", False)):
+        if (
+            func in _RELUS
+            and defer is not None
+            and len(args) == 1
+            and args[0] is defer
+            and not kwargs.get("inplace", False)
+        ):
             self._pending, self._relu = defer, None
             return defer
         if func in _POOLS:
@@ -246,8 +275,13 @@ class FastForward(torch.overrides.TorchFunctionMode):
         else:
             y = None
         out = func(*args, **kwargs) if y is None else y
-        if func in _RELUS and not kwargs.get("inplace", False) and len(args) == 1 \
-                and isinstance(out, torch.Tensor) and out is not args[0]:
+        if (
+            func in _RELUS
+            and not kwargs.get("inplace", False)
+            and len(args) == 1
+            and isinstance(out, torch.Tensor)
+            and out is not args[0]
+        ):
             x = args[0]
             self._relu = (weakref.ref(out), out._version, x, x._version)
         else:
@@ -259,8 +293,7 @@ class FastForward(torch.overrides.TorchFunctionMode):
         if relu is not None and args:
             out_ref, out_version, x, x_version = relu
             # the pooled tensor is that ReLU's output, and neither it nor x changed in place
-            if (out_ref() is args[0] and args[0]._version == out_version
-                    and x._version == x_version):
+            if out_ref() is args[0] and args[0]._version == out_version and x._version == x_version:
                 y = strided_max_pool(func, (x, *args[1:]), kwargs)
                 if y is not None:
                     return torch.relu(y)

@@ -14,7 +14,7 @@ from hessext import ops
 from hessext._internal.memory import empty_large
 from hessext._internal.params import unflatten_params
 from hessext._internal.progress import progress_bar
-from hessext.per_sample.capture import Layer, capture, write_fallback, write_layer
+from hessext.per_sample.capture import capture, write_fallback, write_layer
 
 __all__ = ["per_sample_grads", "PerSampleGrads"]
 
@@ -22,9 +22,18 @@ __all__ = ["per_sample_grads", "PerSampleGrads"]
 _DEFAULT_CHUNK_ELEMS = 1 << 25
 
 
-def per_sample_grads(model: nn.Module, loss_fn, inputs: torch.Tensor, targets: torch.Tensor, *,
-                     params=None, regularizer=None, out: torch.Tensor | None = None,
-                     dtype: torch.dtype | None = None, chunk_size: int | None = None) -> torch.Tensor:
+def per_sample_grads(
+    model: nn.Module,
+    loss_fn,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    params=None,
+    regularizer=None,
+    out: torch.Tensor | None = None,
+    dtype: torch.dtype | None = None,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
     """Per-sample gradients G: [N, P], row i = ∇θ ℓ(z_i) (+ ∇R(θ) with a regularizer).
 
     model: any nn.Module (run in eval mode, left untouched); loss_fn(outputs, targets) → [N]
@@ -41,11 +50,18 @@ def per_sample_grads(model: nn.Module, loss_fn, inputs: torch.Tensor, targets: t
     P = sum(math.prod(s) for s in cap.shapes)
     if out is None:
         out = empty_large(cap.n, P, cap.dtype, cap.device)
-    elif not isinstance(out, torch.Tensor) or out.shape != (cap.n, P) or out.dtype != cap.dtype \
-            or out.device != cap.device or (P > 1 and out.stride(1) != 1):
+    elif (
+        not isinstance(out, torch.Tensor)
+        or out.shape != (cap.n, P)
+        or out.dtype != cap.dtype
+        or out.device != cap.device
+        or (P > 1 and out.stride(1) != 1)
+    ):
         got = (tuple(out.shape), out.dtype, out.device) if isinstance(out, torch.Tensor) else type(out)
-        raise ValueError(f"{fn}: out must be a [{cap.n}, {P}] {cap.dtype} tensor on {cap.device} "
-                         f"with contiguous rows, got {got}")
+        raise ValueError(
+            f"{fn}: out must be a [{cap.n}, {P}] {cap.dtype} tensor on {cap.device} "
+            f"with contiguous rows, got {got}"
+        )
     rows = slice(0, cap.n)
     for layer in cap.layers:
         write_layer(layer, rows, out, cap.offsets)
@@ -64,7 +80,7 @@ class PerSampleGrads:
     ``G.param_names``, ``G.param_shapes``, ``G.unflatten(row)``, and which parameters the native
     kernels serve (``G.kernel_param_names``) or torch.func (``G.fallback_param_names``).
 
-    Linear layers without a sequence axis use the ghost contractions of METHODS §1 (memory
+    Linear layers without a sequence axis use the ghost contractions of docs/methods.md §1 (memory
     O(N·width), independent of P). Everything else (convolutions, Linear over sequences,
     layers without a kernel) is materialised ``chunk_size`` rows at a time, so the memory is
     bounded by chunk_size × (their parameter count). The regulariser term g_i + r enters
@@ -73,9 +89,20 @@ class PerSampleGrads:
     using it). Arguments as in ``per_sample_grads``.
     """
 
-    def __init__(self, model: nn.Module, loss_fn, inputs: torch.Tensor, targets: torch.Tensor, *,
-                 params=None, regularizer=None, chunk_size: int | None = None,
-                 dtype: torch.dtype | None = None, ghost: bool = True, progress: bool | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        *,
+        params=None,
+        regularizer=None,
+        chunk_size: int | None = None,
+        dtype: torch.dtype | None = None,
+        ghost: bool = True,
+        progress: bool | None = None,
+    ):
         fn = "PerSampleGrads"
         self._cap = capture(fn, model, loss_fn, inputs, targets, params, regularizer, dtype)
         self._model, self._loss_fn, self._progress = model, loss_fn, progress
@@ -99,9 +126,16 @@ class PerSampleGrads:
             self._row_offsets[k] = local
             local += numel[k]
         self._row_width = local
-        self._row_cols = (torch.cat([torch.arange(cap.offsets[k], cap.offsets[k] + numel[k],
-                                                  device=cap.device) for k in row_names])
-                          if row_names else None)
+        self._row_cols = (
+            torch.cat(
+                [
+                    torch.arange(cap.offsets[k], cap.offsets[k] + numel[k], device=cap.device)
+                    for k in row_names
+                ]
+            )
+            if row_names
+            else None
+        )
         if chunk_size is None:
             chunk_size = max(1, _DEFAULT_CHUNK_ELEMS // max(1, self._row_width))
         if int(chunk_size) < 1:
@@ -111,23 +145,26 @@ class PerSampleGrads:
     # -- helpers -------------------------------------------------------------------------------
 
     def __repr__(self):
-        return (f"PerSampleGrads(shape={tuple(self.shape)}, dtype={self.dtype}, ghost layers="
-                f"{len(self._ghost)}, row-chunked columns={self._row_width})")
+        return (
+            f"PerSampleGrads(shape={tuple(self.shape)}, dtype={self.dtype}, ghost layers="
+            f"{len(self._ghost)}, row-chunked columns={self._row_width})"
+        )
 
     def unflatten(self, row: torch.Tensor) -> dict[str, torch.Tensor]:
         """Split [P] or [..., P] into {name: [..., *shape]} (views)."""
         return unflatten_params(row, self.param_names, self.param_shapes)
 
     @property
-    def T(self) -> "_Transposed":
+    def T(self) -> _Transposed:
         """Gᵀ as a lazy view: ``G.T @ U`` is ``G.rmatmul(U)``."""
         return _Transposed(self)
 
     def _chunks(self, desc):
         n, c = self.shape[0], self.chunk_size
         starts = range(0, n, c)
-        return progress_bar((slice(s, min(s + c, n)) for s in starts), total=len(starts),
-                            desc=desc, progress=self._progress)
+        return progress_bar(
+            (slice(s, min(s + c, n)) for s in starts), total=len(starts), desc=desc, progress=self._progress
+        )
 
     def _row_block(self, rows: slice) -> torch.Tensor:
         """G[rows] restricted to the row-chunked columns, regulariser excluded."""
@@ -148,8 +185,10 @@ class PerSampleGrads:
         vec = x.dim() == 1
         m = x.unsqueeze(1) if vec else x
         if m.dim() != 2 or m.shape[0] != rows_expected:
-            raise ValueError(f"PerSampleGrads.{what}: expected shape [{rows_expected}, M] or "
-                             f"[{rows_expected}], got {tuple(x.shape)}")
+            raise ValueError(
+                f"PerSampleGrads.{what}: expected shape [{rows_expected}, M] or "
+                f"[{rows_expected}], got {tuple(x.shape)}"
+            )
         if not m.is_floating_point():
             raise TypeError(f"PerSampleGrads.{what}: expected a floating tensor, got {m.dtype}")
         return m.to(device=self.device, dtype=self.dtype), vec
@@ -163,9 +202,9 @@ class PerSampleGrads:
             a, d = self._ghost_parts(layer)
             O, I = d.shape[1], a.shape[1]
             if layer.weight:
-                out += ops.linear_ghost_matvec(a, d, V[off[layer.weight]:off[layer.weight] + O * I])
+                out += ops.linear_ghost_matvec(a, d, V[off[layer.weight] : off[layer.weight] + O * I])
             if layer.bias:
-                out += d @ V[off[layer.bias]:off[layer.bias] + O]
+                out += d @ V[off[layer.bias] : off[layer.bias] + O]
         if self._row_width:
             Vr = V[self._row_cols]
             for rows in self._chunks("G @ V"):
@@ -179,9 +218,9 @@ class PerSampleGrads:
             a, d = self._ghost_parts(layer)
             O, I = d.shape[1], a.shape[1]
             if layer.weight:
-                out[off[layer.weight]:off[layer.weight] + O * I] = ops.linear_ghost_rmatvec(a, d, U)
+                out[off[layer.weight] : off[layer.weight] + O * I] = ops.linear_ghost_rmatvec(a, d, U)
             if layer.bias:
-                out[off[layer.bias]:off[layer.bias] + O] = d.T @ U
+                out[off[layer.bias] : off[layer.bias] + O] = d.T @ U
         if self._row_width:
             acc = torch.zeros(self._row_width, U.shape[1], dtype=self.dtype, device=self.device)
             for rows in self._chunks("G.T @ U"):
@@ -222,7 +261,7 @@ class PerSampleGrads:
                 for i, ri in enumerate(chunks):
                     bi = self._row_block(ri)
                     out[ri, ri] += bi @ bi.T
-                    for rj in chunks[i + 1:]:
+                    for rj in chunks[i + 1 :]:
                         c = bi @ self._row_block(rj).T
                         out[ri, rj] += c
                         out[rj, ri] += c.T
@@ -274,12 +313,11 @@ class PerSampleGrads:
     def materialize(self) -> torch.Tensor:
         """The whole matrix G: [N, P] (what ``per_sample_grads`` returns)."""
         cap = self._cap
-        out = empty_large(*self.shape, self.dtype, self.device)
+        out = empty_large(self.shape[0], self.shape[1], self.dtype, self.device)
         rows = slice(0, cap.n)
         for layer in cap.layers:
             write_layer(layer, rows, out, cap.offsets)
-        write_fallback(cap, self._model, self._loss_fn, cap.fallback, rows, out, cap.offsets,
-                        self.chunk_size)
+        write_fallback(cap, self._model, self._loss_fn, cap.fallback, rows, out, cap.offsets, self.chunk_size)
         if cap.reg_grad is not None:
             out += cap.reg_grad
         return out

@@ -13,8 +13,14 @@ def _np(t):
     return t.detach().cpu().numpy() if hasattr(t, "detach") else np.asarray(t)
 
 
-def spectrum(eigenvalues, *, damping=None, n_outliers: int | None = None, threshold=None,
-             title: str = "Hessian spectrum"):
+def spectrum(
+    eigenvalues,
+    *,
+    damping=None,
+    n_outliers: int | None = None,
+    threshold=None,
+    title: str = "Hessian spectrum",
+):
     """Eigenvalues sorted descending against their rank on a symlog axis (linear near 0):
     positive blue, negative red; the damping δ and the extrapolation-score threshold as lines."""
     plt = pyplot()
@@ -28,16 +34,21 @@ def spectrum(eigenvalues, *, damping=None, n_outliers: int | None = None, thresh
     pos, neg = (lam > 0) & ~zero, (lam < 0) & ~zero
     ax.plot(rank[pos], lam[pos], ".", ms=3, color="tab:blue", label=f"λ > 0 ({pos.sum()})")
     ax.plot(rank[neg], lam[neg], ".", ms=3, color="tab:red", label=f"λ < 0 ({neg.sum()})")
-    ax.plot(rank[zero], lam[zero], ".", ms=3, color="0.5",
-            label=f"|λ| < {linthresh:.1g} ≈ 0 ({zero.sum()})")
+    ax.plot(rank[zero], lam[zero], ".", ms=3, color="0.5", label=f"|λ| < {linthresh:.1g} ≈ 0 ({zero.sum()})")
     if n_outliers:
-        ax.plot(rank[:n_outliers], lam[:n_outliers], "o", mfc="none", ms=9, color="k",
-                label=f"outliers ({n_outliers})")
+        ax.plot(
+            rank[:n_outliers],
+            lam[:n_outliers],
+            "o",
+            mfc="none",
+            ms=9,
+            color="k",
+            label=f"outliers ({n_outliers})",
+        )
     if damping:
         ax.axhline(-damping, color="tab:red", ls="--", lw=1, label=f"−δ = −{damping:.3g} (damping)")
     if threshold:
-        ax.axhline(threshold, color="tab:green", ls=":", lw=1.2,
-                   label=f"score threshold t = {threshold:.3g}")
+        ax.axhline(threshold, color="tab:green", ls=":", lw=1.2, label=f"score threshold t = {threshold:.3g}")
     ax.set_yscale("symlog", linthresh=linthresh)
     ax.axhspan(-linthresh, linthresh, color="0.92", zorder=0)
     ax.set_xlabel("eigenvalue rank (1 = largest)")
@@ -48,13 +59,11 @@ def spectrum(eigenvalues, *, damping=None, n_outliers: int | None = None, thresh
     return fig
 
 
-def image_rows(rows, *, title: str, row_labels=None, cmap="viridis", xlabel="eigenstate i",
-               ylabel="site j"):
+def image_rows(rows, *, title: str, row_labels=None, cmap="viridis", xlabel="eigenstate i", ylabel="site j"):
     """A grid of 2-D images: rows = list of lists of (image [H, W], caption)."""
     plt = pyplot()
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.9 * n_cols + 0.8, 2.1 * n_rows + 0.6),
-                             squeeze=False)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.9 * n_cols + 0.8, 2.1 * n_rows + 0.6), squeeze=False)
     for i, row in enumerate(rows):
         for j in range(n_cols):
             ax = axes[i, j]
@@ -98,8 +107,9 @@ def influence_bars(scores_per_test, *, title: str, k: int = 5):
     return fig
 
 
-def per_set_distribution(values_per_set, *, positions=None, xlabel: str, ylabel: str, title: str,
-                         log: bool = True):
+def per_set_distribution(
+    values_per_set, *, positions=None, xlabel: str, ylabel: str, title: str, log: bool = True
+):
     """Median and interquartile range (and 5–95 % whiskers) of a per-input quantity for each
     data set; positions (e.g. the disorder W) on the x axis, or categorical when None."""
     plt = pyplot()
@@ -124,15 +134,16 @@ def per_set_distribution(values_per_set, *, positions=None, xlabel: str, ylabel:
     return fig
 
 
-def ood_histogram(clean, shifted, *, auroc: float, clean_label: str, shifted_label: str,
-                  xlabel: str, title: str):
+def ood_histogram(
+    clean, shifted, *, auroc: float, clean_label: str, shifted_label: str, xlabel: str, title: str
+):
     """Histograms (log-spaced bins when positive) of a score on in-distribution vs shifted inputs."""
     plt = pyplot()
     a, b = _np(clean).astype(float), _np(shifted).astype(float)
     both = np.concatenate([a, b])
     fig, ax = plt.subplots(figsize=(6.5, 4))
     if (both > 0).all():
-        bins = np.geomspace(both.min(), both.max(), 30)
+        bins: np.ndarray | int = np.geomspace(both.min(), both.max(), 30)
         ax.set_xscale("log")
     else:
         bins = 30
@@ -170,8 +181,19 @@ def cam_panels(images, maps, captions, *, title: str):
     return fig
 
 
-def plane_map(g, values, *, x_train, y_train, title: str, cbar: str, diverging: bool = True,
-              contour_zero: bool = True, ax=None, fig=None):
+def plane_map(
+    g,
+    values,
+    *,
+    x_train,
+    y_train,
+    title: str,
+    cbar: str,
+    diverging: bool = True,
+    contour_zero: bool = True,
+    ax=None,
+    fig=None,
+):
     """A scalar field on a 2-D grid (hessext.boundary.Grid) with the training points on top;
     the zero level drawn black (sign changes trace the decision boundary)."""
     plt = pyplot()
@@ -187,8 +209,16 @@ def plane_map(g, values, *, x_train, y_train, title: str, cbar: str, diverging: 
     x, y = _np(x_train), _np(y_train)
     markers = ["o", "s", "^", "D", "v"]
     for c in np.unique(y):
-        ax.scatter(x[y == c, 0], x[y == c, 1], s=9, marker=markers[int(c) % 5], facecolor="w",
-                   edgecolor="k", linewidths=0.5, label=f"class {int(c)}")
+        ax.scatter(
+            x[y == c, 0],
+            x[y == c, 1],
+            s=9,
+            marker=markers[int(c) % 5],
+            facecolor="w",
+            edgecolor="k",
+            linewidths=0.5,
+            label=f"class {int(c)}",
+        )
     ax.set_xlabel("x₁")
     ax.set_ylabel("x₂")
     ax.set_title(title, fontsize=9)

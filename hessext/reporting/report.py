@@ -53,8 +53,10 @@ def check_target(out) -> Path:
         foreign = _foreign_entries(final)
         if foreign:
             shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
-            raise UserError(f"--out {out}: the folder holds files hessext did not write ({shown}); "
-                            "hessext never replaces them: choose a new or empty folder")
+            raise UserError(
+                f"--out {out}: the folder holds files hessext did not write ({shown}); "
+                "hessext never replaces them: choose a new or empty folder"
+            )
     return final
 
 
@@ -151,8 +153,9 @@ class Report:
         fig.savefig(path, dpi=150, bbox_inches="tight")
         plt.close(fig)
         self.figures.append(path.name)
-        self.blocks.append(f"![Figure {self._n_fig}]({path.name})\n\n"
-                           f"*Figure {self._n_fig}.* {caption.strip()}")
+        self.blocks.append(
+            f"![Figure {self._n_fig}]({path.name})\n\n*Figure {self._n_fig}.* {caption.strip()}"
+        )
         return self.final / path.name
 
     def save_json(self, name: str, obj) -> Path:
@@ -169,13 +172,16 @@ class Report:
         (self.tmp / "report.md").write_text(md)
         (self.tmp / "report.html").write_text(markdown_to_html(md, self.title))
         files = sorted(p.name for p in self.tmp.iterdir())
-        (self.tmp / MARKER).write_text(json.dumps({"written_by": f"hessext {__version__}",
-                                                   "title": self.title, "files": files}) + "\n")
+        (self.tmp / MARKER).write_text(
+            json.dumps({"written_by": f"hessext {__version__}", "title": self.title, "files": files}) + "\n"
+        )
         old = None
         if self.final.exists():
-            if _foreign_entries(self.final):   # someone added files while we worked
-                raise UserError(f"--out {self.out}: files appeared in the folder while the report "
-                                f"was written; the new report is in {self.tmp}")
+            if _foreign_entries(self.final):  # someone added files while we worked
+                raise UserError(
+                    f"--out {self.out}: files appeared in the folder while the report "
+                    f"was written; the new report is in {self.tmp}"
+                )
             old = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.old-", dir=self.final.parent))
             self.final.rename(old / self.final.name)
         self.tmp.rename(self.final)
@@ -195,10 +201,12 @@ def _inline(text: str) -> str:
 def markdown_to_html(md: str, title: str) -> str:
     """The small markdown subset Report writes (headings, paragraphs, lists, tables, images,
     code spans) as a self-contained HTML page."""
-    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-           "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:1.4}"
-           "img{max-width:100%}table{border-collapse:collapse}td,th{border:1px solid #bbb;"
-           "padding:2px 8px}code{background:#f3f3f3}</style></head><body>"]
+    out = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+        "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:1.4}"
+        "img{max-width:100%}table{border-collapse:collapse}td,th{border:1px solid #bbb;"
+        "padding:2px 8px}code{background:#f3f3f3}</style></head><body>",
+    ]
     for block in md.strip().split("\n\n"):
         lines = block.split("\n")
         first = lines[0]
@@ -211,8 +219,9 @@ def markdown_to_html(md: str, title: str) -> str:
         elif first.startswith("|"):
             rows = [r.strip("|").split(" | ") for r in lines if not r.startswith("|---")]
             cells = ["<tr>" + "".join(f"<th>{_inline(c.strip())}</th>" for c in rows[0]) + "</tr>"]
-            cells += ["<tr>" + "".join(f"<td>{_inline(c.strip())}</td>" for c in r) + "</tr>"
-                      for r in rows[1:]]
+            cells += [
+                "<tr>" + "".join(f"<td>{_inline(c.strip())}</td>" for c in r) + "</tr>" for r in rows[1:]
+            ]
             out.append("<table>" + "".join(cells) + "</table>")
         elif first.startswith("- "):
             items = "".join(f"<li>{_inline(line[2:])}</li>" for line in lines)

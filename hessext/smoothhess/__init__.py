@@ -2,9 +2,23 @@
 Gaussian-smoothed network by Stein's lemma, the SoftPlus and vanilla baselines, P-MSE, and the
 exact second-order step in a ball (trust-region subproblem)."""
 
-from hessext.smoothhess.estimator import (PMSEResult, SmoothHessResult, pmse, smooth_hessian,
-                                          softplus_hessian, vanilla_hessian)
+from hessext.smoothhess.estimator import (
+    PMSEResult,
+    SmoothHessResult,
+    pmse,
+    smooth_hessian,
+    softplus_hessian,
+    vanilla_hessian,
+)
 from hessext.smoothhess.trust_region import TrustRegionStep, second_order_step
 
-__all__ = ["smooth_hessian", "softplus_hessian", "vanilla_hessian", "pmse", "second_order_step",
-           "SmoothHessResult", "PMSEResult", "TrustRegionStep"]
+__all__ = [
+    "smooth_hessian",
+    "softplus_hessian",
+    "vanilla_hessian",
+    "pmse",
+    "second_order_step",
+    "SmoothHessResult",
+    "PMSEResult",
+    "TrustRegionStep",
+]

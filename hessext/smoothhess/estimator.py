@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Callable, NamedTuple, Optional, Union
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -24,10 +25,9 @@ from hessext import ops
 from hessext._internal.guard import preserved
 from hessext._internal.progress import progress_bar
 
-__all__ = ["smooth_hessian", "softplus_hessian", "vanilla_hessian", "pmse",
-           "SmoothHessResult", "PMSEResult"]
+__all__ = ["smooth_hessian", "softplus_hessian", "vanilla_hessian", "pmse", "SmoothHessResult", "PMSEResult"]
 
-Output = Union[str, int, Callable[[torch.Tensor], torch.Tensor]]
+Output = str | int | Callable[[torch.Tensor], torch.Tensor]
 
 # Batch-means groups of the standard error: tile t of the directions goes to group t % 8.
 STDERR_GROUPS = 8
@@ -41,12 +41,13 @@ class SmoothHessResult(NamedTuple):
     7 degrees of freedom: the standard error itself is uncertain by about ±27%, use a Student-t
     quantile (t_7, 0.975 = 2.36) for intervals; NaN when fewer than two groups got samples;
     None when not requested or for exact baselines)."""
+
     hessian: torch.Tensor
-    grad: Optional[torch.Tensor]
-    hessian_stderr: Optional[torch.Tensor]
-    grad_stderr: Optional[torch.Tensor]
+    grad: torch.Tensor | None
+    hessian_stderr: torch.Tensor | None
+    grad_stderr: torch.Tensor | None
     n_samples: int
-    sigma: Optional[float]
+    sigma: float | None
 
 
 def _tile_pairs(n_pairs: int) -> int:
@@ -59,7 +60,7 @@ def _tile_pairs(n_pairs: int) -> int:
     return tile
 
 
-def _first_linear(model) -> Optional[tuple[nn.Linear, nn.Module]]:
+def _first_linear(model) -> tuple[nn.Linear, nn.Module] | None:
     """(first Linear, the rest) when model is an nn.Sequential that starts with nn.Linear: the
     accumulation then runs on the first layer's output gradients (width K < D for the usual
     MLPs) and the weight is multiplied in once at the end, ∇f = W1ᵀ h."""
@@ -77,8 +78,10 @@ def _first_linear(model) -> Optional[tuple[nn.Linear, nn.Module]]:
 
 def _check_common(x, output):
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise TypeError(f"x must be a floating-point tensor, got {type(x).__name__}"
-                        + (f" of dtype {x.dtype}" if isinstance(x, torch.Tensor) else ""))
+        raise TypeError(
+            f"x must be a floating-point tensor, got {type(x).__name__}"
+            + (f" of dtype {x.dtype}" if isinstance(x, torch.Tensor) else "")
+        )
     if x.dim() == 0 or x.numel() == 0:
         raise ValueError(f"x must be one point [D] or a batch [B, ...], got shape {tuple(x.shape)}")
     if not (callable(output) or isinstance(output, int) or output in ("logit", "prob")):
@@ -89,19 +92,23 @@ def _selector(model, x_flat, feat_shape, output):
     """A function (out [n, C] or [n], point index per row [n]) -> scalar per row [n], with the
     class for 'logit'/'prob' predicted at the unperturbed points."""
     if callable(output) and not isinstance(output, int):
+
         def select(out, rows):
             s = output(out)
             if s.shape != (out.shape[0],):
-                raise ValueError(f"output callable must return one scalar per row, [{out.shape[0]}], "
-                                 f"got {tuple(s.shape)}")
+                raise ValueError(
+                    f"output callable must return one scalar per row, [{out.shape[0]}], got {tuple(s.shape)}"
+                )
             return s
+
         return select
     with torch.no_grad():
         out0 = model(x_flat.reshape(-1, *feat_shape))
     if out0.dim() == 1 or (out0.dim() == 2 and out0.shape[1] == 1 and output == "logit"):
         if output != "logit":
-            raise ValueError(f"output={output!r} needs a model with outputs [n, C]; it returns "
-                             f"{tuple(out0.shape)}")
+            raise ValueError(
+                f"output={output!r} needs a model with outputs [n, C]; it returns {tuple(out0.shape)}"
+            )
         return lambda out, rows: out.reshape(-1)
     if out0.dim() != 2:
         raise ValueError(f"model must return [n, C] or [n], got {tuple(out0.shape)}")
@@ -127,11 +134,20 @@ class _NoGuard:
         return False
 
 
-def smooth_hessian(model: Union[nn.Module, Callable[[torch.Tensor], torch.Tensor]], x: torch.Tensor,
-                   *, sigma: float, n_samples: int, output: Output = "logit",
-                   antithetic: bool = True, batch_size: Optional[int] = None, seed: int = 0,
-                   return_grad: bool = True, return_stderr: bool = True,
-                   progress: Optional[bool] = None) -> SmoothHessResult:
+def smooth_hessian(
+    model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    *,
+    sigma: float,
+    n_samples: int,
+    output: Output = "logit",
+    antithetic: bool = True,
+    batch_size: int | None = None,
+    seed: int = 0,
+    return_grad: bool = True,
+    return_stderr: bool = True,
+    progress: bool | None = None,
+) -> SmoothHessResult:
     """SmoothHess: Hessian (and SmoothGrad gradient) of the Gaussian-smoothed scalar output.
 
     model: an nn.Module (run in eval mode; its parameters, .grad, hooks and mode are left as
@@ -201,24 +217,39 @@ def smooth_hessian(model: Union[nn.Module, Callable[[torch.Tensor], torch.Tensor
         hess = torch.empty(B, D, D, dtype=torch.float64, device=x.device)
         grad = torch.empty(B, D, dtype=torch.float64, device=x.device) if return_grad else None
         hess_se = torch.empty_like(hess) if return_stderr else None
-        grad_se = torch.empty(B, D, dtype=torch.float64, device=x.device) \
-            if return_stderr and return_grad else None
+        grad_se = (
+            torch.empty(B, D, dtype=torch.float64, device=x.device) if return_stderr and return_grad else None
+        )
         blocks = [(p0, min(B, p0 + pts)) for p0 in range(0, B, pts)]
-        bar = progress_bar(total=len(blocks) * math.ceil(n_pairs / pairs), desc="smooth_hessian",
-                           unit="chunk", progress=progress)
+        bar = progress_bar(
+            total=len(blocks) * math.ceil(n_pairs / pairs),
+            desc="smooth_hessian",
+            unit="chunk",
+            progress=progress,
+        )
         try:
             for p0, p1 in blocks:
                 hess_acc = torch.zeros(p1 - p0, M, D, K, dtype=torch.float64, device=x.device)
                 grad_acc = torch.zeros(p1 - p0, M, K, dtype=torch.float64, device=x.device)
                 for j0 in range(0, n_pairs, pairs):
                     np_ = min(pairs, n_pairs - j0)
-                    h, z = _chunk_gradients(model, split, select, x_flat[p0:p1], feat_shape,
-                                            sigma, seed, p0, j0, np_, antithetic)
+                    h, z = _chunk_gradients(
+                        model, split, select, x_flat[p0:p1], feat_shape, sigma, seed, p0, j0, np_, antithetic
+                    )
                     ops.stein_accumulate(h, hess_acc, grad_acc, seed, p0, j0, tile, z)
                     bar.update(1)
-                g, g_se = _finish(hess_acc, grad_acc, n_pairs, tile, A, sigma, W,
-                                  hess[p0:p1], hess_se[p0:p1] if return_stderr else None,
-                                  return_grad)
+                g, g_se = _finish(
+                    hess_acc,
+                    grad_acc,
+                    n_pairs,
+                    tile,
+                    A,
+                    sigma,
+                    W,
+                    hess[p0:p1],
+                    hess_se[p0:p1] if hess_se is not None else None,
+                    return_grad,
+                )
                 del hess_acc, grad_acc
                 for dst, val in ((grad, g), (grad_se, g_se)):
                     if dst is not None:
@@ -226,8 +257,12 @@ def smooth_hessian(model: Union[nn.Module, Callable[[torch.Tensor], torch.Tensor
         finally:
             bar.close()
     if return_stderr and _groups_used(n_pairs, tile) < 2:
-        warnings.warn(f"smooth_hessian: {n_pairs} pairs fill fewer than two standard-error "
-                      f"groups; the standard errors are NaN", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"smooth_hessian: {n_pairs} pairs fill fewer than two standard-error "
+            f"groups; the standard errors are NaN",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     if single:
         hess, grad = hess[0], (grad[0] if grad is not None else None)
         hess_se = hess_se[0] if hess_se is not None else None
@@ -235,8 +270,7 @@ def smooth_hessian(model: Union[nn.Module, Callable[[torch.Tensor], torch.Tensor
     return SmoothHessResult(hess, grad, hess_se, grad_se, n_samples, sigma)
 
 
-def _chunk_gradients(model, split, select, xc, feat_shape, sigma, seed, p0, j0, n_pairs,
-                     antithetic):
+def _chunk_gradients(model, split, select, xc, feat_shape, sigma, seed, p0, j0, n_pairs, antithetic):
     """Gradients h [b, A, P, K] of the selected outputs at the chunk's perturbed copies, from
     one backward of their sum, w.r.t. the inputs only (parameters are never differentiated),
     and the directions z [b, P, D] when they were formed anyway (else None: regenerated)."""
@@ -282,7 +316,7 @@ def _contrasts(n_g):
     """[G, G-1] orthonormal columns orthogonal to √n_g."""
     u = (n_g / n_g.sum()).sqrt()[:, None]
     Q, _ = torch.linalg.qr(torch.cat([u, torch.eye(len(n_g), dtype=u.dtype, device=u.device)], 1))
-    return Q[:, 1:len(n_g)]
+    return Q[:, 1 : len(n_g)]
 
 
 def _finish(hess_acc, grad_acc, n_pairs, tile, A, sigma, W, hess_out, hess_se_out, return_grad):
@@ -308,7 +342,7 @@ def _finish(hess_acc, grad_acc, n_pairs, tile, A, sigma, W, hess_out, hess_se_ou
     scale = 1.0 / (math.sqrt(sigma) * A)  # per pair: σ^{-1/2} z (h+ - h-)ᵀ / 2
     S = hess_acc.sum(dim=1).div_(n_pairs)  # mean over pairs, [b, D, K]
     SW = S @ W.double() if W is not None else S
-    torch.add(SW, SW.transpose(-1, -2), out=hess_out).mul_(0.5 * scale)   # sym(S W) · scale
+    torch.add(SW, SW.transpose(-1, -2), out=hess_out).mul_(0.5 * scale)  # sym(S W) · scale
     Gm = grad_acc.sum(dim=1) / n_pairs
     grad = (Gm @ W.double() if W is not None else Gm) / A if return_grad else None
     grad_se = None
@@ -330,8 +364,8 @@ def _finish(hess_acc, grad_acc, n_pairs, tile, A, sigma, W, hess_out, hess_se_ou
         coef = (Q / n_g.sqrt()[:, None]).T.contiguous()  # [G - 1, G]
         work_dtype = W.dtype if W is not None else hess_acc.dtype
         for p in range(b):  # a point, then a contrast, at a time: [D, D] temporaries only
-            S_g = hess_acc[p, groups]                                     # [G, D, K] float64
-            C = (coef @ S_g.reshape(S_g.shape[0], -1)).to(work_dtype)     # the G - 1 contrasts
+            S_g = hess_acc[p, groups]  # [G, D, K] float64
+            C = (coef @ S_g.reshape(S_g.shape[0], -1)).to(work_dtype)  # the G - 1 contrasts
             C = C.view(-1, *S_g.shape[1:])
             E = T = var = None
             for r in range(C.shape[0]):
@@ -345,7 +379,7 @@ def _finish(hess_acc, grad_acc, n_pairs, tile, A, sigma, W, hess_out, hess_se_ou
             # and the estimate must not depend on batch_size
             grad_se = torch.empty_like(grad)
             for p in range(b):
-                dev_g = coef @ grad_acc[p, groups]                        # [G - 1, K]
+                dev_g = coef @ grad_acc[p, groups]  # [G - 1, K]
                 if W is not None:
                     dev_g = dev_g @ W.double()
                 grad_se[p] = (dev_g.pow(2).sum(0) / denom).sqrt() / A
@@ -354,6 +388,7 @@ def _finish(hess_acc, grad_acc, n_pairs, tile, A, sigma, W, hess_out, hess_se_ou
 
 # ---- baselines -------------------------------------------------------------------------------
 
+
 class _SoftplusInsteadOfReLU(torch.overrides.TorchFunctionMode):
     """Inside this mode every relu (nn.ReLU, F.relu, torch.relu, in place or not) computes
     softplus_β instead: the user's model object is never edited."""
@@ -361,8 +396,14 @@ class _SoftplusInsteadOfReLU(torch.overrides.TorchFunctionMode):
     def __init__(self, beta: float):
         super().__init__()
         self.beta = beta
-        self._relus = {torch.relu, torch.relu_, nn.functional.relu, nn.functional.relu_,
-                       torch.Tensor.relu, torch.Tensor.relu_}
+        self._relus = {
+            torch.relu,
+            torch.relu_,
+            nn.functional.relu,
+            nn.functional.relu_,
+            torch.Tensor.relu,
+            torch.Tensor.relu_,
+        }
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -371,8 +412,9 @@ class _SoftplusInsteadOfReLU(torch.overrides.TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def vanilla_hessian(model, x: torch.Tensor, *, output: Output = "logit",
-                    _beta: Optional[float] = None) -> SmoothHessResult:
+def vanilla_hessian(
+    model, x: torch.Tensor, *, output: Output = "logit", _beta: float | None = None
+) -> SmoothHessResult:
     """Exact input Hessian and gradient of the selected output (torch.func, per point). For a
     ReLU network the Hessian is zero almost everywhere: the baseline SmoothHess improves on.
     x: [D] or [B, ...]; returns SmoothHessResult with hessian [B, D, D], grad [B, D], float64
@@ -421,18 +463,30 @@ def softplus_hessian(model, x: torch.Tensor, *, beta: float, output: Output = "l
 
 # ---- P-MSE -------------------------------------------------------------------------------------
 
+
 class PMSEResult(NamedTuple):
     """Perturbation mean-squared errors of the Taylor models, mean over samples then points
     (first_order, second_order: scalars) and per point ([B])."""
+
     first_order: torch.Tensor
     second_order: torch.Tensor
     first_order_per_point: torch.Tensor
     second_order_per_point: torch.Tensor
 
 
-def pmse(model, x: torch.Tensor, grad: torch.Tensor, hess: torch.Tensor, *, radius: float,
-         n_samples: int, sampling: str = "radius-uniform", seed: int = 0,
-         output: Output = "logit", batch_size: int = 4096) -> PMSEResult:
+def pmse(
+    model,
+    x: torch.Tensor,
+    grad: torch.Tensor,
+    hess: torch.Tensor,
+    *,
+    radius: float,
+    n_samples: int,
+    sampling: str = "radius-uniform",
+    seed: int = 0,
+    output: Output = "logit",
+    batch_size: int = 4096,
+) -> PMSEResult:
     """P-MSE of f(x) + δᵀg (first order) and f(x) + δᵀg + ½δᵀHδ (second order) against
     f(x + δ), δ = ρu with u uniform on the unit sphere and ρ ~ U[0, radius] ('radius-uniform',
     the original's) or ρ = radius·U^{1/D} ('volume-uniform', uniform in the ball).
@@ -465,8 +519,16 @@ def pmse(model, x: torch.Tensor, grad: torch.Tensor, hess: torch.Tensor, *, radi
         f0 = select(model(xb), torch.arange(B, device=x.device)).double()
         inp = (x_flat[:, None, :] + delta.to(x.dtype)).reshape(B * n_samples, D)
         rows = torch.arange(B, device=x.device).repeat_interleave(n_samples)
-        f = torch.cat([select(model(inp[i:i + batch_size].reshape(-1, *feat_shape)), rows[i:i + batch_size])
-                       for i in range(0, B * n_samples, batch_size)]).double().reshape(B, n_samples)
+        f = (
+            torch.cat(
+                [
+                    select(model(inp[i : i + batch_size].reshape(-1, *feat_shape)), rows[i : i + batch_size])
+                    for i in range(0, B * n_samples, batch_size)
+                ]
+            )
+            .double()
+            .reshape(B, n_samples)
+        )
     first = torch.einsum("bsd,bd->bs", delta, g.to(delta.device))
     second = first + 0.5 * torch.einsum("bsd,bde,bse->bs", delta, H.to(delta.device), delta)
     target = f - f0[:, None]

@@ -21,6 +21,7 @@ __all__ = ["second_order_step", "TrustRegionStep"]
 
 class TrustRegionStep(NamedTuple):
     """delta: [B, D] (or [D]) minimiser; value: [B] (or scalar) model value gᵀδ + ½δᵀHδ."""
+
     delta: torch.Tensor
     value: torch.Tensor
 
@@ -37,8 +38,10 @@ def second_order_step(grad: torch.Tensor, hess: torch.Tensor, radius: float) -> 
     g = (grad[None] if single else grad).to(torch.float64)
     H = (hess[None] if hess.dim() == 2 else hess).to(torch.float64)
     if g.dim() != 2 or H.shape != (g.shape[0], g.shape[1], g.shape[1]):
-        raise ValueError(f"second_order_step: grad [B, D] and hess [B, D, D] expected, got "
-                         f"{tuple(grad.shape)} and {tuple(hess.shape)}")
+        raise ValueError(
+            f"second_order_step: grad [B, D] and hess [B, D, D] expected, got "
+            f"{tuple(grad.shape)} and {tuple(hess.shape)}"
+        )
     H = 0.5 * (H + H.transpose(-1, -2))
     lam, Q = torch.linalg.eigh(H)  # ascending
     gh = torch.einsum("bdk,bd->bk", Q, g)

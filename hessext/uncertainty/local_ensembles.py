@@ -13,16 +13,16 @@ serves large P. Negative-curvature directions are never removed: they stay in U_
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from hessext._internal.contract import split_pair
-from hessext._internal.params import num_params
-from hessext.per_sample import example_grads as grads
-from hessext.curvature.solve import check_size, is_dense, resolve_hessian
 from hessext._internal.guard import preserved
+from hessext._internal.params import num_params
+from hessext.curvature.solve import check_matches, is_dense, resolve_hessian
+from hessext.per_sample import example_grads as grads
 
 __all__ = ["extrapolation_score", "predicted_class_logit"]
 
@@ -56,17 +56,29 @@ def _removed_eigenpairs(H, n_removed, threshold, min_removed, caller):
         m = max(min_removed, int((values > threshold).sum()))
         values, vectors = values[:m], vectors[:, :m]
     if (values <= 0).any():
-        raise ValueError(f"{caller}: removing {values.numel()} directions would remove eigenvalues "
-                         f"<= 0 (smallest removed: {float(values.min()):.6g}); negative-curvature "
-                         "directions must stay in the ensemble subspace — remove fewer")
+        raise ValueError(
+            f"{caller}: removing {values.numel()} directions would remove eigenvalues "
+            f"<= 0 (smallest removed: {float(values.min()):.6g}); negative-curvature "
+            "directions must stay in the ensemble subspace — remove fewer"
+        )
     return values, vectors
 
 
-def extrapolation_score(model: nn.Module, test, *, hessian, n_removed: int | None = None,
-                        threshold: float | None = None, min_removed: int = 2,
-                        gradient: str = "prediction", label: str = "true",
-                        loss_fn: Callable | None = None, output_fn: Callable | None = None,
-                        regularizer=None, params=None) -> torch.Tensor:
+def extrapolation_score(
+    model: nn.Module,
+    test,
+    *,
+    hessian,
+    n_removed: int | None = None,
+    threshold: float | None = None,
+    min_removed: int = 2,
+    gradient: str = "prediction",
+    label: str = "true",
+    loss_fn: Callable | None = None,
+    output_fn: Callable | None = None,
+    regularizer=None,
+    params=None,
+) -> torch.Tensor:
     """Local-ensemble extrapolation score ‖U_⊥ᵀ g_x‖₂ of every test input ([m] float64).
 
     Args:
@@ -94,36 +106,40 @@ def extrapolation_score(model: nn.Module, test, *, hessian, n_removed: int | Non
     if label not in ("true", "predicted"):
         raise ValueError(f"{caller}: label must be 'true' or 'predicted', got {label!r}")
     if (n_removed is None) == (threshold is None):
-        raise ValueError(f"{caller}: give exactly one of n_removed and threshold "
-                         f"(got n_removed={n_removed!r}, threshold={threshold!r})")
+        raise ValueError(
+            f"{caller}: give exactly one of n_removed and threshold "
+            f"(got n_removed={n_removed!r}, threshold={threshold!r})"
+        )
     if not (isinstance(min_removed, int) and min_removed >= 0):
         raise ValueError(f"{caller}: min_removed must be an integer >= 0, got {min_removed!r}")
     if threshold is not None and not (float(threshold) >= 0):
-        raise ValueError(f"{caller}: threshold must be >= 0 (negative-curvature directions stay "
-                         f"in the ensemble), got {threshold!r}")
+        raise ValueError(
+            f"{caller}: threshold must be >= 0 (negative-curvature directions stay "
+            f"in the ensemble), got {threshold!r}"
+        )
     if gradient == "loss" and loss_fn is None:
         raise ValueError(f"{caller}: gradient='loss' needs loss_fn")
     if hessian is None:
-        raise ValueError(f"{caller}: hessian is required (a hessext.Hessian, HessianOperator or "
-                         "[P, P] tensor of the training loss)")
+        raise ValueError(
+            f"{caller}: hessian is required (a hessext.Hessian, HessianOperator or "
+            "[P, P] tensor of the training loss)"
+        )
     with preserved(model):
-        H = resolve_hessian(hessian, model, None, None, params=params, regularizer=None,
-                            caller=caller)
+        H = resolve_hessian(hessian, model, None, None, params=params, regularizer=None, caller=caller)
         P = num_params(model, params)
-        check_size(H, P, caller)
+        check_matches(H, model, params, caller)
         if n_removed is not None and not (isinstance(n_removed, int) and 0 <= n_removed <= P):
             raise ValueError(f"{caller}: n_removed must be an integer in [0, P={P}], got {n_removed!r}")
         need_targets = gradient == "loss" and label == "true"
         x, y = split_pair(test, f"{caller}: test", need_targets=need_targets)
         if gradient == "prediction":
-            g = grads.per_example_output_grads(model, x, output_fn or predicted_class_logit,
-                                               params=params)
+            g = grads.per_example_output_grads(model, x, output_fn or predicted_class_logit, params=params)
         else:
             if label == "predicted":
                 with torch.no_grad():
                     y = model(x).argmax(dim=-1)
-            g = grads.per_example_loss_grads(model, loss_fn, x, y, params=params,
-                                             regularizer=regularizer)
+            assert loss_fn is not None  # checked above: gradient='loss' needs it
+            g = grads.per_example_loss_grads(model, loss_fn, x, y, params=params, regularizer=regularizer)
         if not torch.isfinite(g).all():
             raise ValueError(f"{caller}: test gradients are not finite")
         g = g.to(torch.float64)

@@ -17,19 +17,18 @@ equalled (B-1)/B²·L_0² because only b = 0 was stored) and the draws are seede
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
 from hessext._internal.contract import split_pair
-from hessext._internal.params import num_params
-from hessext.per_sample import example_grads as grads
-from hessext.curvature.solve import attach, check_options, check_size, resolve_hessian, solve
 from hessext._internal.guard import preserved
 from hessext._internal.params import flat_parameters
 from hessext._internal.progress import progress_bar
+from hessext.curvature.solve import attach, check_matches, check_options, resolve_hessian, solve
+from hessext.per_sample import example_grads as grads
 
 __all__ = ["rue", "bootstrap_counts"]
 
@@ -44,11 +43,27 @@ def bootstrap_counts(n: int, n_bootstrap: int, seed: int) -> torch.Tensor:
     return counts.T.contiguous()
 
 
-def rue(model: nn.Module, loss_fn: Callable, train, test, *, n_bootstrap: int = 50,
-        hessian=None, damping: float = 0.0, method: str | None = None,
-        rcond: float | None = None, seed: int = 0, target: str = "prediction",
-        label: str = "true", output_fn: Callable | None = None, params=None, regularizer=None,
-        return_values: bool = False, bootstrap_batch: int = 64, progress: bool | None = None):
+def rue(
+    model: nn.Module,
+    loss_fn: Callable,
+    train,
+    test,
+    *,
+    n_bootstrap: int = 50,
+    hessian=None,
+    damping: float = 0.0,
+    method: str | None = None,
+    rcond: float | None = None,
+    seed: int = 0,
+    target: str = "prediction",
+    label: str = "true",
+    output_fn: Callable | None = None,
+    params=None,
+    regularizer=None,
+    return_values: bool = False,
+    bootstrap_batch: int = 64,
+    progress: bool | None = None,
+):
     """RUE uncertainty of every test input.
 
     Args:
@@ -83,17 +98,23 @@ def rue(model: nn.Module, loss_fn: Callable, train, test, *, n_bootstrap: int = 
         raise ValueError(f"{caller}: bootstrap_batch must be a positive integer, got {bootstrap_batch!r}")
     with preserved(model):
         inputs, targets = split_pair(train, f"{caller}: train", need_targets=True)
-        x, y = split_pair(test, f"{caller}: test",
-                                need_targets=target == "loss" and label == "true")
-        H = resolve_hessian(hessian, model, loss_fn, (inputs, targets), params=params,
-                            regularizer=regularizer, caller=caller, progress=progress)
+        x, y = split_pair(test, f"{caller}: test", need_targets=target == "loss" and label == "true")
+        H = resolve_hessian(
+            hessian,
+            model,
+            loss_fn,
+            (inputs, targets),
+            params=params,
+            regularizer=regularizer,
+            caller=caller,
+            progress=progress,
+        )
         names, tensors = flat_parameters(model, params)
-        check_size(H, sum(t.numel() for t in tensors), caller)
+        check_matches(H, model, params, caller)
 
         n = inputs.shape[0]
         centred = bootstrap_counts(n, n_bootstrap, seed) - 1.0
-        G = grads.train_grads(model, loss_fn, inputs, targets, params=params,
-                              regularizer=regularizer)
+        G = grads.train_grads(model, loss_fn, inputs, targets, params=params, regularizer=regularizer)
         rhs = grads.transpose_times(G, centred.to(inputs.device)) / n
         steps, info = solve(H, rhs, damping=damping, method=method, rcond=rcond, caller=caller)
 
@@ -101,7 +122,7 @@ def rue(model: nn.Module, loss_fn: Callable, train, test, *, n_bootstrap: int = 
         stacked, offset = {}, 0
         for name, t in zip(names, tensors):
             k = t.numel()
-            delta = steps[offset:offset + k].T.reshape(n_bootstrap, *t.shape)
+            delta = steps[offset : offset + k].T.reshape(n_bootstrap, *t.shape)
             stacked[name] = t.detach().unsqueeze(0) - delta.to(device=t.device, dtype=t.dtype)
             offset += k
 
@@ -111,7 +132,7 @@ def rue(model: nn.Module, loss_fn: Callable, train, test, *, n_bootstrap: int = 
         chunks = []
         starts = range(0, n_bootstrap, bootstrap_batch)
         for start in progress_bar(starts, total=len(starts), desc=caller, progress=progress):
-            batch = {k: v[start:start + bootstrap_batch] for k, v in stacked.items()}
+            batch = {k: v[start : start + bootstrap_batch] for k, v in stacked.items()}
             with torch.no_grad():
                 outputs = vmap(forward)(batch)  # [b, m, ...]
                 chunks.append(_values(outputs, y, loss_fn, target, label, output_fn))

@@ -25,20 +25,32 @@ def saved(tmp_path_factory):
     x = torch.randn(30, 4, generator=gen)
     y = (x[:, 0] > 0).long() + (x[:, 1] > 1).long()
     torch.jit.save(torch.jit.script(model), d / "mlp.pt")
-    np.savez(d / "mlp_data.npz", x_train=x[:20].numpy(), y_train=y[:20].numpy(),
-             x_test=x[20:].numpy(), y_test=y[20:].numpy())
+    np.savez(
+        d / "mlp_data.npz",
+        x_train=x[:20].numpy(),
+        y_train=y[:20].numpy(),
+        x_test=x[20:].numpy(),
+        y_test=y[20:].numpy(),
+    )
     # the toolbox's 1-D CNN as a state dict, data as .pt without y_test
     cnn = Conv1DToolbox(seed=0)
     torch.save(cnn.state_dict(), d / "cnn_state.pt")
     xc = torch.rand(6, 1, 924, generator=gen)
-    torch.save({"x_train": xc[:4], "y_train": torch.tensor([0, 1, 0, 1]), "x_test": xc[4:]},
-               d / "cnn_data.pt")
+    torch.save(
+        {"x_train": xc[:4], "y_train": torch.tensor([0, 1, 0, 1]), "x_test": xc[4:]}, d / "cnn_data.pt"
+    )
     return d
 
 
 def _check_report(out, capsys):
-    assert _files(out) == ["influence.png", "report.html", "report.md", "rue.png", "score.png",
-                           "spectrum.png"]
+    assert _files(out) == [
+        "influence.png",
+        "report.html",
+        "report.md",
+        "rue.png",
+        "score.png",
+        "spectrum.png",
+    ]
     for png in out.glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (out / "report.md").read_text()
@@ -48,8 +60,20 @@ def _check_report(out, capsys):
 
 def test_analyze_torchscript_npz(saved, tmp_path, capsys):
     out = tmp_path / "rep"
-    rc = main(["analyze", "--model", str(saved / "mlp.pt"), "--data", str(saved / "mlp_data.npz"),
-               "--out", str(out), "--no-progress", "--bootstrap", "10"])
+    rc = main(
+        [
+            "analyze",
+            "--model",
+            str(saved / "mlp.pt"),
+            "--data",
+            str(saved / "mlp_data.npz"),
+            "--out",
+            str(out),
+            "--no-progress",
+            "--bootstrap",
+            "10",
+        ]
+    )
     assert rc == 0
     _check_report(out, capsys)
     assert "P = 51, C = 3 classes" in (out / "report.md").read_text()
@@ -57,9 +81,22 @@ def test_analyze_torchscript_npz(saved, tmp_path, capsys):
 
 def test_analyze_state_dict_with_arch(saved, tmp_path, capsys):
     out = tmp_path / "rep"
-    rc = main(["analyze", "--model", str(saved / "cnn_state.pt"), "--arch",
-               "hessext.models:Conv1DToolbox", "--data", str(saved / "cnn_data.pt"),
-               "--out", str(out), "--no-progress", "--bootstrap", "5"])
+    rc = main(
+        [
+            "analyze",
+            "--model",
+            str(saved / "cnn_state.pt"),
+            "--arch",
+            "hessext.models:Conv1DToolbox",
+            "--data",
+            str(saved / "cnn_data.pt"),
+            "--out",
+            str(out),
+            "--no-progress",
+            "--bootstrap",
+            "5",
+        ]
+    )
     assert rc == 0
     _check_report(out, capsys)
     md = (out / "report.md").read_text()
@@ -84,10 +121,18 @@ def test_bad_inputs(saved, tmp_path, capsys):
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
     _bad(tmp_path, capsys, ["--model", str(junk), "--data", dnpz], "cannot load")
-    _bad(tmp_path, capsys, ["--model", str(junk), "--arch", "hessext.models:Conv1DToolbox",
-                            "--data", dnpz], "cannot load state dict")
-    _bad(tmp_path, capsys, ["--model", str(saved / "cnn_state.pt"), "--arch", "hessext.models:NoSuch",
-                            "--data", dnpz], "cannot import --arch")
+    _bad(
+        tmp_path,
+        capsys,
+        ["--model", str(junk), "--arch", "hessext.models:Conv1DToolbox", "--data", dnpz],
+        "cannot load state dict",
+    )
+    _bad(
+        tmp_path,
+        capsys,
+        ["--model", str(saved / "cnn_state.pt"), "--arch", "hessext.models:NoSuch", "--data", dnpz],
+        "cannot import --arch",
+    )
     # labels with more classes than the model has outputs
     x = np.random.default_rng(0).normal(size=(10, 4)).astype(np.float32)
     np.savez(tmp_path / "five.npz", x_train=x, y_train=np.arange(10) % 5, x_test=x)
@@ -97,7 +142,12 @@ def test_bad_inputs(saved, tmp_path, capsys):
     _bad(tmp_path, capsys, ["--model", m, "--data", str(tmp_path / "shape.npz")], "the model fails")
     # mismatched lengths, missing arrays
     np.savez(tmp_path / "len.npz", x_train=x, y_train=np.zeros(7, int), x_test=x)
-    _bad(tmp_path, capsys, ["--model", m, "--data", str(tmp_path / "len.npz")], "x_train has 10 rows but y_train has 7")
+    _bad(
+        tmp_path,
+        capsys,
+        ["--model", m, "--data", str(tmp_path / "len.npz")],
+        "x_train has 10 rows but y_train has 7",
+    )
     np.savez(tmp_path / "miss.npz", x_train=x)
     _bad(tmp_path, capsys, ["--model", m, "--data", str(tmp_path / "miss.npz")], "lacks y_train, x_test")
 
@@ -106,8 +156,17 @@ def test_existing_report_survives_a_failed_run(saved, tmp_path, capsys):
     out = tmp_path / "rep"
     out.mkdir()
     (out / "keep.txt").write_text("old")
-    rc = main(["analyze", "--model", str(tmp_path / "nope.pt"), "--data", str(saved / "mlp_data.npz"),
-               "--out", str(out)])
+    rc = main(
+        [
+            "analyze",
+            "--model",
+            str(tmp_path / "nope.pt"),
+            "--data",
+            str(saved / "mlp_data.npz"),
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 2 and (out / "keep.txt").read_text() == "old"
 
 
@@ -121,8 +180,14 @@ def test_error_midway_leaves_no_folder(saved, tmp_path, monkeypatch):
     from hessext.apps.analyze import run_analyze
 
     with pytest.raises(RuntimeError, match="figure failed"):
-        run_analyze(saved / "mlp.pt", saved / "mlp_data.npz", out=tmp_path / "rep", n_bootstrap=4,
-                    progress=False, quiet=True)
+        run_analyze(
+            saved / "mlp.pt",
+            saved / "mlp_data.npz",
+            out=tmp_path / "rep",
+            n_bootstrap=4,
+            progress=False,
+            quiet=True,
+        )
     assert list(tmp_path.iterdir()) == []
 
 

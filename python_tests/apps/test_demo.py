@@ -9,8 +9,8 @@ import re
 import numpy as np
 import pytest
 
-from hessext.cli import main
 from hessext.apps.toolbox import auroc
+from hessext.cli import main
 from hessext.reporting.report import Report
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -46,23 +46,41 @@ def test_report_is_atomic(tmp_path):
 
 
 def _numbers(md):
-    return {m.group(1): float(m.group(2)) for m in re.finditer(r"\*\*([^*]+?) = (\d+(?:\.\d+)?(?:e[-+]?\d+)?)\*\*", md)}
+    return {
+        m.group(1): float(m.group(2))
+        for m in re.finditer(r"\*\*([^*]+?) = (\d+(?:\.\d+)?(?:e[-+]?\d+)?)\*\*", md)
+    }
 
 
 def test_ssh_demo_quick(tmp_path, capsys):
     out = tmp_path / "report"
     assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
     files = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
-    assert files == ["cam.png", "influence.png", "report.html", "report.md", "rue_vs_W.png",
-                     "score_ood.png", "score_vs_W.png", "spectrum.png"]
+    assert files == [
+        "cam.png",
+        "influence.png",
+        "report.html",
+        "report.md",
+        "rue_vs_W.png",
+        "score_ood.png",
+        "score_vs_W.png",
+        "spectrum.png",
+    ]
     for png in out.glob("*.png"):
         assert png.read_bytes()[:8] == PNG
     md = (out / "report.md").read_text()
     m = re.search(r"AUROC clean vs W = 2\*\*: extrapolation score (\d\.\d+), RUE (\d\.\d+)", md)
     assert m and 0 <= float(m.group(1)) <= 1 and 0 <= float(m.group(2)) <= 1
-    for needle in ("| seed | 0 |", "damping δ for influence", "damping δ for RUE",
-                   "extrapolation-score threshold", "12 images at W = 0", "24 images each",
-                   "| total |", "1,024"):
+    for needle in (
+        "| seed | 0 |",
+        "damping δ for influence",
+        "damping δ for RUE",
+        "extrapolation-score threshold",
+        "12 images at W = 0",
+        "24 images each",
+        "| total |",
+        "1,024",
+    ):
         assert needle in md, needle
     assert md.count("![Figure") == 6
     assert (out / "report.html").read_text().count("<img") == 6
@@ -73,8 +91,14 @@ def test_boundary_demo_quick(tmp_path):
     out = tmp_path / "b"
     assert main(["demo", "boundary", "--quick", "--out", str(out), "--no-progress"]) == 0
     files = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
-    assert files == ["alignment.png", "boundary_spectrum.png", "margin.png", "reconstruction.png",
-                     "report.html", "report.md"]
+    assert files == [
+        "alignment.png",
+        "boundary_spectrum.png",
+        "margin.png",
+        "reconstruction.png",
+        "report.html",
+        "report.md",
+    ]
     for png in out.glob("*.png"):
         assert png.read_bytes()[:8] == PNG
     md = (out / "report.md").read_text()

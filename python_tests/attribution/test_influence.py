@@ -16,7 +16,17 @@ from torch import nn
 
 import hessext
 from hessext.regularizers import L2
-from hessext.testing import (assert_same_state, logistic_problem, model_state, newton_logistic, pearson, reference_grads, reference_hessian, single_thread, tiny_classifier)
+from hessext.testing import (
+    assert_same_state,
+    logistic_problem,
+    model_state,
+    newton_logistic,
+    pearson,
+    reference_grads,
+    reference_hessian,
+    single_thread,
+    tiny_classifier,
+)
 
 EPS32 = torch.finfo(torch.float32).eps
 
@@ -51,16 +61,27 @@ def test_influence_relatif_self_influence_match_dense_formulas(method, l2):
     tol = 1e-10 if method != "cg" else 10 * kappa * 1e-10
     Hobj = hessext.Hessian.from_matrix(H)
     for hessian in (None, Hobj, H):
-        got = hessext.influence(model, loss_fn, train, test, hessian=hessian, damping=damping,
-                                method=method, regularizer=reg)
+        got = hessext.influence(
+            model, loss_fn, train, test, hessian=hessian, damping=damping, method=method, regularizer=reg
+        )
         assert got.shape == (n, test[0].shape[0]) and got.dtype == torch.float64
         assert _rel(got, expected_if) <= tol
         assert got.solver.method == method and got.solver.damping == damping
-    got = hessext.relatif(model, loss_fn, train, test, hessian=Hobj, damping=damping,
-                          method=method, regularizer=reg, batch_size=5)
+    got = hessext.relatif(
+        model,
+        loss_fn,
+        train,
+        test,
+        hessian=Hobj,
+        damping=damping,
+        method=method,
+        regularizer=reg,
+        batch_size=5,
+    )
     assert _rel(got, expected_if / expected_norms[:, None]) <= tol
-    got = hessext.self_influence(model, loss_fn, train, hessian=Hobj, damping=damping,
-                                 method=method, regularizer=reg, batch_size=5)
+    got = hessext.self_influence(
+        model, loss_fn, train, hessian=Hobj, damping=damping, method=method, regularizer=reg, batch_size=5
+    )
     assert got.shape == (n,)
     assert _rel(got, expected_self) <= tol
 
@@ -86,14 +107,24 @@ def test_pinv_drops_what_it_says():
 def test_matrix_free_operator_uses_cg():
     model, loss_fn, train, test = tiny_classifier()
     H, G, Gt, A = _damped_truth(model, loss_fn, train, test, 0.0, 1.0)
-    got = hessext.influence(model, loss_fn, train, test, hessian=hessext.Hessian.from_matrix(H).operator(),
-                            damping=1.0)
+    got = hessext.influence(
+        model, loss_fn, train, test, hessian=hessext.Hessian.from_matrix(H).operator(), damping=1.0
+    )
     assert got.solver.method == "cg"
     lam = torch.linalg.eigvalsh(A)
-    assert _rel(got, G @ torch.linalg.solve(A, Gt.T) / train[0].shape[0]) <= 10 * float(lam[-1] / lam[0]) * 1e-10
+    assert (
+        _rel(got, G @ torch.linalg.solve(A, Gt.T) / train[0].shape[0]) <= 10 * float(lam[-1] / lam[0]) * 1e-10
+    )
     with pytest.raises(ValueError, match="dense"):
-        hessext.influence(model, loss_fn, train, test, hessian=hessext.Hessian.from_matrix(H).operator(),
-                          damping=1.0, method="eigh")
+        hessext.influence(
+            model,
+            loss_fn,
+            train,
+            test,
+            hessian=hessext.Hessian.from_matrix(H).operator(),
+            damping=1.0,
+            method="eigh",
+        )
 
 
 def test_float32_model_within_float32_error():
@@ -103,8 +134,9 @@ def test_float32_model_within_float32_error():
     H, G, Gt, A = _damped_truth(model32, loss_fn, train, test, 0.0, 1.0)
     lam = torch.linalg.eigvalsh(A)
     expected = G @ torch.linalg.solve(A, Gt.T) / train[0].shape[0]
-    got = hessext.influence(model32, loss_fn, (train[0].float(), train[1]),
-                            (test[0].float(), test[1]), hessian=H, damping=1.0)
+    got = hessext.influence(
+        model32, loss_fn, (train[0].float(), train[1]), (test[0].float(), test[1]), hessian=H, damping=1.0
+    )
     # float32 gradients are exact to a few eps32; the solve amplifies by at most κ
     assert _rel(got, expected) <= 100 * float(lam[-1] / lam[0]) * EPS32
 
@@ -140,8 +172,10 @@ def test_bad_inputs_get_clear_errors_and_leave_the_model_alone():
         (dict(test=(test[0], test[1][:1])), "influence: test"),
         (dict(hessian=H[:-1, :-1]), "Hessian is over 30 parameters .* number 31"),
         (dict(hessian=H[:, :-1]), "square"),
-        (dict(hessian=H, damping=0.5 * abs(lam_min), method="cholesky"),
-         f"lambda_min\\(H\\) = {lam_min:.6g}"),
+        (
+            dict(hessian=H, damping=0.5 * abs(lam_min), method="cholesky"),
+            f"lambda_min\\(H\\) = {lam_min:.6g}",
+        ),
         (dict(hessian=H, damping=0.5 * abs(lam_min), method="eigh"), "not positive definite"),
         (dict(train=(X * float("nan"), y)), "non-finite"),
         (dict(hessian=H * float("inf")), "non-finite"),
@@ -162,6 +196,7 @@ def test_bad_inputs_get_clear_errors_and_leave_the_model_alone():
 
 # ---------------------------------------------------------------- leave-one-out retraining
 
+
 def test_logistic_regression_matches_leave_one_out_retraining():
     X, y, Xt, yt = logistic_problem()
     n, d = X.shape
@@ -173,8 +208,7 @@ def test_logistic_regression_matches_leave_one_out_retraining():
         model.weight.copy_(theta[:d].unsqueeze(0))
         model.bias.copy_(theta[d:])
     loss_fn = nn.BCEWithLogitsLoss()
-    scores = hessext.influence(model, loss_fn, (X, y[:, None]), (Xt, yt[:, None]),
-                               regularizer=L2(l2))
+    scores = hessext.influence(model, loss_fn, (X, y[:, None]), (Xt, yt[:, None]), regularizer=L2(l2))
 
     def test_losses(th):
         return nn.functional.binary_cross_entropy_with_logits(Xt @ th[:d] + th[d], yt, reduction="none")
@@ -196,8 +230,15 @@ def test_logistic_regression_matches_leave_one_out_retraining():
 
 def _fit_lbfgs(model, objective, theta):
     theta = theta.clone().requires_grad_(True)
-    opt = torch.optim.LBFGS([theta], lr=1, max_iter=2000, tolerance_grad=1e-9,
-                            tolerance_change=0, history_size=50, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        [theta],
+        lr=1,
+        max_iter=2000,
+        tolerance_grad=1e-9,
+        tolerance_change=0,
+        history_size=50,
+        line_search_fn="strong_wolfe",
+    )
 
     def closure():
         opt.zero_grad()
@@ -224,7 +265,7 @@ def test_mlp_matches_leave_one_out_retraining():
     def unflat(th):
         out, i = {}, 0
         for k, s in zip(names, shapes):
-            out[k] = th[i:i + s.numel()].reshape(s)
+            out[k] = th[i : i + s.numel()].reshape(s)
             i += s.numel()
         return out
 
@@ -244,8 +285,9 @@ def test_mlp_matches_leave_one_out_retraining():
     with torch.no_grad():
         for p, v in zip(model.parameters(), unflat(theta).values()):
             p.copy_(v)
-    scores = hessext.influence(model, loss_fn, (X, y[:, None]), (Xt, yt[:, None]),
-                               regularizer=L2(l2))  # Cholesky: a strict minimum
+    scores = hessext.influence(
+        model, loss_fn, (X, y[:, None]), (Xt, yt[:, None]), regularizer=L2(l2)
+    )  # Cholesky: a strict minimum
 
     def test_losses(th):
         out = net(th, Xt)
@@ -271,8 +313,9 @@ def test_cuda_matches_cpu():
     cpu = hessext.influence(model, loss_fn, train, test, damping=2.0)
     dev = torch.device("cuda")
     model.to(dev)
-    got = hessext.influence(model, loss_fn, tuple(t.to(dev) for t in train),
-                            tuple(t.to(dev) for t in test), damping=2.0)
+    got = hessext.influence(
+        model, loss_fn, tuple(t.to(dev) for t in train), tuple(t.to(dev) for t in test), damping=2.0
+    )
     assert got.device.type == "cuda"
     assert _rel(got.cpu(), cpu) <= 1e-10
 
@@ -289,7 +332,8 @@ def test_fallback_parity_without_the_compiled_core(tmp_path):
         "out = {'if': hessext.influence(model, loss_fn, train, test, hessian=H, damping=2.0),\n"
         "       'rue': hessext.rue(model, loss_fn, train, test[0], hessian=H, damping=2.0, n_bootstrap=4),\n"
         "       'es': hessext.extrapolation_score(model, test[0], hessian=H, threshold=0.01)}\n"
-        "torch.save({k: v.clone() for k, v in out.items()}, {path!r})\n")
+        "torch.save({k: v.clone() for k, v in out.items()}, {path!r})\n"
+    )
     results = []
     for disable in (False, True):
         path = str(tmp_path / f"out{int(disable)}.pt")

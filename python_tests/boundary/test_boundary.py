@@ -14,7 +14,7 @@ from hessext.datasets import toy2d
 from hessext.models import mlp
 from hessext.training import train
 
-# float64 reference comparisons (COMMON.md): both sides do the same O(P) sums in a different
+# float64 reference comparisons (docs/conventions.md): both sides do the same O(P) sums in a different
 # order, so relative errors stay at a few hundred ulps.
 RTOL = 1e-10
 
@@ -26,8 +26,9 @@ def _small_mlp():
 def _small_conv():
     """A tiny Conv1d model: exercises the row-chunked (non-ghost) path of PerSampleGrads."""
     torch.manual_seed(3)
-    return nn.Sequential(nn.Unflatten(1, (1, 6)), nn.Conv1d(1, 2, 3), nn.ReLU(), nn.Flatten(),
-                         nn.Linear(8, 3)).double()
+    return nn.Sequential(
+        nn.Unflatten(1, (1, 6)), nn.Conv1d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 3)
+    ).double()
 
 
 def _inputs(n=9, d=2, seed=0):
@@ -59,7 +60,9 @@ def _loop_alignment(model, x, V, eps):
 
 
 def _orthonormal(P, k, seed=0):
-    q, _ = torch.linalg.qr(torch.randn(P, k, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
+    q, _ = torch.linalg.qr(
+        torch.randn(P, k, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    )
     return q
 
 
@@ -122,6 +125,7 @@ def test_alignment_cutoff_relative_to_largest_norm():
 def test_alignment_never_forms_the_gradient_matrix(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("the N×P matrix was formed")
+
     monkeypatch.setattr(hessext.PerSampleGrads, "materialize", boom)
     monkeypatch.setattr(B, "per_sample_grads", boom)
     model = _small_mlp()
@@ -263,6 +267,7 @@ def test_model_left_untouched_after_success_and_error():
 
     def broken_loss(*a, **k):
         raise RuntimeError("boom")
+
     orig = B._CE
     B._CE = broken_loss
     try:
@@ -275,7 +280,7 @@ def test_model_left_untouched_after_success_and_error():
 
 
 # ---------------------------------------------------------------------------------------------
-# the three-Gaussian study (METHODS §6)
+# the three-Gaussian study (docs/methods.md §6)
 
 
 @pytest.fixture(scope="module")
@@ -342,6 +347,7 @@ def test_three_gaussians_margin(gauss_model):
 def test_fallback_parity():
     """The same alignments and G_θ with the compiled kernels and with the pure-torch fallback."""
     from hessext.testing import run_python
+
     code = """
 import json, torch, hessext
 from hessext import boundary as B
@@ -354,6 +360,7 @@ gm = B.generalisation_measure(model, x, V)
 print(json.dumps({"a": a.tolist(), "g": gm.g_theta, "eps": gm.epsilon}))
 """
     import json
+
     kern = json.loads(run_python(code, disable_ext=False))
     ref = json.loads(run_python(code, disable_ext=True))
     _assert_close(torch.tensor(kern["a"]), torch.tensor(ref["a"]))
@@ -371,8 +378,9 @@ def test_three_gaussians_exact_hessian_small_width():
     torch.set_num_threads(1)  # see gauss_model
     try:
         train(model, s.x_train, s.y_train, epochs=1000, lr=0.02, batch_size=64, seed=0)
-        H = hessext.hessian(model, nn.CrossEntropyLoss(reduction="none"), (s.x_train, s.y_train),
-                            progress=False)
+        H = hessext.hessian(
+            model, nn.CrossEntropyLoss(reduction="none"), (s.x_train, s.y_train), progress=False
+        )
     finally:
         torch.set_num_threads(threads)
     values, vectors = H.eigh()
@@ -388,7 +396,7 @@ def test_three_gaussians_exact_hessian_small_width():
     full = B.generalisation_measure(model, s.x_train, V)
     top = B.generalisation_measure(model, s.x_train, V[:, :10])
     assert full.complete and full.num_params == 371
-    assert full.epsilon == top.epsilon                       # same seeded random directions
+    assert full.epsilon == top.epsilon  # same seeded random directions
     assert bool((full.max_alignment[:2] >= full.epsilon).all())
-    assert top.g_theta <= full.g_theta                       # the partial count is a lower bound
+    assert top.g_theta <= full.g_theta  # the partial count is a lower bound
     assert 2 / 371 <= full.g_theta < 0.5

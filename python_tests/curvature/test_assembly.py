@@ -7,7 +7,20 @@ from torch import nn
 
 import hessext
 from hessext.regularizers import L2
-from hessext.testing import (bn_mlp, ce, CNN1d, CNN2d, data_for, mlp, model_state, mse, reference_ggn, reference_hessian, relative_error, uneven)
+from hessext.testing import (
+    CNN1d,
+    CNN2d,
+    bn_mlp,
+    ce,
+    data_for,
+    mlp,
+    model_state,
+    mse,
+    reference_ggn,
+    reference_hessian,
+    relative_error,
+    uneven,
+)
 
 TOL = 1e-10
 
@@ -94,10 +107,10 @@ def test_bad_loss_shape_is_a_clear_error_and_model_untouched():
     bad = lambda out, t: torch.nn.functional.mse_loss(out, t, reduction="none")  # [N, C]
     with pytest.raises(ValueError, match=r"per-example losses of shape \[N\]"):
         hessext.hessian(model, bad, (x, y), progress=False)
-    assert (before == model_state(model))
+    assert before == model_state(model)
     hessext.hessian(model, mse, (x, y), progress=False)
     hessext.ggn(model, mse, (x, y), progress=False)
-    assert (before == model_state(model))
+    assert before == model_state(model)
     assert model.training
     handle.remove()
 
@@ -139,13 +152,30 @@ def test_hessian_operator_products():
 STRUCTURED_MLPS = {
     # deep enough for blocks between non-adjacent layers; inert modules between layers
     "piecewise_linear": lambda: nn.Sequential(
-        nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 5), nn.LeakyReLU(0.1), nn.Dropout(0.3),
-        nn.Linear(5, 4), nn.Identity(), nn.ReLU(), nn.Linear(4, 3)),
+        nn.Linear(4, 6),
+        nn.ReLU(),
+        nn.Linear(6, 5),
+        nn.LeakyReLU(0.1),
+        nn.Dropout(0.3),
+        nn.Linear(5, 4),
+        nn.Identity(),
+        nn.ReLU(),
+        nn.Linear(4, 3),
+    ),
     # smooth activations (φ'' terms), chains of them, one before the first layer and one after the
     # last (part of f), layers without bias
     "smooth_trailing_nobias": lambda: nn.Sequential(
-        nn.Tanh(), nn.Linear(4, 6, bias=False), nn.GELU(), nn.Linear(6, 5), nn.Softplus(), nn.SiLU(),
-        nn.Linear(5, 4), nn.ELU(), nn.Linear(4, 3, bias=False), nn.Sigmoid()),
+        nn.Tanh(),
+        nn.Linear(4, 6, bias=False),
+        nn.GELU(),
+        nn.Linear(6, 5),
+        nn.Softplus(),
+        nn.SiLU(),
+        nn.Linear(5, 4),
+        nn.ELU(),
+        nn.Linear(4, 3, bias=False),
+        nn.Sigmoid(),
+    ),
     "single_layer": lambda: nn.Sequential(nn.Linear(4, 3)),
 }
 
@@ -161,8 +191,15 @@ def test_closed_form_mlp_path_matches_torch_func_and_hvp_path(name):
     for loss, loss_fn, yy in (("ce", ce, y), ("mse", mse, y_mse)):
         ref = reference_hessian(model, loss_fn, (x, yy), l2=0.05)
         for sw, budget in ((None, None), (11, None), (5, 1)):
-            H = hessext.hessian(model, loss_fn, uneven(x, yy), regularizer=L2(0.05), strip_width=sw,
-                                memory_budget=budget, progress=False)
+            H = hessext.hessian(
+                model,
+                loss_fn,
+                uneven(x, yy),
+                regularizer=L2(0.05),
+                strip_width=sw,
+                memory_budget=budget,
+                progress=False,
+            )
             assert "closed-form layer blocks" in H.info["method"]
             assert relative_error(H.dense(), ref, "max") <= TOL
             assert torch.equal(H.dense(), H.dense().T)
@@ -179,5 +216,5 @@ def test_structured_method_refuses_models_outside_the_closed_form():
     with pytest.raises(ValueError, match="method='structured' needs"):
         hessext.hessian(CNN1d().double(), ce, (x, y), method="structured", progress=False)
     xb, yb, _ = data_for("mlp", 5)
-    H = hessext.hessian(bn_mlp().double(), ce, (xb, yb), progress=False)       # BatchNorm: HVP path
+    H = hessext.hessian(bn_mlp().double(), ce, (xb, yb), progress=False)  # BatchNorm: HVP path
     assert "vjp(grad)" in H.info["method"]

@@ -1,15 +1,10 @@
 """The Hessian object: exact linear algebra on a dense float64 matrix, and the stored reference."""
 
-import os
-from pathlib import Path
-
-import numpy as np
 import pytest
 import torch
 
 import hessext
 from hessext.curvature import NotPositiveDefiniteError
-
 from hessext.testing import shared_dir
 
 

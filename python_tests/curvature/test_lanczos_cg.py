@@ -11,9 +11,13 @@ def spectrum_matrix(P=300, seed=0):
     """Known spectrum: 5 well separated top values, 3 separated bottom ones, a bulk between."""
     g = torch.Generator().manual_seed(seed)
     Q, _ = torch.linalg.qr(torch.randn(P, P, generator=g, dtype=torch.float64))
-    lam = torch.cat([torch.tensor([-3.0, -2.0, -1.5], dtype=torch.float64),
-                     torch.rand(P - 8, generator=g, dtype=torch.float64),
-                     torch.tensor([5.0, 7.0, 10.0, 20.0, 50.0], dtype=torch.float64)])
+    lam = torch.cat(
+        [
+            torch.tensor([-3.0, -2.0, -1.5], dtype=torch.float64),
+            torch.rand(P - 8, generator=g, dtype=torch.float64),
+            torch.tensor([5.0, 7.0, 10.0, 20.0, 50.0], dtype=torch.float64),
+        ]
+    )
     return Q @ torch.diag(lam) @ Q.T, lam.sort().values
 
 
@@ -33,7 +37,9 @@ def test_lanczos_matches_eigh():
 
 def test_lanczos_on_a_model_hessian():
     from torch import nn
+
     from hessext.testing import ce, data_for, mlp
+
     torch.manual_seed(0)
     model = mlp((4, 6, 5, 3), nn.Tanh()).double()
     x, y, _ = data_for("mlp", 20)
@@ -61,8 +67,8 @@ def test_hutchinson_trace_is_unbiased_within_its_error():
     A, lam = spectrum_matrix(P=100, seed=2)
     op = hessext.HessianOperator(lambda V: A @ V, A.shape[0])
     est, se = op.trace(400, return_std=True, seed=3)
-    assert abs(est - float(lam.sum())) <= 5 * se   # 5 standard errors: fails with p < 1e-6
-    Adiag = torch.diag(lam)                         # diagonal: Rademacher probes are exact
+    assert abs(est - float(lam.sum())) <= 5 * se  # 5 standard errors: fails with p < 1e-6
+    Adiag = torch.diag(lam)  # diagonal: Rademacher probes are exact
     assert abs(hessext.HessianOperator(lambda V: Adiag @ V, 100).trace(3) - float(lam.sum())) < 1e-10
 
 

@@ -11,7 +11,16 @@ from torch import nn
 
 import hessext
 from hessext.regularizers import L2
-from hessext.testing import (ce, flat_fn, model_state, mse, reference_ggn, reference_hessian, relative_error, uneven)
+from hessext.testing import (
+    ce,
+    flat_fn,
+    model_state,
+    mse,
+    reference_ggn,
+    reference_hessian,
+    relative_error,
+    uneven,
+)
 
 TOL = 1e-10
 PATH = "packed-tangent residual"
@@ -21,30 +30,56 @@ def cnn1d_deep():
     # four weight layers: stride, padding, dilation, a bias-free conv, in-place ReLU, both pools,
     # so that blocks between non-adjacent layers (conv-conv, conv-linear) are exercised
     return nn.Sequential(
-        nn.Conv1d(2, 3, 3, stride=2, padding=1), nn.ReLU(inplace=True), nn.MaxPool1d(2),
-        nn.Conv1d(3, 4, 2, dilation=2, bias=False), nn.LeakyReLU(0.1), nn.AvgPool1d(2, ceil_mode=True),
-        nn.Conv1d(4, 2, 2, padding=1), nn.ReLU(), nn.Flatten(),
-        nn.Linear(6, 5), nn.Dropout(0.3), nn.ReLU(), nn.Linear(5, 3))
+        nn.Conv1d(2, 3, 3, stride=2, padding=1),
+        nn.ReLU(inplace=True),
+        nn.MaxPool1d(2),
+        nn.Conv1d(3, 4, 2, dilation=2, bias=False),
+        nn.LeakyReLU(0.1),
+        nn.AvgPool1d(2, ceil_mode=True),
+        nn.Conv1d(4, 2, 2, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(6, 5),
+        nn.Dropout(0.3),
+        nn.ReLU(),
+        nn.Linear(5, 3),
+    )
 
 
 def cnn2d_deep():
     return nn.Sequential(
-        nn.Conv2d(2, 3, (3, 2), stride=(2, 1), padding=(1, 2)), nn.ReLU(), nn.MaxPool2d(2, padding=1),
-        nn.Conv2d(3, 4, 2, dilation=(2, 1), padding="same"), nn.LeakyReLU(0.2),
+        nn.Conv2d(2, 3, (3, 2), stride=(2, 1), padding=(1, 2)),
+        nn.ReLU(),
+        nn.MaxPool2d(2, padding=1),
+        nn.Conv2d(3, 4, 2, dilation=(2, 1), padding="same"),
+        nn.LeakyReLU(0.2),
         nn.AvgPool2d(2, count_include_pad=False, padding=1),
-        nn.Flatten(), nn.Linear(4 * 3 * 3, 5), nn.Identity(), nn.ReLU(), nn.Linear(5, 3))
+        nn.Flatten(),
+        nn.Linear(4 * 3 * 3, 5),
+        nn.Identity(),
+        nn.ReLU(),
+        nn.Linear(5, 3),
+    )
 
 
 def cnn2d_conv_head():
     # preprocessing pool before the first layer; a convolution as the last weight layer
-    return nn.Sequential(nn.AvgPool2d(2), nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(),
-                         nn.Conv2d(3, 4, 3, stride=2), nn.Flatten(), nn.ReLU(), nn.Linear(16, 3))
+    return nn.Sequential(
+        nn.AvgPool2d(2),
+        nn.Conv2d(1, 3, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(3, 4, 3, stride=2),
+        nn.Flatten(),
+        nn.ReLU(),
+        nn.Linear(16, 3),
+    )
 
 
 def flatten_mlp():
     # an MLP behind a Flatten (3-D inputs): not the MLP closed form's, handled here
-    return nn.Sequential(nn.Flatten(), nn.Linear(12, 6), nn.ReLU(), nn.Linear(6, 5), nn.LeakyReLU(0.05),
-                         nn.Linear(5, 3))
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(12, 6), nn.ReLU(), nn.Linear(6, 5), nn.LeakyReLU(0.05), nn.Linear(5, 3)
+    )
 
 
 def conv_pair():
@@ -55,8 +90,13 @@ def conv_pair():
 def avgpool_between():
     # an average pool without padding between weight layers (strided-window mean), with an
     # uneven kernel/stride and a divisor override
-    return nn.Sequential(nn.Conv2d(1, 2, 3), nn.AvgPool2d((2, 3), stride=(1, 2), divisor_override=5), nn.ReLU(),
-                         nn.Conv2d(2, 1, 2), nn.Flatten())
+    return nn.Sequential(
+        nn.Conv2d(1, 2, 3),
+        nn.AvgPool2d((2, 3), stride=(1, 2), divisor_override=5),
+        nn.ReLU(),
+        nn.Conv2d(2, 1, 2),
+        nn.Flatten(),
+    )
 
 
 def conv_then_avgpool():
@@ -64,20 +104,36 @@ def conv_then_avgpool():
     # tangents go through both as one strided convolution (2-D: stride, dilation, padding and a
     # divisor override; 1-D: 'valid' padding, pool stride != kernel)
     return nn.Sequential(
-        nn.Conv2d(1, 2, 3), nn.ReLU(),
+        nn.Conv2d(1, 2, 3),
+        nn.ReLU(),
         nn.Conv2d(2, 3, (3, 2), stride=(1, 2), dilation=(2, 1), padding=(1, 0)),
-        nn.AvgPool2d((2, 3), stride=(2, 1), divisor_override=4), nn.ReLU(), nn.Flatten(), nn.Linear(36, 3))
+        nn.AvgPool2d((2, 3), stride=(2, 1), divisor_override=4),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(36, 3),
+    )
 
 
 def conv1d_then_avgpool():
-    return nn.Sequential(nn.Conv1d(2, 3, 3), nn.ReLU(), nn.Conv1d(3, 2, 2, stride=2, padding="valid"),
-                         nn.AvgPool1d(3, stride=2), nn.Flatten(), nn.LeakyReLU(0.3), nn.Linear(12, 3))
+    return nn.Sequential(
+        nn.Conv1d(2, 3, 3),
+        nn.ReLU(),
+        nn.Conv1d(3, 2, 2, stride=2, padding="valid"),
+        nn.AvgPool1d(3, stride=2),
+        nn.Flatten(),
+        nn.LeakyReLU(0.3),
+        nn.Linear(12, 3),
+    )
 
 
 def nested():
     # nested Sequentials (parameter names "0.0.weight", ...): the chain is expanded
-    return nn.Sequential(nn.Sequential(nn.Conv1d(2, 3, 3), nn.ReLU()), nn.Sequential(nn.Conv1d(3, 2, 3), nn.MaxPool1d(2)),
-                         nn.ReLU(), nn.Sequential(nn.Flatten(), nn.Linear(16, 3)))
+    return nn.Sequential(
+        nn.Sequential(nn.Conv1d(2, 3, 3), nn.ReLU()),
+        nn.Sequential(nn.Conv1d(3, 2, 3), nn.MaxPool1d(2)),
+        nn.ReLU(),
+        nn.Sequential(nn.Flatten(), nn.Linear(16, 3)),
+    )
 
 
 def single_conv():
@@ -110,7 +166,7 @@ def data(shape, n=17, c=3, seed=0):
 def test_matches_torch_func(name, loss, l2):
     torch.manual_seed(1)
     make, shape = MODELS[name]
-    model = make().double().train()          # the assembly evaluates in eval mode (Dropout off)
+    model = make().double().train()  # the assembly evaluates in eval mode (Dropout off)
     check_against_references(model, shape, loss, l2)
 
 
@@ -129,12 +185,12 @@ def check_against_references(model, shape, loss, l2):
     assert PATH in H.info["method"]
     assert relative_error(H.dense(), ref, "max") <= TOL
     assert torch.equal(H.dense(), H.dense().T)
-    assert (before == model_state(model))
+    assert before == model_state(model)
     # the GGN of the same models takes its Jacobians from the layer inputs too
     G = hessext.ggn(model, loss_fn, uneven(x, y), regularizer=reg, strip_width=13, progress=False)
     assert "layer inputs" in G.info["method"]
     assert relative_error(G.dense(), ref_ggn, "max") <= TOL
-    assert (before == model_state(model))
+    assert before == model_state(model)
 
 
 def test_tiny_budget_and_method_structured():
@@ -158,7 +214,7 @@ def test_size_check_counts_the_residual_blocks():
     model = cnn1d_deep().double()
     x, y, _ = data((2, 23))
     P = sum(p.numel() for p in model.parameters())
-    room = 8 * P * P + 2 * P * P         # the matrix and half the residual bound
+    room = 8 * P * P + 2 * P * P  # the matrix and half the residual bound
     with pytest.raises(hessext.curvature.HessianTooLargeError, match="packed-tangent residual blocks"):
         hessext.hessian(model, ce, (x, y), max_bytes=room, progress=False)
     G = hessext.ggn(model, ce, (x, y), max_bytes=room, progress=False)
@@ -201,12 +257,21 @@ class DoubledInput(nn.Sequential):
 UNSUPPORTED = {
     "own_forward": lambda: DoubledInput(nn.Conv1d(2, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 21, 3)),
     "tanh": lambda: nn.Sequential(nn.Conv1d(2, 3, 3), nn.Tanh(), nn.Flatten(), nn.Linear(3 * 21, 3)),
-    "groups2": lambda: nn.Sequential(nn.Conv1d(2, 4, 3, groups=2), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 21, 3)),
+    "groups2": lambda: nn.Sequential(
+        nn.Conv1d(2, 4, 3, groups=2), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 21, 3)
+    ),
     # BatchNorm is supported (test_hessian_batchnorm_cnn.py), an adaptive pool to 3 positions is not
-    "batchnorm_adaptive_pool": lambda: nn.Sequential(nn.Conv1d(2, 3, 3), nn.BatchNorm1d(3), nn.ReLU(),
-                                                     nn.AdaptiveAvgPool1d(3), nn.Flatten(), nn.Linear(9, 3)),
-    "pool_after_linear": lambda: nn.Sequential(nn.Flatten(), nn.Linear(46, 6), nn.ReLU(), nn.MaxPool1d(2),
-                                               nn.Linear(3, 3)),
+    "batchnorm_adaptive_pool": lambda: nn.Sequential(
+        nn.Conv1d(2, 3, 3),
+        nn.BatchNorm1d(3),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool1d(3),
+        nn.Flatten(),
+        nn.Linear(9, 3),
+    ),
+    "pool_after_linear": lambda: nn.Sequential(
+        nn.Flatten(), nn.Linear(46, 6), nn.ReLU(), nn.MaxPool1d(2), nn.Linear(3, 3)
+    ),
 }
 
 
@@ -235,6 +300,7 @@ def test_package_cnns():
     Conv1DToolbox against torch.func, MNISTCNN3 (P = 7,203: too large for the reference) against
     forward-over-reverse Hessian-vector products of the matrix-free operator."""
     from hessext.models import MNISTCNN3, Conv1DToolbox
+
     torch.manual_seed(7)
     model = Conv1DToolbox(seed=0)
     g = torch.Generator().manual_seed(0)
@@ -271,7 +337,7 @@ def randomize_bn(model, seed=0):
                 u(m.running_var, 0.5, 2.0)
             if m.affine:
                 u(m.weight, 0.5, 1.5)
-                m.weight[::2].neg_()           # negative γ too: flips the LeakyReLU side
+                m.weight[::2].neg_()  # negative γ too: flips the LeakyReLU side
                 u(m.bias, -0.3, 0.3)
     return model
 
@@ -283,37 +349,72 @@ def buffers(model):
 def bn2d_conv():
     # affine BN right after a convolution, an affine=False BN, a global average pool
     return nn.Sequential(
-        nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(3, 4, 2), nn.BatchNorm2d(4, affine=False), nn.LeakyReLU(0.1),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+        nn.Conv2d(2, 3, 3, padding=1),
+        nn.BatchNorm2d(3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(3, 4, 2),
+        nn.BatchNorm2d(4, affine=False),
+        nn.LeakyReLU(0.1),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 3),
+    )
 
 
 def bn_after_pool():
     # BN after a pool; a bias-free convolution; BN before the Flatten
     return nn.Sequential(
-        nn.Conv2d(1, 3, 3, bias=False), nn.ReLU(), nn.AvgPool2d(2), nn.BatchNorm2d(3),
-        nn.Conv2d(3, 2, 2), nn.BatchNorm2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(18, 3))
+        nn.Conv2d(1, 3, 3, bias=False),
+        nn.ReLU(),
+        nn.AvgPool2d(2),
+        nn.BatchNorm2d(3),
+        nn.Conv2d(3, 2, 2),
+        nn.BatchNorm2d(2),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(18, 3),
+    )
 
 
 def bn1d():
     # a BN on the input (first layer), BN1d on Conv1d channels, on the flattened features of a
     # convolution (feature f of channel f // 6) and on a Linear's units
     return nn.Sequential(
-        nn.BatchNorm1d(2), nn.Conv1d(2, 3, 3), nn.BatchNorm1d(3), nn.ReLU(),
-        nn.Conv1d(3, 2, 2, stride=2), nn.Flatten(), nn.BatchNorm1d(12),
-        nn.Linear(12, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, 3))
+        nn.BatchNorm1d(2),
+        nn.Conv1d(2, 3, 3),
+        nn.BatchNorm1d(3),
+        nn.ReLU(),
+        nn.Conv1d(3, 2, 2, stride=2),
+        nn.Flatten(),
+        nn.BatchNorm1d(12),
+        nn.Linear(12, 5),
+        nn.BatchNorm1d(5),
+        nn.ReLU(),
+        nn.Linear(5, 3),
+    )
 
 
 def bn_chain():
     # BN after BN (affine, not, affine: the tangents stay packed through all), a 1-D global pool,
     # a BN as the last layer
     return nn.Sequential(
-        nn.Conv1d(2, 3, 3), nn.BatchNorm1d(3), nn.BatchNorm1d(3, affine=False), nn.BatchNorm1d(3),
-        nn.LeakyReLU(0.2), nn.Conv1d(3, 4, 3, padding=1), nn.BatchNorm1d(4), nn.ReLU(),
-        nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(4, 3), nn.BatchNorm1d(3))
+        nn.Conv1d(2, 3, 3),
+        nn.BatchNorm1d(3),
+        nn.BatchNorm1d(3, affine=False),
+        nn.BatchNorm1d(3),
+        nn.LeakyReLU(0.2),
+        nn.Conv1d(3, 4, 3, padding=1),
+        nn.BatchNorm1d(4),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool1d(1),
+        nn.Flatten(),
+        nn.Linear(4, 3),
+        nn.BatchNorm1d(3),
+    )
 
 
-MODELS = {
+BN_MODELS = {
     "bn2d_conv": (bn2d_conv, (2, 8, 7)),
     "bn_after_pool": (bn_after_pool, (1, 11, 11)),
     "bn1d": (bn1d, (2, 15)),
@@ -322,14 +423,14 @@ MODELS = {
 
 
 # every model with CE + L2; MSE (a constant Λ, other residual weights r) on two of them
-CASES = [(name, "ce", 0.03) for name in MODELS] + [("bn2d_conv", "mse", 0.0), ("bn1d", "mse", 0.0)]
+BN_CASES = [(name, "ce", 0.03) for name in BN_MODELS] + [("bn2d_conv", "mse", 0.0), ("bn1d", "mse", 0.0)]
 
 
-@pytest.mark.parametrize("name, loss, l2", CASES)
-def test_matches_torch_func(name, loss, l2):
+@pytest.mark.parametrize("name, loss, l2", BN_CASES)
+def test_bn_matches_torch_func(name, loss, l2):
     torch.manual_seed(11)
-    make, shape = MODELS[name]
-    model = randomize_bn(make().double()).train()     # the assembly evaluates in eval mode
+    make, shape = BN_MODELS[name]
+    model = randomize_bn(make().double()).train()  # the assembly evaluates in eval mode
     bufs = buffers(model)
     check_against_references(model, shape, loss, l2)
     # the running statistics are not updated (the model is evaluated in eval mode)
@@ -348,6 +449,7 @@ def test_tiny_budget():
 
 def ssh_model():
     from hessext.models import SSHCNN
+
     return randomize_bn(SSHCNN(seed=0), seed=1)
 
 
@@ -362,11 +464,18 @@ def test_sshcnn_small_images():
     H = hessext.hessian(model, ce, uneven(x, y, (3,)), regularizer=L2(0.01), strip_width=100, progress=False)
     assert PATH in H.info["method"] and H.shape == (1024, 1024)
     assert relative_error(H.dense(), ref, "max") <= TOL
-    assert (before == model_state(model))
+    assert before == model_state(model)
     # float32 products as the demo runs them (hessext.demo._toolbox.exact_hessian): unit roundoff
     # 6e-8 over sums of a few thousand terms per entry, summed in float64
-    H32 = hessext.hessian(model, nn.CrossEntropyLoss(reduction="none"), (x, y), regularizer=L2(0.01),
-                          dtype=torch.float32, strip_width=256, progress=False)
+    H32 = hessext.hessian(
+        model,
+        nn.CrossEntropyLoss(reduction="none"),
+        (x, y),
+        regularizer=L2(0.01),
+        dtype=torch.float32,
+        strip_width=256,
+        progress=False,
+    )
     assert PATH in H32.info["method"]
     assert relative_error(H32.dense(), ref, "max") <= 1e-4
 
@@ -394,19 +503,20 @@ class MeanHead(nn.Module):
         return self.fc(self.body(x).mean(dim=(2, 3)))
 
 
-UNSUPPORTED = {
+BN_UNSUPPORTED = {
     # an adaptive pool to more than one position mixes windows of varying sizes
-    "adaptive_pool_2": lambda: nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.AdaptiveAvgPool2d(2),
-                                             nn.Flatten(), nn.Linear(12, 3)),
+    "adaptive_pool_2": lambda: nn.Sequential(
+        nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(12, 3)
+    ),
     # a custom module whose forward is not a known chain
     "own_module": MeanHead,
 }
 
 
-@pytest.mark.parametrize("name", list(UNSUPPORTED))
-def test_unsupported_models_take_the_hvp_path(name):
+@pytest.mark.parametrize("name", list(BN_UNSUPPORTED))
+def test_bn_unsupported_models_take_the_hvp_path(name):
     torch.manual_seed(13)
-    model = randomize_bn(UNSUPPORTED[name]().double())
+    model = randomize_bn(BN_UNSUPPORTED[name]().double())
     x, y, _ = data((1, 7, 7), n=6)
     H = hessext.hessian(model, ce, (x, y), progress=False)
     assert "vjp(grad)" in H.info["method"]
@@ -418,8 +528,13 @@ def test_batch_statistics_take_the_hvp_path():
     per-example Jacobians; the HVP path is taken. Its reference is plain double backward
     (torch.autograd.functional.hessian): torch.func.hessian's vmapped forward mode differs by
     ~20% on batch-statistics BatchNorm here, while double backward and the HVP path agree."""
-    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3, track_running_stats=False),
-                          nn.ReLU(), nn.Flatten(), nn.Linear(3 * 5 * 5, 3)).double()
+    model = nn.Sequential(
+        nn.Conv2d(1, 3, 3),
+        nn.BatchNorm2d(3, track_running_stats=False),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(3 * 5 * 5, 3),
+    ).double()
     x, y, _ = data((1, 7, 7), n=6)
     H = hessext.hessian(model, ce, (x, y), progress=False)
     assert "vjp(grad)" in H.info["method"]

@@ -9,11 +9,9 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
-
 from scipy.integrate import quad
 
 from hessext.datasets import fermions, ssh, toy2d
-
 from hessext.testing import toolbox_dir
 
 Z = 4.0  # standard errors allowed in statistical checks (two-sided p ≈ 6e-5 per check)
@@ -136,7 +134,9 @@ def test_fock_basis_is_lexicographic_half_filling():
     assert expected == list(itertools.combinations(range(12), 6))
 
 
-@pytest.mark.parametrize("V1, V2, boundary", [(1.3, 0.0, "antiperiodic"), (12.0, 0.0, "antiperiodic"), (3.0, 0.7, "open")])
+@pytest.mark.parametrize(
+    "V1, V2, boundary", [(1.3, 0.0, "antiperiodic"), (12.0, 0.0, "antiperiodic"), (3.0, 0.7, "open")]
+)
 def test_ground_states_match_dense_diagonalisation(V1, V2, boundary):
     """The symmetry-reduced solver against a dense eigh of the full 924×924 Hamiltonian."""
     h = fermions.hamiltonian(V1, V2, boundary=boundary)
@@ -262,7 +262,9 @@ def test_noise_free_curves():
     torch.testing.assert_close(radius, torch.where(y == 0, 1.0, 0.5).double(), atol=eps, rtol=0)
     x, y = toy2d.moons(400, noise=0.0)
     centre = torch.where((y == 0)[:, None], torch.tensor([0.0, 0.0]), torch.tensor([1.0, 0.5]))
-    torch.testing.assert_close((x - centre).double().norm(dim=1), torch.ones(400, dtype=torch.float64), atol=eps, rtol=0)
+    torch.testing.assert_close(
+        (x - centre).double().norm(dim=1), torch.ones(400, dtype=torch.float64), atol=eps, rtol=0
+    )
     assert (x[y == 0, 1] >= 0).all() and (x[y == 1, 1] <= 0.5 + eps).all()
 
 

@@ -8,7 +8,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from hessext import interpret as I
-from hessext.models import Conv1DToolbox, SSHCNN
+from hessext.models import SSHCNN, Conv1DToolbox
 
 # float64 on both sides, the same sums in a different order: a few hundred ulps at most
 RTOL = 1e-10
@@ -16,7 +16,9 @@ RTOL = 1e-10
 
 def _assert_close(a, b, rtol=RTOL):
     scale = b.abs().max().clamp_min(1e-300)
-    assert a.shape == b.shape and float((a - b).abs().max() / scale) <= rtol, float((a - b).abs().max() / scale)
+    assert a.shape == b.shape and float((a - b).abs().max() / scale) <= rtol, float(
+        (a - b).abs().max() / scale
+    )
 
 
 def _ssh_model():
@@ -52,7 +54,7 @@ def _brute_grad_cam(model, x, head, tail, targets):
     model.eval()
     maps = []
     for n in range(len(x)):
-        A = head(x[n:n + 1]).detach().requires_grad_(True)
+        A = head(x[n : n + 1]).detach().requires_grad_(True)
         y = tail(model, A)[0, targets[n]]
         (dA,) = torch.autograd.grad(y, A)
         alpha = dA.mean(dim=tuple(range(2, A.dim())), keepdim=True)
@@ -95,7 +97,7 @@ def test_grad_cam_1d_inner_block_matches_brute_force():
 
 def test_grad_cam_float32_model_in_float64():
     model32, x = _ssh_model().float(), _x2d().float()
-    model64 = _ssh_model().float().double()         # the same float32 values, exactly
+    model64 = _ssh_model().float().double()  # the same float32 values, exactly
     got = I.grad_cam(model32, x, "block3", target=1, dtype=torch.float64)
     _assert_close(got, I.grad_cam(model64, x.double(), "block3", target=1))
     assert I.grad_cam(model32, x.float(), "block3").dtype == torch.float32
@@ -114,33 +116,41 @@ def test_cam_matches_linear_head_formula():
     # the defining identity of CAM: spatial mean + bias = the logit
     _assert_close(got.mean(dim=(1, 2)) + model.fc.bias[pred].detach(), logits.gather(1, pred[:, None])[:, 0])
     t = torch.tensor([0, 1, 0])
-    _assert_close(I.cam(model, x, "block3", target=t, head="fc"),
-                  torch.einsum("nk,nkhw->nhw", model.fc.weight[t].detach(), A))
+    _assert_close(
+        I.cam(model, x, "block3", target=t, head="fc"),
+        torch.einsum("nk,nkhw->nhw", model.fc.weight[t].detach(), A),
+    )
     assert I.cam(model, x, "block3", upsample=True).shape == (3, 50, 50)
 
 
 def _snapshot(model):
-    return ([p.detach().clone() for p in model.parameters()],
-            [None if p.grad is None else p.grad.clone() for p in model.parameters()],
-            [m.training for m in model.modules()],
-            [(dict(m._forward_hooks), dict(m._forward_pre_hooks), dict(m._backward_hooks))
-             for m in model.modules()])
+    return (
+        [p.detach().clone() for p in model.parameters()],
+        [None if p.grad is None else p.grad.clone() for p in model.parameters()],
+        [m.training for m in model.modules()],
+        [
+            (dict(m._forward_hooks), dict(m._forward_pre_hooks), dict(m._backward_hooks))
+            for m in model.modules()
+        ],
+    )
 
 
 def _assert_unchanged(model, snap):
     params, grads, modes, hooks = snap
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), params))
-    assert all((g is None and p.grad is None) or torch.equal(p.grad, g)
-               for p, g in zip(model.parameters(), grads))
+    assert all(
+        (g is None and p.grad is None) or torch.equal(p.grad, g) for p, g in zip(model.parameters(), grads)
+    )
     assert [m.training for m in model.modules()] == modes
-    assert [(dict(m._forward_hooks), dict(m._forward_pre_hooks), dict(m._backward_hooks))
-            for m in model.modules()] == hooks
+    assert [
+        (dict(m._forward_hooks), dict(m._forward_pre_hooks), dict(m._backward_hooks)) for m in model.modules()
+    ] == hooks
 
 
 def test_hooks_mode_and_grad_untouched_after_success_and_error():
     model, x = _ssh_model(), _x2d()
     model.train()
-    model(x).sum().backward()                       # the user has gradients ...
+    model(x).sum().backward()  # the user has gradients ...
     user_hook = model.block3.register_forward_hook(lambda *a: None)  # ... and a hook of their own
     snap = _snapshot(model)
     I.grad_cam(model, x, "block3")
@@ -148,7 +158,7 @@ def test_hooks_mode_and_grad_untouched_after_success_and_error():
     I.record_activations(model, x, ["block1", "block3"])
     _assert_unchanged(model, snap)
     with pytest.raises(ValueError, match="grad_cam: target classes must be in"):
-        I.grad_cam(model, x, "block3", target=5)    # raised after the hooked forward pass
+        I.grad_cam(model, x, "block3", target=5)  # raised after the hooked forward pass
     with pytest.raises(ValueError, match="cam: found no nn.Linear with in_features = 7"):
         I.cam(model, x, "block2")
     _assert_unchanged(model, snap)
@@ -156,10 +166,14 @@ def test_hooks_mode_and_grad_untouched_after_success_and_error():
     class Exploding(nn.Module):
         def forward(self, a):
             raise RuntimeError("boom")
-    model.fc = Exploding()                          # an error inside the forward pass
+
+    model.fc = Exploding()  # an error inside the forward pass
     snap = _snapshot(model)
-    for call in (lambda: I.grad_cam(model, x, "block3"), lambda: I.cam(model, x, "block3"),
-                 lambda: I.record_activations(model, x, "block3")):
+    for call in (
+        lambda: I.grad_cam(model, x, "block3"),
+        lambda: I.cam(model, x, "block3"),
+        lambda: I.record_activations(model, x, "block3"),
+    ):
         with pytest.raises(RuntimeError, match="boom"):
             call()
         _assert_unchanged(model, snap)

@@ -6,12 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-
 from hessext import models
 from hessext.datasets import toy2d
-from hessext.training import train
-
 from hessext.testing import toolbox_dir
+from hessext.training import train
 
 
 def _reference(name):
@@ -80,7 +78,9 @@ def test_train_is_bit_reproducible_with_dropout_and_batchnorm():
     start = models.SSHCNN(seed=0)
     runs = []
     for _ in range(2):
-        model, history = train(copy.deepcopy(start), x, y, epochs=2, lr=0.01, batch_size=8, seed=3, optimizer="adam")
+        model, history = train(
+            copy.deepcopy(start), x, y, epochs=2, lr=0.01, batch_size=8, seed=3, optimizer="adam"
+        )
         runs.append((model.state_dict(), history))
     (a, ha), (b, hb) = runs
     assert ha == hb and all(torch.equal(a[k], b[k]) for k in a)

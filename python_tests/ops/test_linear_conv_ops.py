@@ -11,13 +11,19 @@ from torch.nn import functional as F
 
 from hessext import _extension, ops
 from hessext.ops import _reference
-
 from hessext.testing import UNIT_ROUNDOFF_FP32
 
 needs_ext = pytest.mark.skipif(not _extension.loaded, reason="compiled core not loaded")
 DTYPES = [torch.float32, torch.float64]
-OPS = ["linear_weight_grad", "conv_weight_grad", "bias_grad", "linear_ghost_matvec",
-       "linear_ghost_rmatvec", "linear_ghost_sqnorms", "linear_ghost_gram"]
+OPS = [
+    "linear_weight_grad",
+    "conv_weight_grad",
+    "bias_grad",
+    "linear_ghost_matvec",
+    "linear_ghost_rmatvec",
+    "linear_ghost_sqnorms",
+    "linear_ghost_gram",
+]
 
 
 def tol(dtype, k):
@@ -111,17 +117,21 @@ def test_conv_weight_grad_errors():
 
 # ---- bias_grad and linear_weight_grad ---------------------------------------------------------
 
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("N,T,O", [(1, 1, 1), (3, 7, 5), (6, 1, 4)])
 @pytest.mark.parametrize("layout", ["ntc", "nct"])
 def test_bias_grad(N, T, O, dtype, layout):
     torch.manual_seed(1)
-    d = torch.randn(N, T, O, dtype=dtype) if layout == "ntc" else \
-        torch.randn(N, O, T, dtype=dtype).transpose(1, 2)
+    d = (
+        torch.randn(N, T, O, dtype=dtype)
+        if layout == "ntc"
+        else torch.randn(N, O, T, dtype=dtype).transpose(1, 2)
+    )
     big = torch.zeros(N, O + 3, dtype=dtype)
-    ops.bias_grad(d, big[:, 1:1 + O])
+    ops.bias_grad(d, big[:, 1 : 1 + O])
     want = d.double().sum(1)
-    close(big[:, 1:1 + O].double(), want, d.double().abs().sum(1), dtype, T)
+    close(big[:, 1 : 1 + O].double(), want, d.double().abs().sum(1), dtype, T)
     assert (big[:, 0] == 0).all() and (big[:, -2:] == 0).all()
 
 
@@ -140,6 +150,7 @@ def test_linear_weight_grad(N, T, I, O, dtype):
 
 # ---- Linear ghost contractions ---------------------------------------------------------------
 
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("N,I,O,M", [(1, 1, 1, 1), (7, 5, 3, 4), (9, 13, 6, 1), (5, 3, 8, 2)])
 def test_linear_ghost(N, I, O, M, dtype):
@@ -153,8 +164,12 @@ def test_linear_ghost(N, I, O, M, dtype):
     close(ops.linear_ghost_rmatvec(a, d, u).double(), G.T @ u.double(), Ga.T @ u.double().abs(), dtype, N)
     close(ops.linear_ghost_sqnorms(a, d).double(), G.square().sum(1), G.square().sum(1), dtype, I + O)
     close(ops.linear_ghost_gram(a, d).double(), G @ G.T, Ga @ Ga.T, dtype, I + O)
-    for name, args in [("linear_ghost_matvec", (a, d, v)), ("linear_ghost_rmatvec", (a, d, u)),
-                       ("linear_ghost_sqnorms", (a, d)), ("linear_ghost_gram", (a, d))]:
+    for name, args in [
+        ("linear_ghost_matvec", (a, d, v)),
+        ("linear_ghost_rmatvec", (a, d, u)),
+        ("linear_ghost_sqnorms", (a, d)),
+        ("linear_ghost_gram", (a, d)),
+    ]:
         ref = getattr(_reference, name)(*args)
         got = getattr(ops, name)(*args)
         assert got.shape == ref.shape
@@ -175,6 +190,7 @@ def test_linear_ghost_errors():
 
 # ---- the compiled kernel is what runs, opcheck, torch.compile ---------------------------------
 
+
 @needs_ext
 @pytest.mark.parametrize("op", OPS)
 def test_cpu_kernel_registered(op):
@@ -189,8 +205,11 @@ def _opcheck_samples(dtype):
     return {
         "conv_weight_grad": (x, d, torch.empty(2, 6, 2, 3, 2, dtype=dtype), [2, 1], [1, 0], [1, 1], 2),
         "bias_grad": (torch.randn(3, 4, 5, dtype=dtype), torch.empty(3, 5, dtype=dtype)),
-        "linear_weight_grad": (torch.randn(2, 3, 4, dtype=dtype), torch.randn(2, 3, 5, dtype=dtype),
-                               torch.empty(2, 5, 4, dtype=dtype)),
+        "linear_weight_grad": (
+            torch.randn(2, 3, 4, dtype=dtype),
+            torch.randn(2, 3, 5, dtype=dtype),
+            torch.empty(2, 5, 4, dtype=dtype),
+        ),
         "linear_ghost_matvec": (a2, d2, torch.randn(20, 3, dtype=dtype)),
         "linear_ghost_rmatvec": (a2, d2, torch.randn(3, 2, dtype=dtype)),
         "linear_ghost_sqnorms": (a2, d2),
@@ -214,8 +233,14 @@ def test_torch_compile_smoke():
         hx.conv_weight_grad(x, dc, out, [1, 1], [1, 1], [1, 1], 1)
         bias = torch.empty(4, 3)
         hx.bias_grad(dc.flatten(2).transpose(1, 2), bias)
-        return (hx.linear_ghost_matvec(a, d, v), hx.linear_ghost_gram(a, d),
-                hx.linear_ghost_rmatvec(a, d, v[:4]), hx.linear_ghost_sqnorms(a, d), out * 2, bias)
+        return (
+            hx.linear_ghost_matvec(a, d, v),
+            hx.linear_ghost_gram(a, d),
+            hx.linear_ghost_rmatvec(a, d, v[:4]),
+            hx.linear_ghost_sqnorms(a, d),
+            out * 2,
+            bias,
+        )
 
     compiled = torch.compile(ghost_products, backend="aot_eager", fullgraph=True)
     torch.manual_seed(5)

@@ -8,21 +8,29 @@ import torch
 from hessext import _extension, ops
 from hessext.ops import _reference as ref
 
-needs_kernel = pytest.mark.skipif(not _extension.has_kernel("stein_perturb", "cpu"),
-                                  reason="compiled core not built (HESSEXT_DISABLE_EXT or no build)")
+needs_kernel = pytest.mark.skipif(
+    not _extension.has_kernel("stein_perturb", "cpu"),
+    reason="compiled core not built (HESSEXT_DISABLE_EXT or no build)",
+)
 
 
 def _words(*vals):
     return [torch.tensor([v], dtype=torch.int64) for v in vals]
 
 
-@pytest.mark.parametrize("ctr,key,expected", [
-    # Random123's kat_vectors for philox4x32_10
-    ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
-    ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
-    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
-     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
-])
+@pytest.mark.parametrize(
+    "ctr,key,expected",
+    [
+        # Random123's kat_vectors for philox4x32_10
+        ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+        ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+        (
+            (0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344),
+            (0xA4093822, 0x299F31D0),
+            (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1),
+        ),
+    ],
+)
 def test_philox_known_answers(ctr, key, expected):
     out = ref.philox4x32_10(*_words(*ctr), *key)
     assert [int(o) for o in out] == list(expected)
@@ -31,9 +39,9 @@ def test_philox_known_answers(ctr, key, expected):
 def test_normals_are_standard_normal():
     z = ref.stein_normals(3, torch.arange(2), torch.arange(20000), 50).double().reshape(-1)
     n = z.numel()  # 2e6 draws: mean/var/kurtosis within 5 standard errors
-    assert abs(z.mean()) < 5 / n ** 0.5
+    assert abs(z.mean()) < 5 / n**0.5
     assert abs(z.var() - 1) < 5 * (2 / n) ** 0.5
-    assert abs((z ** 4).mean() - 3) < 5 * (96 / n) ** 0.5
+    assert abs((z**4).mean() - 3) < 5 * (96 / n) ** 0.5
     assert z.abs().max() < 5.8  # uniforms >= 2^-24
 
 
@@ -43,7 +51,7 @@ def test_normals_are_standard_normal():
 @pytest.mark.parametrize("antithetic", [True, False])
 def test_perturb_kernel_matches_reference_bitwise(dtype, B, D, P, antithetic):
     x = torch.randn(D, B, dtype=dtype).t()  # non-contiguous
-    args = (0.37, 2 ** 40 + 11, 5, 2 ** 33 + 7, P, antithetic)
+    args = (0.37, 2**40 + 11, 5, 2**33 + 7, P, antithetic)
     got = torch.ops.hessext.stein_perturb(x, *args)
     want = ref.stein_perturb(x, *args)
     assert got.shape == (B, 2 if antithetic else 1, P, D)
@@ -127,8 +135,9 @@ def test_bad_inputs_are_named():
 
 def test_ops_dispatch_gives_reference_results():
     x = torch.randn(2, 6, dtype=torch.float64)
-    assert torch.equal(ops.stein_perturb(x, 0.2, 5, 1, 0, 4, True),
-                       ref.stein_perturb(x, 0.2, 5, 1, 0, 4, True))
+    assert torch.equal(
+        ops.stein_perturb(x, 0.2, 5, 1, 0, 4, True), ref.stein_perturb(x, 0.2, 5, 1, 0, 4, True)
+    )
 
 
 @needs_kernel

@@ -13,10 +13,9 @@ from torch import nn
 
 import hessext
 from hessext import _extension
-from hessext.regularizers import L2
-
 from hessext import testing as cases
-from hessext.testing import (float32_tolerance, per_sample_cases, relative_error, torch_func_per_sample_grads)
+from hessext.regularizers import L2
+from hessext.testing import float32_tolerance, per_sample_cases, relative_error, torch_func_per_sample_grads
 
 CE = nn.CrossEntropyLoss(reduction="none")
 CASES = per_sample_cases()
@@ -72,8 +71,12 @@ def test_noncontiguous_inputs():
 
 def test_conv_padding_same_and_partial_params():
     torch.manual_seed(3)
-    model = nn.Sequential(nn.Conv2d(2, 4, (2, 3), padding="same", dilation=(2, 1)), nn.ReLU(),
-                          nn.Flatten(), nn.Linear(4 * 5 * 6, 3)).double()
+    model = nn.Sequential(
+        nn.Conv2d(2, 4, (2, 3), padding="same", dilation=(2, 1)),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 5 * 6, 3),
+    ).double()
     x, y = torch.randn(3, 2, 5, 6, dtype=torch.float64), torch.randint(0, 3, (3,))
     chosen = ["0.bias", "3.weight"]
     got = hessext.per_sample_grads(model, CE, x, y, params=chosen)
@@ -114,7 +117,7 @@ def test_unflatten():
     shapes = [p.shape for p in model.parameters()]
     parts = hessext.unflatten_params(G[1], names, shapes)
     assert list(parts) == names
-    for (n, p) in model.named_parameters():
+    for n, p in model.named_parameters():
         assert parts[n].shape == p.shape
     batched = hessext.unflatten_params(G, names, shapes)
     assert batched[names[0]].shape == (3, *shapes[0])
@@ -131,6 +134,7 @@ def test_kernel_layers_in_info():
 
 
 # ---- the real toolbox model -------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def toolbox():

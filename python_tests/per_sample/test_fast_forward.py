@@ -21,19 +21,26 @@ from torch.nn import functional as F
 
 import hessext
 from hessext import _extension, ops
+from hessext.ops import _reference
 from hessext.per_sample import capture
 from hessext.per_sample import fast_forward as _fast_forward
 from hessext.per_sample.fast_forward import FastForward, small_conv, strided_max_pool
-from hessext.ops import _reference
 
 needs_ext = pytest.mark.skipif(not _extension.loaded, reason="compiled core not loaded")
 DTYPES = [torch.float32, torch.float64]
 # (shape [N, C, H, W], kernel): floor mode leaving rows and columns out, 1-D as H = 1,
 # a window over the whole plane, batch size 1, a non-square window, and (last three) rows of
 # several groups of four windows plus a remainder, as the CPU kernel's SIMD rows take them
-SHAPES = [((3, 4, 7, 9), (2, 2)), ((2, 3, 1, 23), (1, 4)), ((2, 2, 6, 7), (3, 2)),
-          ((1, 1, 5, 5), (5, 5)), ((1, 2, 8, 8), (2, 4)),
-          ((2, 3, 6, 21), (2, 2)), ((2, 2, 3, 37), (1, 4)), ((2, 2, 4, 39), (2, 4))]
+SHAPES = [
+    ((3, 4, 7, 9), (2, 2)),
+    ((2, 3, 1, 23), (1, 4)),
+    ((2, 2, 6, 7), (3, 2)),
+    ((1, 1, 5, 5), (5, 5)),
+    ((1, 2, 8, 8), (2, 4)),
+    ((2, 3, 6, 21), (2, 2)),
+    ((2, 2, 3, 37), (1, 4)),
+    ((2, 2, 4, 39), (2, 4)),
+]
 
 
 def _input(shape, dtype, seed=0):
@@ -42,10 +49,10 @@ def _input(shape, dtype, seed=0):
     torch.manual_seed(seed)
     x = torch.randn(shape, dtype=dtype)
     x[0, 0, 0, :3] = 1.5
-    x[-1, 0] = x[-1, 0].clamp_min(0)          # many zero ties, as after a ReLU
+    x[-1, 0] = x[-1, 0].clamp_min(0)  # many zero ties, as after a ReLU
     x[0, -1, -1, 0] = float("-inf")
     x[-1, -1, 0, 0] = float("nan")
-    x[-1, -1, 0, 1] = float("nan")            # two NaNs in one window: torch picks the last
+    x[-1, -1, 0, 1] = float("nan")  # two NaNs in one window: torch picks the last
     return x
 
 
@@ -100,7 +107,8 @@ def test_autograd_and_double_backward(dtype):
         idx = ops.max_pool_forward(x, (2, 2))[1]
         torch.autograd.gradcheck(
             lambda dy: torch.ops.hessext.max_pool_backward(dy, idx, [2, 2], [6, 8]),
-            (g.clone().requires_grad_(True),))
+            (g.clone().requires_grad_(True),),
+        )
 
 
 @needs_ext
@@ -134,20 +142,24 @@ def test_bad_arguments_are_named():
 
 # ---- the routing mode ------------------------------------------------------------------------
 
+
 @needs_ext
-@pytest.mark.parametrize("call,served", [
-    (lambda x: F.max_pool2d(x, 2), True),
-    (lambda x: F.max_pool2d(x, (2, 3), stride=(2, 3)), True),
-    (lambda x: nn.MaxPool2d(2)(x), True),
-    (lambda x: F.max_pool1d(x.flatten(2), 4), True),
-    (lambda x: nn.MaxPool1d(3)(x.flatten(2)), True),
-    (lambda x: F.max_pool2d(x, 2, stride=1), False),            # overlapping windows
-    (lambda x: F.max_pool2d(x, 2, padding=1), False),
-    (lambda x: F.max_pool2d(x, 2, dilation=2), False),
-    (lambda x: F.max_pool2d(x, 2, ceil_mode=True), False),
-    (lambda x: F.max_pool2d(x, 2, return_indices=True)[0], False),
-    (lambda x: F.max_pool2d(x[0], 2), False),                   # unbatched
-])
+@pytest.mark.parametrize(
+    "call,served",
+    [
+        (lambda x: F.max_pool2d(x, 2), True),
+        (lambda x: F.max_pool2d(x, (2, 3), stride=(2, 3)), True),
+        (lambda x: nn.MaxPool2d(2)(x), True),
+        (lambda x: F.max_pool1d(x.flatten(2), 4), True),
+        (lambda x: nn.MaxPool1d(3)(x.flatten(2)), True),
+        (lambda x: F.max_pool2d(x, 2, stride=1), False),  # overlapping windows
+        (lambda x: F.max_pool2d(x, 2, padding=1), False),
+        (lambda x: F.max_pool2d(x, 2, dilation=2), False),
+        (lambda x: F.max_pool2d(x, 2, ceil_mode=True), False),
+        (lambda x: F.max_pool2d(x, 2, return_indices=True)[0], False),
+        (lambda x: F.max_pool2d(x[0], 2), False),  # unbatched
+    ],
+)
 def test_mode_serves_only_window_equal_stride(call, served, monkeypatch):
     calls = []
     real = ops.max_pool_forward
@@ -159,8 +171,7 @@ def test_mode_serves_only_window_equal_stride(call, served, monkeypatch):
     assert bool(calls) == served
     assert torch.equal(y, want)
     g = torch.randn_like(want)
-    assert torch.equal(torch.autograd.grad((y * g).sum(), x)[0],
-                       torch.autograd.grad((want * g).sum(), x)[0])
+    assert torch.equal(torch.autograd.grad((y * g).sum(), x)[0], torch.autograd.grad((want * g).sum(), x)[0])
 
 
 @needs_ext
@@ -178,11 +189,10 @@ def test_relu_then_pool_is_pooled_first_with_the_same_values_and_gradient(relu, 
         r = relu(x)
         y = F.max_pool2d(r, 2)
     want = F.max_pool2d(relu(x), 2)
-    assert len(pooled) == 1 and pooled[0] is x         # the pooling read x, not relu(x)
+    assert len(pooled) == 1 and pooled[0] is x  # the pooling read x, not relu(x)
     _assert_same(y, want)
     g = torch.randn_like(want)
-    _assert_same(torch.autograd.grad((y * g).nansum(), x)[0],
-                 torch.autograd.grad((want * g).nansum(), x)[0])
+    _assert_same(torch.autograd.grad((y * g).nansum(), x)[0], torch.autograd.grad((want * g).nansum(), x)[0])
 
 
 def _relu_pool_net(pool):
@@ -191,8 +201,7 @@ def _relu_pool_net(pool):
 
 
 @needs_ext
-@pytest.mark.parametrize("pool,served", [(nn.MaxPool2d(2), True),
-                                         (nn.MaxPool2d(3, stride=1), False)])
+@pytest.mark.parametrize("pool,served", [(nn.MaxPool2d(2), True), (nn.MaxPool2d(3, stride=1), False)])
 def test_relu_module_before_pool_is_applied_after_it(pool, served, monkeypatch):
     """FastForward(model): an nn.ReLU that a Sequential feeds straight into a max pooling returns
     its input, and the pooling rectifies its own result (hessext's op) or its input (torch's
@@ -218,8 +227,9 @@ def test_relu_module_before_pool_is_applied_after_it(pool, served, monkeypatch):
     pooled_shape = F.max_pool2d(torch.empty(4, 3, 7, 8), 2).shape
     assert relu_inputs == ([pooled_shape] if served else [torch.Size([4, 3, 7, 8])])
     g = torch.randn_like(want)
-    assert torch.equal(torch.autograd.grad((y * g).sum(), xr)[0],
-                       torch.autograd.grad((want * g).sum(), want_x)[0])
+    assert torch.equal(
+        torch.autograd.grad((y * g).sum(), xr)[0], torch.autograd.grad((want * g).sum(), want_x)[0]
+    )
 
 
 def test_relu_module_with_hooks_or_in_place_or_shared_is_not_deferred():
@@ -240,6 +250,7 @@ def test_relu_module_with_hooks_or_in_place_or_shared_is_not_deferred():
 
     class Routed(nn.Sequential):
         pass
+
     assert _fast_forward.relus_before_pools(Routed(*net)) == {}
     assert _fast_forward.relus_before_pools(net) == {net[1]: net}
 
@@ -256,7 +267,7 @@ def test_deferrable_relu_called_outside_its_sequential_is_applied():
             self.seq = seq
 
         def forward(self, x):
-            side = self.seq[1](x - 0.5)              # the ReLU module, called directly
+            side = self.seq[1](x - 0.5)  # the ReLU module, called directly
             return self.seq(x).sum((1, 2, 3)) + side.sum((1, 2, 3))
 
     net = TwoBranches()
@@ -291,7 +302,7 @@ def test_relu_then_pool_declines_when_something_came_between(change, monkeypatch
 
 def test_mode_declines_what_the_op_cannot_serve(monkeypatch):
     x = torch.randn(2, 3, 4, 4, dtype=torch.float16)
-    assert strided_max_pool(F.max_pool2d, (x, 2), {}) is None          # dtype
+    assert strided_max_pool(F.max_pool2d, (x, 2), {}) is None  # dtype
     assert strided_max_pool(F.max_pool2d, (torch.randn(1, 1, 3, 3), 4), {}) is None  # too small
     assert strided_max_pool(F.avg_pool2d, (torch.randn(1, 1, 4, 4), 2), {}) is None
     # not a CPU tensor (on a GPU torch's cuDNN layers stay), even where a kernel would exist
@@ -309,11 +320,30 @@ def test_per_sample_grads_same_with_and_without_the_mode(dtype, monkeypatch):
     both agree with torch.func."""
     torch.manual_seed(3)
     nets = [
-        (nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 3, 2),
-                       nn.MaxPool2d((2, 1)), nn.Flatten(), nn.LazyLinear(3)), (5, 2, 13, 11)),
-        (nn.Sequential(nn.Conv1d(1, 3, 5, padding=1), nn.MaxPool1d(4), nn.ReLU(),
-                       nn.Conv1d(3, 2, 3), nn.MaxPool1d(2), nn.Flatten(), nn.LazyLinear(2)),
-         (6, 1, 41)),
+        (
+            nn.Sequential(
+                nn.Conv2d(2, 4, 3),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+                nn.Conv2d(4, 3, 2),
+                nn.MaxPool2d((2, 1)),
+                nn.Flatten(),
+                nn.LazyLinear(3),
+            ),
+            (5, 2, 13, 11),
+        ),
+        (
+            nn.Sequential(
+                nn.Conv1d(1, 3, 5, padding=1),
+                nn.MaxPool1d(4),
+                nn.ReLU(),
+                nn.Conv1d(3, 2, 3),
+                nn.MaxPool1d(2),
+                nn.Flatten(),
+                nn.LazyLinear(2),
+            ),
+            (6, 1, 41),
+        ),
     ]
     ce = nn.CrossEntropyLoss(reduction="none")
     for net, shape in nets:
@@ -325,15 +355,18 @@ def test_per_sample_grads_same_with_and_without_the_mode(dtype, monkeypatch):
         real = ops.max_pool_forward
         monkeypatch.setattr(ops, "max_pool_forward", lambda *a: calls.append(1) or real(*a))
         with_mode = hessext.per_sample_grads(net, ce, x, y)
-        assert len(calls) == (2 if _extension.loaded else 0)    # both poolings took hessext's op
+        assert len(calls) == (2 if _extension.loaded else 0)  # both poolings took hessext's op
         monkeypatch.setattr(capture, "FastForward", contextlib.nullcontext)
         without = hessext.per_sample_grads(net, ce, x, y)
         monkeypatch.undo()
         assert torch.equal(with_mode, without)
         theta = {k: v.detach() for k, v in net.named_parameters()}
-        grads = torch.func.vmap(torch.func.grad(
-            lambda t, xi, yi: ce(torch.func.functional_call(net, t, (xi[None],)), yi[None]).sum()),
-            in_dims=(None, 0, 0))(theta, x, y)
+        grads = torch.func.vmap(
+            torch.func.grad(
+                lambda t, xi, yi: ce(torch.func.functional_call(net, t, (xi[None],)), yi[None]).sum()
+            ),
+            in_dims=(None, 0, 0),
+        )(theta, x, y)
         want = torch.cat([grads[k].reshape(shape[0], -1) for k in theta], 1)
         tol = 1e-12 if dtype == torch.float64 else 1e-5
         assert float((with_mode - want).abs().max() / want.abs().max()) <= tol
@@ -343,10 +376,10 @@ def test_per_sample_grads_same_with_and_without_the_mode(dtype, monkeypatch):
 
 # (x shape, weight shape, stride, padding, dilation, groups, bias)
 CONVS = [
-    ((3, 1, 1, 40), (4, 1, 1, 7), (1, 1), (0, 2), (1, 1), 1, True),    # Conv1d on one channel
-    ((2, 3, 9, 11), (4, 3, 3, 2), (2, 1), (1, 1), (1, 2), 1, False),   # 2-D, odd everything
-    ((2, 4, 7, 13), (6, 2, 2, 3), (1, 3), (0, 1), (2, 1), 2, True),    # groups, stride 3
-    ((1, 2, 5, 5), (3, 2, 5, 5), (1, 1), (2, 2), (1, 1), 1, True),     # batch 1, kernel = input
+    ((3, 1, 1, 40), (4, 1, 1, 7), (1, 1), (0, 2), (1, 1), 1, True),  # Conv1d on one channel
+    ((2, 3, 9, 11), (4, 3, 3, 2), (2, 1), (1, 1), (1, 2), 1, False),  # 2-D, odd everything
+    ((2, 4, 7, 13), (6, 2, 2, 3), (1, 3), (0, 1), (2, 1), 2, True),  # groups, stride 3
+    ((1, 2, 5, 5), (3, 2, 5, 5), (1, 1), (2, 2), (1, 1), 1, True),  # batch 1, kernel = input
 ]
 
 
@@ -383,12 +416,14 @@ def test_conv_forward_double_backward_and_opcheck():
     x, w, b, stride, padding, dilation, groups = _conv_case(CONVS[1], torch.float64)
     torch.autograd.gradgradcheck(
         lambda x, w: torch.ops.hessext.conv_forward(x, w, None, stride, padding, dilation, groups),
-        (x.requires_grad_(True), w.requires_grad_(True)))
+        (x.requires_grad_(True), w.requires_grad_(True)),
+    )
     for dtype in DTYPES:
         for case in CONVS:
             x, w, b, stride, padding, dilation, groups = _conv_case(case, dtype)
-            torch.library.opcheck(torch.ops.hessext.conv_forward,
-                                  (x, w, b, stride, padding, dilation, groups))
+            torch.library.opcheck(
+                torch.ops.hessext.conv_forward, (x, w, b, stride, padding, dilation, groups)
+            )
 
 
 @needs_ext
@@ -407,15 +442,18 @@ def test_conv_forward_bad_arguments_are_named():
 
 
 @needs_ext
-@pytest.mark.parametrize("call,served", [
-    (lambda x, w: F.conv1d(x, w, padding=1), True),
-    (lambda x, w: nn.functional.conv1d(x, w, None, 1, "valid"), True),
-    (lambda x, w: F.conv1d(x, w, stride=2), False),                   # 347 columns: too short
-    (lambda x, w: F.conv1d(x, w, padding="same"), False),             # torch pads
-    (lambda x, w: F.conv1d(x[:, :, :300], w), False),                 # rows shorter than 512
-    (lambda x, w: F.conv1d(x.repeat(1, 4, 1), w.repeat(1, 4, 1)), False),  # 4 x 7 terms > 16
-    (lambda x, w: F.conv1d(x[0], w), False),                          # unbatched
-])
+@pytest.mark.parametrize(
+    "call,served",
+    [
+        (lambda x, w: F.conv1d(x, w, padding=1), True),
+        (lambda x, w: nn.functional.conv1d(x, w, None, 1, "valid"), True),
+        (lambda x, w: F.conv1d(x, w, stride=2), False),  # 347 columns: too short
+        (lambda x, w: F.conv1d(x, w, padding="same"), False),  # torch pads
+        (lambda x, w: F.conv1d(x[:, :, :300], w), False),  # rows shorter than 512
+        (lambda x, w: F.conv1d(x.repeat(1, 4, 1), w.repeat(1, 4, 1)), False),  # 4 x 7 terms > 16
+        (lambda x, w: F.conv1d(x[0], w), False),  # unbatched
+    ],
+)
 def test_mode_serves_only_small_long_convolutions(call, served, monkeypatch):
     calls = []
     real = ops.conv_forward
@@ -432,7 +470,7 @@ def test_mode_serves_only_small_long_convolutions(call, served, monkeypatch):
 def test_small_conv_declines_what_the_op_cannot_serve():
     x = torch.randn(1, 1, 600)
     assert small_conv(torch.conv1d, (x.half(), torch.randn(2, 1, 3).half()), {}) is None
-    assert small_conv(torch.conv2d, (x, torch.randn(2, 1, 3)), {}) is None   # conv2d on 3-D
+    assert small_conv(torch.conv2d, (x, torch.randn(2, 1, 3)), {}) is None  # conv2d on 3-D
     assert _fast_forward.LONG_CONV_ROWS > 1 and _fast_forward.SMALL_CONV_TERMS > 1
 
 
@@ -441,9 +479,16 @@ def test_per_sample_grads_of_a_long_signal_cnn(dtype, monkeypatch):
     """The toolbox-style 1-D CNN on long inputs (its first convolution and both poolings run on
     hessext's ops): per-sample gradients as with torch's layers, and as torch.func's."""
     torch.manual_seed(5)
-    net = nn.Sequential(nn.Conv1d(1, 3, 9, padding=1), nn.MaxPool1d(4), nn.ReLU(),
-                        nn.Conv1d(3, 4, 5), nn.MaxPool1d(4), nn.ReLU(), nn.Flatten(),
-                        nn.LazyLinear(2))
+    net = nn.Sequential(
+        nn.Conv1d(1, 3, 9, padding=1),
+        nn.MaxPool1d(4),
+        nn.ReLU(),
+        nn.Conv1d(3, 4, 5),
+        nn.MaxPool1d(4),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.LazyLinear(2),
+    )
     x = torch.rand(7, 1, 600)
     net(x)
     net = net.to(dtype).eval()
@@ -459,8 +504,11 @@ def test_per_sample_grads_of_a_long_signal_cnn(dtype, monkeypatch):
     tol = 1e-12 if dtype == torch.float64 else 1e-5
     assert float((with_mode - without).abs().max() / without.abs().max()) <= tol
     theta = {k: v.detach() for k, v in net.named_parameters()}
-    grads = torch.func.vmap(torch.func.grad(
-        lambda t, xi, yi: ce(torch.func.functional_call(net, t, (xi[None],)), yi[None]).sum()),
-        in_dims=(None, 0, 0))(theta, x, y)
+    grads = torch.func.vmap(
+        torch.func.grad(
+            lambda t, xi, yi: ce(torch.func.functional_call(net, t, (xi[None],)), yi[None]).sum()
+        ),
+        in_dims=(None, 0, 0),
+    )(theta, x, y)
     want = torch.cat([grads[k].reshape(7, -1) for k in theta], 1)
     assert float((with_mode - want).abs().max() / want.abs().max()) <= tol

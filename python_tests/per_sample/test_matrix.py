@@ -5,20 +5,21 @@ every bad input, and the caller's model left untouched after success and after e
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 import torch
-
-from hessext.testing import relative_error, run_python
 from torch import nn
 
 import hessext
 from hessext.regularizers import L2
-
-from hessext import testing as cases
-from hessext.testing import (assert_same_state, model_state, per_sample_cases, relative_error,
-                             torch_func_per_sample_grads)
+from hessext.testing import (
+    assert_same_state,
+    model_state,
+    per_sample_cases,
+    relative_error,
+    run_python,
+    torch_func_per_sample_grads,
+)
 
 CE = nn.CrossEntropyLoss(reduction="none")
 CASES = {c[0]: c for c in per_sample_cases()}
@@ -31,6 +32,7 @@ def make(name, n=7, dtype=torch.float64, seed=0):
 
 
 # ---- lazy products ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", ["mlp", "sequence_mlp", "cnn2d", "mixed_cnn", "tied_mlp"])
 @pytest.mark.parametrize("chunk_size", [None, 3])
@@ -62,7 +64,7 @@ def test_lazy_float32_and_shapes_errors():
     dense = G.materialize()
     V = torch.randn(G.shape[1], 2)
     # products regroup the same float32 sums: bounded by K·u with K = P (the longest sum)
-    bound = G.shape[1] * 2.0 ** -24
+    bound = G.shape[1] * 2.0**-24
     assert relative_error(G @ V, dense.double() @ V.double()) <= bound
     with pytest.raises(ValueError, match=r"PerSampleGrads.__matmul__: expected shape \["):
         G @ torch.randn(G.shape[1] + 1, 2)
@@ -124,7 +126,6 @@ def test_fallback_parity():
 # ---- bad inputs, and the model left untouched ----------------------------------------------------
 
 
-
 def prepared_model():
     """mixed_cnn in TRAIN mode, with .grad set on some parameters and a user hook."""
     model, x, y = make("mixed_cnn", n=4)
@@ -140,8 +141,7 @@ def bad_calls(x, y):
         ("targets has batch size 3 but inputs has 4", lambda m: (m, CE, x, y[:3]), {}),
         ("inputs is an empty batch", lambda m: (m, CE, x[:0], y[:0]), {}),
         ("loss_fn must return one loss per example", lambda m: (m, nn.CrossEntropyLoss(), x, y), {}),
-        ("loss_fn must return one loss per example",
-         lambda m: (m, lambda o, t: CE(o, t)[:, None], x, y), {}),
+        ("loss_fn must return one loss per example", lambda m: (m, lambda o, t: CE(o, t)[:, None], x, y), {}),
         ("inputs has dtype torch.float16", lambda m: (m, CE, x.half(), y), {}),
         ("inputs has integer dtype", lambda m: (m, CE, x.long(), y), {}),
         ("inputs must be a torch.Tensor", lambda m: (m, CE, x.numpy(), y), {}),
@@ -188,8 +188,9 @@ def test_model_untouched_after_success():
     L.gram(), L @ torch.ones(L.shape[1], dtype=torch.float64), L.materialize()
     assert_same_state(model, before)
     # eval-mode answers: dropout off, BatchNorm on running statistics
-    want = torch_func_per_sample_grads(model, CE, x, y,
-                                       params=[n for n, p in model.named_parameters() if p.requires_grad])
+    want = torch_func_per_sample_grads(
+        model, CE, x, y, params=[n for n, p in model.named_parameters() if p.requires_grad]
+    )
     assert relative_error(G, want) <= 1e-10
     assert_same_state(model, before)
 

@@ -9,12 +9,11 @@ import torch
 from torch import nn
 
 import hessext
-from hessext import _extension
+from hessext import _extension, testing
 from hessext.smoothhess import vanilla_hessian
-from hessext import testing
 from hessext.testing import run_python
 
-PHI = lambda t: torch.exp(-0.5 * t ** 2) / math.sqrt(2 * math.pi)  # noqa: E731
+PHI = lambda t: torch.exp(-0.5 * t**2) / math.sqrt(2 * math.pi)  # noqa: E731
 
 
 def relu_units(D=4, J=3, seed=0):
@@ -29,6 +28,7 @@ def relu_units(D=4, J=3, seed=0):
         s = math.sqrt(sigma) * W.norm(dim=1)
         coef = a * PHI(u / s) / s
         return torch.einsum("...j,jd,je->...de", coef, W, W)
+
     return f, exact
 
 
@@ -38,7 +38,7 @@ def test_relu_sum_closed_form_within_stderr_and_rate():
     sigma = 0.4
     H = exact(x, sigma)
     errs, ses = [], []
-    for n in (2 ** 11, 2 ** 15):
+    for n in (2**11, 2**15):
         r = hessext.smooth_hessian(f, x, sigma=sigma, n_samples=n, seed=3)
         err = r.hessian - H
         # entrywise within 6 standard errors (batch means, 7 degrees of freedom)
@@ -58,17 +58,15 @@ def test_four_quadrant_at_origin(sigma):
     c = torch.tensor([5.0, -10.0, 12.0, 3.0], dtype=torch.float64)
 
     def f(x):
-        q = torch.where(x[:, 0] >= 0, torch.where(x[:, 1] >= 0, 0, 3),
-                        torch.where(x[:, 1] >= 0, 1, 2))
+        q = torch.where(x[:, 0] >= 0, torch.where(x[:, 1] >= 0, 0, 3), torch.where(x[:, 1] >= 0, 1, 2))
         return c[q] * x[:, 0] * x[:, 1]
-    r = hessext.smooth_hessian(f, torch.zeros(2, dtype=torch.float64), sigma=sigma,
-                               n_samples=2 ** 16, seed=11)
+
+    r = hessext.smooth_hessian(f, torch.zeros(2, dtype=torch.float64), sigma=sigma, n_samples=2**16, seed=11)
     want = torch.tensor([[24 / (2 * math.pi), 2.5], [2.5, 24 / (2 * math.pi)]], dtype=torch.float64)
     assert ((r.hessian - want).abs() <= 5 * r.hessian_stderr).all()
     # f is homogeneous of degree 2: ∇f(√σ z) = √σ ∇f(z), so with the same z the estimate is the
     # same for every σ (up to rounding)
-    r1 = hessext.smooth_hessian(f, torch.zeros(2, dtype=torch.float64), sigma=1.0,
-                                n_samples=2 ** 16, seed=11)
+    r1 = hessext.smooth_hessian(f, torch.zeros(2, dtype=torch.float64), sigma=1.0, n_samples=2**16, seed=11)
     assert torch.allclose(r.hessian, r1.hessian, rtol=1e-10, atol=1e-12)
 
 
@@ -100,15 +98,17 @@ def test_first_linear_shortcut_equals_generic_path(output):
     x = torch.randn(3, 12, dtype=torch.float64)
     fast = hessext.smooth_hessian(net, x, sigma=0.3, n_samples=512, output=output, seed=4)
     # a plain function hides the Sequential: the generic input-gradient path
-    slow = hessext.smooth_hessian(lambda v: net(v), x, sigma=0.3, n_samples=512, seed=4,
-                                  output=output)
+    slow = hessext.smooth_hessian(lambda v: net(v), x, sigma=0.3, n_samples=512, seed=4, output=output)
     assert torch.allclose(fast.hessian, slow.hessian, rtol=1e-10, atol=1e-12)
     assert torch.allclose(fast.grad, slow.grad, rtol=1e-10, atol=1e-12)
     assert torch.allclose(fast.hessian_stderr, slow.hessian_stderr, rtol=1e-5, atol=1e-12)
 
 
-@pytest.mark.skipif(not _extension.loaded, reason="a property of the compiled op: the pure-torch "
-                    "fallback's GEMMs round differently with the thread count")
+@pytest.mark.skipif(
+    not _extension.loaded,
+    reason="a property of the compiled op: the pure-torch "
+    "fallback's GEMMs round differently with the thread count",
+)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_bit_identical_across_threads_and_batch_sizes(dtype):
     net = mlp(dtype)
@@ -118,8 +118,7 @@ def test_bit_identical_across_threads_and_batch_sizes(dtype):
     try:
         for t, bs in [(1, None), (2, None), (2, 64), (1, 100)]:
             torch.set_num_threads(t)
-            runs.append(hessext.smooth_hessian(net, x, sigma=0.2, n_samples=1000, seed=9,
-                                               batch_size=bs))
+            runs.append(hessext.smooth_hessian(net, x, sigma=0.2, n_samples=1000, seed=9, batch_size=bs))
     finally:
         torch.set_num_threads(threads)
     for r in runs[1:]:
@@ -155,15 +154,17 @@ def test_model_untouched_also_on_error():
 
 
 def test_bad_inputs():
-    f = lambda x: (x ** 2).sum(1)  # noqa: E731
+    f = lambda x: (x**2).sum(1)  # noqa: E731
     x = torch.zeros(3, dtype=torch.float64)
-    for kwargs, match in [(dict(sigma=0.0, n_samples=4), "sigma"),
-                          (dict(sigma=-1.0, n_samples=4), "sigma"),
-                          (dict(sigma=float("nan"), n_samples=4), "sigma"),
-                          (dict(sigma=1.0, n_samples=5), "even"),
-                          (dict(sigma=1.0, n_samples=0), "n_samples"),
-                          (dict(sigma=1.0, n_samples=4, batch_size=0), "batch_size"),
-                          (dict(sigma=1.0, n_samples=4, output="softmax"), "output")]:
+    for kwargs, match in [
+        (dict(sigma=0.0, n_samples=4), "sigma"),
+        (dict(sigma=-1.0, n_samples=4), "sigma"),
+        (dict(sigma=float("nan"), n_samples=4), "sigma"),
+        (dict(sigma=1.0, n_samples=5), "even"),
+        (dict(sigma=1.0, n_samples=0), "n_samples"),
+        (dict(sigma=1.0, n_samples=4, batch_size=0), "batch_size"),
+        (dict(sigma=1.0, n_samples=4, output="softmax"), "output"),
+    ]:
         with pytest.raises(ValueError, match=match):
             hessext.smooth_hessian(f, x, **kwargs)
     with pytest.raises(TypeError, match="floating"):
@@ -212,7 +213,7 @@ def _model_value(g, H, d):
 @pytest.mark.parametrize("D", [2, 3])
 def test_trust_region_against_brute_force(D):
     g = torch.Generator().manual_seed(D)
-    for trial in range(5):
+    for _trial in range(5):
         Hm = torch.randn(D, D, generator=g, dtype=torch.float64)
         Hm = Hm + Hm.T
         gv = torch.randn(D, generator=g, dtype=torch.float64)
@@ -227,7 +228,7 @@ def test_trust_region_against_brute_force(D):
         else:
             n = 40000
             i = torch.arange(n, dtype=torch.float64) + 0.5
-            phi, theta = torch.acos(1 - 2 * i / n), math.pi * (1 + 5 ** 0.5) * i
+            phi, theta = torch.acos(1 - 2 * i / n), math.pi * (1 + 5**0.5) * i
             dirs = torch.stack([theta.cos() * phi.sin(), theta.sin() * phi.sin(), phi.cos()], 1)
         radii = torch.linspace(0, r, 41, dtype=torch.float64)
         pts = (radii[:, None, None] * dirs[None]).reshape(-1, D)
@@ -245,8 +246,9 @@ def test_trust_region_interior_newton_and_hard_case():
     Hm = torch.diag(torch.tensor([-1.0, 2.0], dtype=torch.float64))
     gv = torch.tensor([0.0, 1.0], dtype=torch.float64)
     step = hessext.second_order_step(gv, Hm, 2.0)
-    assert torch.allclose(step.delta.abs(), torch.tensor([math.sqrt(4 - 1 / 9), 1 / 3],
-                                                         dtype=torch.float64), rtol=1e-10)
+    assert torch.allclose(
+        step.delta.abs(), torch.tensor([math.sqrt(4 - 1 / 9), 1 / 3], dtype=torch.float64), rtol=1e-10
+    )
     assert step.delta[1] < 0
     # batched input
     b = hessext.second_order_step(gv.expand(3, 2), Hm.expand(3, 2, 2), 2.0)
@@ -280,6 +282,7 @@ def test_stderr_contrasts_equal_naive_batch_means(with_weight):
     # _finish forms the batch-means variance from G - 1 orthonormal contrasts through W; the
     # textbook form: group Hessians sym(S_g W)/n_g, their weighted squared deviations
     from hessext.smoothhess.estimator import _finish, _group_sizes
+
     g = torch.Generator().manual_seed(0)
     b, M, D, K, n_pairs, tile, sigma, A = 2, 8, 5, 3 if with_weight else 5, 100, 8, 0.3, 2
     hess_acc = torch.randn(b, M, D, K, generator=g, dtype=torch.float64) + 2.0

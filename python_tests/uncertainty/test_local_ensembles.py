@@ -9,7 +9,14 @@ from torch import nn
 
 import hessext
 from hessext.regularizers import L2
-from hessext.testing import (assert_same_state, model_state, reference_grads, reference_hessian, reference_output_grads, tiny_classifier)
+from hessext.testing import (
+    assert_same_state,
+    model_state,
+    reference_grads,
+    reference_hessian,
+    reference_output_grads,
+    tiny_classifier,
+)
 
 
 def _subspace_regression(n=40, d=7, k=3, seed=0):
@@ -37,8 +44,9 @@ def test_linear_regression_on_a_subspace_closed_form():
     torch.testing.assert_close(score, outside.norm(dim=1), rtol=1e-10, atol=0)
     # loss gradient (f(x) - y) x: the same geometry scaled by the residual
     residual = (Xt @ model.weight.detach().T - yt).abs()[:, 0]
-    score = hessext.extrapolation_score(model, (Xt, yt), hessian=H, n_removed=3, gradient="loss",
-                                        loss_fn=loss_fn)
+    score = hessext.extrapolation_score(
+        model, (Xt, yt), hessian=H, n_removed=3, gradient="loss", loss_fn=loss_fn
+    )
     torch.testing.assert_close(score, residual * outside.norm(dim=1), rtol=1e-10, atol=0)
     # inputs inside the data span are not extrapolations
     inside = torch.randn(4, 3, dtype=torch.float64) @ Q.T
@@ -52,8 +60,7 @@ def _dense_scores(H, g, m):
     return ((g * g).sum(1) - ((g @ Um) ** 2).sum(1)).clamp_min(0).sqrt(), lam
 
 
-@pytest.mark.parametrize("gradient,label", [("prediction", "true"), ("loss", "true"),
-                                            ("loss", "predicted")])
+@pytest.mark.parametrize("gradient,label", [("prediction", "true"), ("loss", "true"), ("loss", "predicted")])
 def test_matches_dense_eigendecomposition(gradient, label):
     model, loss_fn, train, (Xt, yt) = tiny_classifier(n=30, m=7)
     l2 = 0.1
@@ -75,7 +82,9 @@ def test_matches_dense_eigendecomposition(gradient, label):
         # float64 throughout; the residual form is exact to rounding of ‖g‖
         torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12 * float(g.norm(dim=1).max()))
     got = hessext.extrapolation_score(model, (Xt, yt), hessian=H, n_removed=5, **kwargs)
-    torch.testing.assert_close(got, _dense_scores(H, g, 5)[0], rtol=1e-9, atol=1e-12 * float(g.norm(dim=1).max()))
+    torch.testing.assert_close(
+        got, _dense_scores(H, g, 5)[0], rtol=1e-9, atol=1e-12 * float(g.norm(dim=1).max())
+    )
 
 
 def test_min_removed_and_lanczos_operator():

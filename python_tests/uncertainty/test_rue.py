@@ -11,8 +11,18 @@ from torch import nn
 
 import hessext
 from hessext.regularizers import L2
+from hessext.testing import (
+    assert_same_state,
+    logistic_problem,
+    model_state,
+    newton_logistic,
+    reference_grads,
+    reference_hessian,
+    single_thread,
+    spearman,
+    tiny_classifier,
+)
 from hessext.uncertainty import bootstrap_counts
-from hessext.testing import (assert_same_state, logistic_problem, model_state, newton_logistic, reference_grads, reference_hessian, single_thread, spearman, tiny_classifier)
 
 
 def test_bootstrap_counts_are_multinomial_and_seeded():
@@ -43,8 +53,7 @@ def _bootstrap_models(model, loss_fn, train, l2, damping, B, seed):
     return models
 
 
-@pytest.mark.parametrize("target,label", [("prediction", "true"), ("loss", "true"),
-                                          ("loss", "predicted")])
+@pytest.mark.parametrize("target,label", [("prediction", "true"), ("loss", "true"), ("loss", "predicted")])
 def test_rue_matches_the_definition(target, label):
     model, loss_fn, train, (Xt, yt) = tiny_classifier(n=15, m=6)
     l2, damping, B, seed = 0.05, 1.5, 9, 11
@@ -56,9 +65,20 @@ def test_rue_matches_the_definition(target, label):
     else:
         labels = outs.argmax(-1) if label == "predicted" else yt.expand(B, -1)
         expected = nn.functional.cross_entropy(outs.permute(0, 2, 1), labels, reduction="none")
-    var, values = hessext.rue(model, loss_fn, train, (Xt, yt), n_bootstrap=B, damping=damping,
-                              seed=seed, target=target, label=label, regularizer=L2(l2),
-                              return_values=True, bootstrap_batch=4)
+    var, values = hessext.rue(
+        model,
+        loss_fn,
+        train,
+        (Xt, yt),
+        n_bootstrap=B,
+        damping=damping,
+        seed=seed,
+        target=target,
+        label=label,
+        regularizer=L2(l2),
+        return_values=True,
+        bootstrap_batch=4,
+    )
     # float64 throughout: rounding only
     torch.testing.assert_close(values, expected, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(var, expected.var(0, correction=0), rtol=1e-9, atol=1e-14)
@@ -69,10 +89,12 @@ def test_rue_output_fn_and_reuse_of_one_eigendecomposition():
     model, loss_fn, train, (Xt, yt) = tiny_classifier(n=15, m=6)
     H = hessext.Hessian.from_matrix(reference_hessian(model, loss_fn, train))
     probs = lambda o: o.softmax(-1)
-    a = hessext.rue(model, loss_fn, train, Xt, n_bootstrap=6, hessian=H, damping=2.0,
-                    method="eigh", output_fn=probs)
-    b = hessext.rue(model, loss_fn, train, Xt, n_bootstrap=6, hessian=H, damping=2.0,
-                    method="cholesky", output_fn=probs)
+    a = hessext.rue(
+        model, loss_fn, train, Xt, n_bootstrap=6, hessian=H, damping=2.0, method="eigh", output_fn=probs
+    )
+    b = hessext.rue(
+        model, loss_fn, train, Xt, n_bootstrap=6, hessian=H, damping=2.0, method="cholesky", output_fn=probs
+    )
     assert a.shape == (6, 3) and a.solver.method == "eigh" and a.solver.lambda_min is not None
     torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-15)
 
@@ -96,8 +118,9 @@ def test_rue_tracks_actual_bootstrap_retraining_of_logistic_regression():
     with single_thread():
         refit = torch.stack([newton_logistic(Xa, y, W[:, b], l2, theta) for b in range(B)])  # [B, d+1]
     actual = (Xt @ refit[:, :d].T + refit[:, d]).T  # [B, m] logits
-    rue_var = hessext.rue(model, nn.BCEWithLogitsLoss(), (X, y[:, None]), Xt, n_bootstrap=B,
-                          seed=seed, regularizer=L2(l2))[:, 0]
+    rue_var = hessext.rue(
+        model, nn.BCEWithLogitsLoss(), (X, y[:, None]), Xt, n_bootstrap=B, seed=seed, regularizer=L2(l2)
+    )[:, 0]
     assert spearman(rue_var, actual.var(0, correction=0)) >= 0.9
 
 
@@ -126,6 +149,5 @@ def test_rue_cuda_matches_cpu():
     cpu = hessext.rue(model, loss_fn, train, Xt, damping=3.0, n_bootstrap=8)
     dev = torch.device("cuda")
     model.to(dev)
-    got = hessext.rue(model, loss_fn, tuple(t.to(dev) for t in train), Xt.to(dev), damping=3.0,
-                      n_bootstrap=8)
+    got = hessext.rue(model, loss_fn, tuple(t.to(dev) for t in train), Xt.to(dev), damping=3.0, n_bootstrap=8)
     torch.testing.assert_close(got.cpu(), cpu, rtol=1e-9, atol=1e-14)

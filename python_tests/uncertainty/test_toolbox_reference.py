@@ -20,11 +20,9 @@ import pytest
 import torch
 from torch import nn
 
-from hessext.models import Conv1DToolbox
-
 import hessext
+from hessext.models import Conv1DToolbox
 from hessext.regularizers import L2
-
 from hessext.testing import shared_dir
 
 
@@ -34,8 +32,10 @@ def _reference_dir() -> Path | None:
 
 
 REF = _reference_dir()
-pytestmark = pytest.mark.skipif(REF is None, reason="reference data ../shared/reference/"
-                                "hessian_toolbox_ll_cdw not found next to the repository")
+pytestmark = pytest.mark.skipif(
+    REF is None,
+    reason="reference data ../shared/reference/hessian_toolbox_ll_cdw not found next to the repository",
+)
 
 THRESHOLDS = {"1": 2, "0.1": 12, "0.01": 51, "0.001": 99}
 QUOTED_T1_TRUE = {0: 0.079444, 21: 0.71610, 40: 0.19783}
@@ -64,9 +64,16 @@ def _published(t: str, version: str) -> np.ndarray:
 def test_published_extrapolation_scores(toolbox, t, version):
     model, x, y, H = toolbox
     scores = hessext.extrapolation_score(
-        model, (x, y), hessian=H, threshold=float(t), min_removed=2, gradient="loss",
-        label="true" if version == "truever" else "predicted", loss_fn=nn.CrossEntropyLoss(),
-        regularizer=L2.from_weight_decay(0.05, 1000))
+        model,
+        (x, y),
+        hessian=H,
+        threshold=float(t),
+        min_removed=2,
+        gradient="loss",
+        label="true" if version == "truever" else "predicted",
+        loss_fn=nn.CrossEntropyLoss(),
+        regularizer=L2.from_weight_decay(0.05, 1000),
+    )
     published = _published(t, version)
     assert scores.shape == (50,)
     assert scores.n_removed == THRESHOLDS[t]
@@ -77,8 +84,15 @@ def test_published_extrapolation_scores(toolbox, t, version):
 def test_quoted_rows(toolbox):
     model, x, y, H = toolbox
     scores = hessext.extrapolation_score(
-        model, (x, y), hessian=H, threshold=1.0, gradient="loss", label="true",
-        loss_fn=nn.CrossEntropyLoss(), regularizer=L2.from_weight_decay(0.05, 1000))
+        model,
+        (x, y),
+        hessian=H,
+        threshold=1.0,
+        gradient="loss",
+        label="true",
+        loss_fn=nn.CrossEntropyLoss(),
+        regularizer=L2.from_weight_decay(0.05, 1000),
+    )
     for row, value in QUOTED_T1_TRUE.items():
         assert abs(float(scores[row]) / value - 1) <= 1e-4
 
@@ -86,15 +100,18 @@ def test_quoted_rows(toolbox):
 def test_matrix_free_lanczos_gives_the_same_scores(toolbox):
     """A HessianOperator (Lanczos: only the removed top eigenvectors) reproduces the dense path."""
     model, x, y, H = toolbox
-    kwargs = dict(gradient="loss", label="true", loss_fn=nn.CrossEntropyLoss(),
-                  regularizer=L2.from_weight_decay(0.05, 1000))
+    kwargs = dict(
+        gradient="loss",
+        label="true",
+        loss_fn=nn.CrossEntropyLoss(),
+        regularizer=L2.from_weight_decay(0.05, 1000),
+    )
     dense = hessext.extrapolation_score(model, (x, y), hessian=H, n_removed=12, **kwargs)
     lanczos = hessext.extrapolation_score(model, (x, y), hessian=H.operator(), n_removed=12, **kwargs)
     published = _published("0.1", "truever")
     assert np.abs(lanczos.numpy() / published - 1).max() <= 1e-4
     torch.testing.assert_close(lanczos, dense, rtol=1e-6, atol=0)
-    by_threshold = hessext.extrapolation_score(model, (x, y), hessian=H.operator(), threshold=1.0,
-                                               **kwargs)
+    by_threshold = hessext.extrapolation_score(model, (x, y), hessian=H.operator(), threshold=1.0, **kwargs)
     assert by_threshold.n_removed == 2
     assert np.abs(by_threshold.numpy() / _published("1", "truever") - 1).max() <= 1e-4
 

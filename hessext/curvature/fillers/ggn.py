@@ -33,7 +33,11 @@ class GGNFiller:
         rows = max(1, int(budget / (3 * C * P * item)))
         self.batches = split_rows(batches, rows)
         total_rows = sum(x.shape[0] for x, _ in batches)
-        self.cache = [self._factors(x, y) for x, y in self.batches] if 2 * total_rows * C * P * item <= budget else None
+        self.cache = (
+            [self._factors(x, y) for x, y in self.batches]
+            if 2 * total_rows * C * P * item <= budget
+            else None
+        )
 
     def _jacobian(self, x):
         """Per-example Jacobians of the flattened outputs [N, C, P] at the model precision."""
@@ -48,14 +52,14 @@ class GGNFiller:
         """(F_plus [k+, P], F_minus [k-, P]) at the model precision with Σ_i J_iᵀΛ_iJ_i = F₊ᵀF₊ − F₋ᵀF₋."""
         prob, theta = self.prob, self.prob.theta
         N = x.shape[0]
-        J = self._jacobian(x)                                           # [N, C, P]
+        J = self._jacobian(x)  # [N, C, P]
         with torch.no_grad():
             out = prob.forward(theta, x)
         _, Lam = output_loss_derivatives(prob, out, y)
-        w, U = torch.linalg.eigh(Lam)                                   # Λ_i = U diag(w) Uᵀ
+        w, U = torch.linalg.eigh(Lam)  # Λ_i = U diag(w) Uᵀ
         scale = w.abs().amax(1, keepdim=True).clamp_min(1e-300)
-        Bm = U * w.abs().sqrt().unsqueeze(1)                            # [N, C, K]: columns b_ik
-        F = torch.einsum("nck,ncp->nkp", Bm.to(J.dtype), J)             # [N, K, P]
+        Bm = U * w.abs().sqrt().unsqueeze(1)  # [N, C, K]: columns b_ik
+        F = torch.einsum("nck,ncp->nkp", Bm.to(J.dtype), J)  # [N, K, P]
         keep_pos = (w > 1e-14 * scale).reshape(-1)
         keep_neg = (w < -1e-14 * scale).reshape(-1)
         F = F.reshape(N * self.C, -1)

@@ -54,10 +54,14 @@ class HVPFiller:
         P, dtype, dev = self.prob.num_params, self.prob.dtype, self.prob.device
         prob = self.prob
         for x, y in self.batches:
-            _, hvp = vjp(grad(lambda th: prob.batch_loss_sum(th, x, y)), prob.theta)
+
+            def batch_loss(th, x=x, y=y):
+                return prob.batch_loss_sum(th, x, y)
+
+            hvp = vjp(grad(batch_loss), prob.theta)[1]
             for c0 in range(j0, j1, self.cols):
                 c1 = min(j1, c0 + self.cols)
                 V = torch.zeros(c1 - c0, P, dtype=dtype, device=dev)
                 V[:, c0:c1].diagonal().fill_(1.0)
-                cols, = vmap(hvp)(V)                        # [c, P] = H_batch[:, c0:c1]ᵀ
-                acc[:, c0 - j0:c1 - j0].add_(cols[:, :j1].T, alpha=1.0 / self.n)
+                (cols,) = vmap(hvp)(V)  # [c, P] = H_batch[:, c0:c1]ᵀ
+                acc[:, c0 - j0 : c1 - j0].add_(cols[:, :j1].T, alpha=1.0 / self.n)

@@ -29,9 +29,26 @@ from torch import nn
 from hessext.curvature.problem import output_loss_derivatives, split_rows
 
 # Modules applied elementwise (so their Jacobian is diagonal); Dropout is the identity in eval mode.
-_ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.Identity, nn.Dropout, nn.Tanh, nn.Sigmoid, nn.Softplus,
-                nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Softsign, nn.Hardtanh,
-                nn.ReLU6, nn.LogSigmoid, nn.Tanhshrink)
+_ELEMENTWISE = (
+    nn.ReLU,
+    nn.LeakyReLU,
+    nn.Identity,
+    nn.Dropout,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.Softplus,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Softsign,
+    nn.Hardtanh,
+    nn.ReLU6,
+    nn.LogSigmoid,
+    nn.Tanhshrink,
+)
 
 
 def supports(prob) -> bool:
@@ -55,10 +72,10 @@ def _elementwise_derivatives(chain: nn.Sequential, z: torch.Tensor):
     with torch.enable_grad():
         u = z.detach().requires_grad_(True)
         a = chain(u)
-        d1, = torch.autograd.grad(a.sum(), u, create_graph=True)
+        (d1,) = torch.autograd.grad(a.sum(), u, create_graph=True)
         d2 = None
-        if d1.requires_grad:       # piecewise-linear chains have no graph behind φ'
-            d2, = torch.autograd.grad(d1.sum(), u, allow_unused=True)
+        if d1.requires_grad:  # piecewise-linear chains have no graph behind φ'
+            (d2,) = torch.autograd.grad(d1.sum(), u, allow_unused=True)
     return a.detach(), d1.detach(), (torch.zeros_like(z) if d2 is None else d2.detach())
 
 
@@ -87,8 +104,8 @@ class MLPBlocks:
         idx = [i for i, m in enumerate(model) if isinstance(m, nn.Linear)]
         self.linears = [model[i] for i in idx]
         # elementwise chain after each Linear layer (the last one belongs to the loss: f = φ_L(z_L))
-        self.chains = [model[i + 1:j] for i, j in zip(idx, idx[1:] + [len(model)])]
-        self.head = model[:idx[0]]      # elementwise modules before the first Linear (no parameters)
+        self.chains = [model[i + 1 : j] for i, j in zip(idx, idx[1:] + [len(model)])]
+        self.head = model[: idx[0]]  # elementwise modules before the first Linear (no parameters)
         self.groups, o = [], 0
         for m, lin in enumerate(self.linears):
             self.groups.append(_Group(m, "W", o, lin.out_features, lin.in_features))
@@ -106,17 +123,22 @@ class MLPBlocks:
         # bytes per example of the cached factors (K, T for every layer pair, activations) and of
         # the products' per-example operands (K slice, Kronecker rows); the products' outputs are
         # strip-sized, not per example
-        per_ex = item * (sum(widths[m] * widths[l] for m in range(L) for l in range(m, L))
-                         + sum(widths[m] * ins[l] for m in range(L) for l in range(m + 2, L))
-                         + 2 * sum(ins) + 3 * sum(widths))
-        per_ex_work = per_ex + item * max(widths[m] * widths[l] + ins[m] * (ins[l] + widths[l])
-                                          for m in range(L) for l in range(m, L))
+        per_ex = item * (
+            sum(widths[m] * widths[l] for m in range(L) for l in range(m, L))
+            + sum(widths[m] * ins[l] for m in range(L) for l in range(m + 2, L))
+            + 2 * sum(ins)
+            + 3 * sum(widths)
+        )
+        per_ex_work = per_ex + item * max(
+            widths[m] * widths[l] + ins[m] * (ins[l] + widths[l]) for m in range(L) for l in range(m, L)
+        )
         rows = max(1, int(budget // (2 * per_ex_work)))
-        strip_bytes = 2 * prob.num_params * 1024 * item       # a strip's product outputs
+        strip_bytes = 2 * prob.num_params * 1024 * item  # a strip's product outputs
         self.chunks = chunks = split_rows(batches, rows)
         total = sum(x.shape[0] for x, _ in batches)
-        self.cache = ([self._factors(x, y) for x, y in chunks] if total * per_ex + strip_bytes <= budget
-                      else None)
+        self.cache = (
+            [self._factors(x, y) for x, y in chunks] if total * per_ex + strip_bytes <= budget else None
+        )
 
     # ------------------------------------------------------------------ per-example factors
     def _factors(self, x, y):
@@ -124,7 +146,7 @@ class MLPBlocks:
         h = self.head(x) if len(self.head) else x
         a_in, d1, d2 = [], [], []
         for m in range(L):
-            a_in.append(torch.cat([h, torch.ones_like(h[:, :1])], 1))      # ã_{m-1} [N, in+1]
+            a_in.append(torch.cat([h, torch.ones_like(h[:, :1])], 1))  # ã_{m-1} [N, in+1]
             z = torch.nn.functional.linear(h, self.W[m], self.b[m])
             h, s1, s2 = _elementwise_derivatives(self.chains[m], z)
             d1.append(s1)
@@ -132,14 +154,14 @@ class MLPBlocks:
         f = h
         # loss derivatives w.r.t. the network output, in float64: r = ∂ℓ/∂f, Λ = ∂²ℓ/∂f²
         r, Lam = output_loss_derivatives(prob, f, y)
-        r, Lam = r.to(dt), Lam.to(dt)                                      # [N, C], [N, C, C]
+        r, Lam = r.to(dt), Lam.to(dt)  # [N, C], [N, C, C]
         # backward: δ_m = ∂ℓ/∂z_m, 𝓗_m = ∂²ℓ/∂z_m² (GGN: without the φ'' terms)
-        ga = r                                                             # ∂ℓ/∂a_L
+        ga = r  # ∂ℓ/∂a_L
         Hz = d1[-1].unsqueeze(2) * Lam * d1[-1].unsqueeze(1)
         deltas, Hzs = [None] * L, [None] * L
         for m in range(L - 1, -1, -1):
             if m < L - 1:
-                ga = deltas[m + 1] @ self.W[m + 1]                         # ∂ℓ/∂a_m
+                ga = deltas[m + 1] @ self.W[m + 1]  # ∂ℓ/∂a_m
                 Wt = self.W[m + 1]
                 Hz = d1[m].unsqueeze(2) * (Wt.T @ Hzs[m + 1] @ Wt) * d1[m].unsqueeze(1)
             if self.exact:
@@ -151,21 +173,21 @@ class MLPBlocks:
         K, Tt = {}, {}
         for m in range(L):
             K[m, m] = Hzs[m]
-            Tlm = None                                                      # ∂a_{l-1}/∂z_m, [N, in_l, w_m]
+            Tlm = None  # ∂a_{l-1}/∂z_m, [N, in_l, w_m]
             for l in range(m + 1, L):
                 if Tlm is None:
-                    M = self.W[l] * d1[m].unsqueeze(1)                      # W_l diag(φ_m')
+                    M = self.W[l] * d1[m].unsqueeze(1)  # W_l diag(φ_m')
                 else:
-                    Tt[l, m] = Tlm.transpose(1, 2).contiguous()             # [N, w_m, in_l]
+                    Tt[l, m] = Tlm.transpose(1, 2).contiguous()  # [N, w_m, in_l]
                     M = self.W[l] @ Tlm
-                K[m, l] = M.transpose(1, 2) @ Hzs[l]                        # [N, w_m, w_l]
-                Tlm = d1[l].unsqueeze(2) * M                                # ∂a_l/∂z_m
+                K[m, l] = M.transpose(1, 2) @ Hzs[l]  # [N, w_m, w_l]
+                Tlm = d1[l].unsqueeze(2) * M  # ∂a_l/∂z_m
         return {"a": a_in, "delta": deltas, "K": K, "Tt": Tt, "d1": d1}
 
     # ------------------------------------------------------------------ strips
     def fill(self, acc: torch.Tensor, j0: int, j1: int) -> None:
         chunks = self.cache if self.cache is not None else (self._factors(x, y) for x, y in self.chunks)
-        if not self.chunks:         # a rank of a distributed assembly without examples
+        if not self.chunks:  # a rank of a distributed assembly without examples
             acc.zero_()
         for c, fac in enumerate(chunks):
             for gc in self.groups:
@@ -180,7 +202,7 @@ class MLPBlocks:
         for lr, (r0, r1) in spans.items():
             for lc, (k0, k1) in spans.items():
                 if lr > lc:
-                    acc[r0:r1, k0 - j0:k1 - j0] = acc[k0:k1, r0 - j0:r1 - j0].T
+                    acc[r0:r1, k0 - j0 : k1 - j0] = acc[k0:k1, r0 - j0 : r1 - j0].T
 
     def _layer_spans(self, j0, j1):
         """{layer: (start, stop)} of each layer's parameters inside [j0, j1)."""
@@ -195,8 +217,9 @@ class MLPBlocks:
     def _block(self, acc, fac, m, gc, c0, c1, j0, j1, first):
         """acc[rows of layer m's parameters (< j1), columns c0:c1 of group gc] = (first chunk) or
         += (later chunks) the block's entries (divided by n) over this chunk's examples, as matrix
-        products with the example count as inner dimension. The layer-pair block, indexed [p, q̃, j, k] (rows: unit p of
-        layer m and its input q̃ (the last one is the bias); columns: unit j of layer l and its
+        products with the example count as inner dimension. The layer-pair block, indexed
+        [p, q̃, j, k] (rows: unit p of layer m and its input q̃ (the last one is the bias);
+        columns: unit j of layer l and its
         input k), is
 
             Σ_i K_i[p, j] ã_m,i[q̃] ã_l,i[k]      = (K as [i, (p, j)])ᵀ @ (ã_m ⊗ ã_l as [i, (q̃, k)])
@@ -208,42 +231,44 @@ class MLPBlocks:
         # rows below j1 only: in the layer's own block that is the upper triangle of the strip
         p_hi = max(min(g.units, -(-(j1 - g.offset) // g.per_unit)) for g in mine)
         N, Q = a_m.shape
-        u0, u1 = c0 // gc.per_unit, (c1 - 1) // gc.per_unit + 1            # units j of the columns
+        u0, u1 = c0 // gc.per_unit, (c1 - 1) // gc.per_unit + 1  # units j of the columns
         J = u1 - u0
         a_l = fac["a"][l][:, :-1] if gc.kind == "W" else a_m.new_ones(N, 1)  # [N, k]
         kk = a_l.shape[1]
         Kmat = fac["K"][m, l][:, :p_hi, u0:u1].reshape(N, p_hi * J)
         scale = 1.0 / self.n
         kron = (a_m[:, :, None] * (a_l * scale)[:, None, :]).reshape(N, Q * kk)
-        S = (Kmat.T @ kron).view(p_hi, J, Q, kk).transpose(1, 2)           # [p, q̃, j, k]
+        S = (Kmat.T @ kron).view(p_hi, J, Q, kk).transpose(1, 2)  # [p, q̃, j, k]
         if self.exact and m < l and gc.kind == "W":
             ad = (a_m[:, :, None] * (fac["delta"][l][:, None, u0:u1] * scale)).reshape(N, Q * J)
             Tt = fac["Tt"].get((l, m))
-            if Tt is None:                                                 # adjacent: diag(φ_m')
+            if Tt is None:  # adjacent: diag(φ_m')
                 Tt = torch.diag_embed(fac["d1"][m])
-            Tt = Tt[:, :p_hi].reshape(N, -1)                               # [N, (p, k)]
+            Tt = Tt[:, :p_hi].reshape(N, -1)  # [N, (p, k)]
             S = S + (ad.T @ Tt).view(Q, J, p_hi, kk).permute(2, 0, 1, 3)
         # S into acc: whole units of the columns through a 4-D view, cut units on the edges (the
         # float64 copy_/add_ converts on the fly: no float64 temporary of S)
         put = (lambda dst, src: dst.copy_(src)) if first else (lambda dst, src: dst.add_(src))
         in_m = Q - 1
-        lo = -(-c0 // kk) if c0 % kk else u0                               # first whole unit
-        hi = c1 // kk                                                      # end of whole units
+        lo = -(-c0 // kk) if c0 % kk else u0  # first whole unit
+        hi = c1 // kk  # end of whole units
         for g in mine:
-            part = S[:, :in_m] if g.kind == "W" else S[:, in_m:]           # [p, per_unit, J, kk]
+            part = S[:, :in_m] if g.kind == "W" else S[:, in_m:]  # [p, per_unit, J, kk]
             rows = min(g.size, j1 - g.offset)
             full = min(p_hi, rows // g.per_unit)
             rest = rows - full * g.per_unit
-            for r0, nu, src in ((g.offset, full, part[:full]),
-                                (g.offset + full * g.per_unit, 1, part[full:full + 1, :rest])):
+            for r0, nu, src in (
+                (g.offset, full, part[:full]),
+                (g.offset + full * g.per_unit, 1, part[full : full + 1, :rest]),
+            ):
                 if nu == 0 or src.numel() == 0:
                     continue
                 nr = src.shape[0] * src.shape[1]
                 if hi > lo:
                     cw = slice(gc.offset + lo * kk - j0, gc.offset + hi * kk - j0)
-                    dst = acc[r0:r0 + nr, cw].view(src.shape[0], src.shape[1], hi - lo, kk)
-                    put(dst, src[:, :, lo - u0:hi - u0])
-                for u in {u0, u1 - 1} - set(range(lo, hi)):                 # cut units
+                    dst = acc[r0 : r0 + nr, cw].view(src.shape[0], src.shape[1], hi - lo, kk)
+                    put(dst, src[:, :, lo - u0 : hi - u0])
+                for u in {u0, u1 - 1} - set(range(lo, hi)):  # cut units
                     k0, k1 = max(c0, u * kk) - u * kk, min(c1, (u + 1) * kk) - u * kk
                     cw = slice(gc.offset + u * kk + k0 - j0, gc.offset + u * kk + k1 - j0)
-                    put(acc[r0:r0 + nr, cw], src[:, :, u - u0, k0:k1].reshape(nr, k1 - k0))
+                    put(acc[r0 : r0 + nr, cw], src[:, :, u - u0, k0:k1].reshape(nr, k1 - k0))

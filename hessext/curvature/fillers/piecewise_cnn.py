@@ -1,6 +1,7 @@
 """Exact Hessian of a piecewise-linear CNN = GGN + residual, the residual from packed tangents.
 
-    H = (1/n) Σ_i J_iᵀ Λ_i J_i  +  ∇²_θ S(θ),     S(θ) = (1/n) Σ_i r_iᵀ f(x_i; θ),  r_i = ∂ℓ_i/∂f  (held fixed)
+    H = (1/n) Σ_i J_iᵀ Λ_i J_i  +  ∇²_θ S(θ),
+    S(θ) = (1/n) Σ_i r_iᵀ f(x_i; θ),   r_i = ∂ℓ_i/∂f  (held fixed)
 
 For an nn.Sequential of Conv1d/Conv2d/Linear layers and channel-wise piecewise-linear modules
 (ReLU, LeakyReLU, Identity, Dropout in eval, MaxPool, AvgPool, Flatten) the masks and argmaxes are
@@ -21,8 +22,9 @@ primal: ReLU masks, max-pool argmax gathers, average pools, reshapes), and at th
 layer l the weight gradient wgrad_l(δ_l, T_q)[j, c, ·] only involves input channel c: it is
 exactly the residual entry of (W_m[c, q], W_l[j, c, ·]). Layers beyond the next one need the
 tangents apart again: layer l's contribution of each input channel separately (a per-channel
-contraction with l's receptive fields) unpacks them into the P_m tangents of z_l, which are pushed through the rest and
-contracted with each later δ. Everything is computed at the model's precision and summed into
+contraction with l's receptive fields) unpacks them into the P_m tangents of z_l, which are
+pushed through the rest and contracted with each later δ. Everything is computed at the model's
+precision and summed into
 float64 blocks once, in the filler's constructor; the strips then only copy from them.
 
 BatchNorm in eval mode is z = γ_c (x_c − μ_c)/s_c + β_c with the running statistics (constants).
@@ -112,8 +114,13 @@ def supports(prob) -> bool:
     mods = layer_chain(model)
     if not mods:
         return False
-    allowed = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Flatten, GlobalMean) + _ELEMENTWISE + tuple(_POOLS) \
-        + tuple(_GLOBAL_POOLS) + _BATCHNORMS
+    allowed = (
+        (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Flatten, GlobalMean)
+        + _ELEMENTWISE
+        + tuple(_POOLS)
+        + tuple(_GLOBAL_POOLS)
+        + _BATCHNORMS
+    )
     if any(type(m) not in allowed for m in mods):
         return False
     if not any(_is_weight_layer(m) for m in mods):
@@ -125,8 +132,13 @@ def supports(prob) -> bool:
         return False
     # θ must hold the weight layers' parameters in chain order (weight, bias), nothing else
     qual = _param_names(model, mods)
-    chain_names = [f"{qual[id(m)]}.{p}" for m in mods if _is_weight_layer(m)
-                   for p in ("weight", "bias") if getattr(m, p) is not None]
+    chain_names = [
+        f"{qual[id(m)]}.{p}"
+        for m in mods
+        if _is_weight_layer(m)
+        for p in ("weight", "bias")
+        if getattr(m, p) is not None
+    ]
     if chain_names != prob.names:
         return False
     for m in mods:
@@ -145,10 +157,10 @@ def supports(prob) -> bool:
     h = prob.batches[0][0][:1]
     if not h.is_floating_point():
         return False
-    flat = False      # after a Flatten, Linear or global pool: features, not channels
+    flat = False  # after a Flatten, Linear or global pool: features, not channels
     seen_weight = False
     mods, layers = _weight_layers(prob)
-    by_idx = {L.idx: L for L in layers}       # θ's copies at the compute dtype, not the model's
+    by_idx = {L.idx: L for L in layers}  # θ's copies at the compute dtype, not the model's
     try:
         with torch.no_grad():
             for i, m in enumerate(mods):
@@ -194,12 +206,13 @@ def _apply(m, h):
         return F.relu(h)
     if isinstance(m, nn.LeakyReLU):
         return F.leaky_relu(h, m.negative_slope)
-    if isinstance(m, (nn.Identity, nn.Dropout)):      # Dropout: the assembly runs in eval mode
+    if isinstance(m, (nn.Identity, nn.Dropout)):  # Dropout: the assembly runs in eval mode
         return h
-    if type(m) in _BATCHNORMS:                        # affine=False (affine ones are _BNLayers)
+    if type(m) in _BATCHNORMS:  # affine=False (affine ones are _BNLayers)
         # its statistics at the compute dtype, as the problem's functional forward sees them
-        return F.batch_norm(h, m.running_mean.to(h.dtype), m.running_var.to(h.dtype), None, None,
-                            False, 0.0, m.eps)
+        return F.batch_norm(
+            h, m.running_mean.to(h.dtype), m.running_var.to(h.dtype), None, None, False, 0.0, m.eps
+        )
     return m(h)
 
 
@@ -240,6 +253,7 @@ def _avg_pool_op(m, nd):
             t = t.unfold(first + i, k[i], st[i])
         dims = tuple(range(-nd, 0))
         return t.mean(dims) if divisor is None else t.sum(dims) / divisor
+
     return op
 
 
@@ -252,16 +266,20 @@ def _linearize(mods, z):
         if isinstance(m, nn.ReLU):
             ops.append(lambda t, mask=(h > 0).to(h.dtype): _scale(t, mask))
         elif isinstance(m, nn.LeakyReLU):
-            ops.append(lambda t, s=torch.where(h > 0, h.new_ones(()), h.new_full((), m.negative_slope)): _scale(t, s))
+            ops.append(
+                lambda t, s=torch.where(h > 0, h.new_ones(()), h.new_full((), m.negative_slope)): _scale(t, s)
+            )
         elif isinstance(m, (nn.MaxPool1d, nn.MaxPool2d)):
             nd = 1 if isinstance(m, nn.MaxPool1d) else 2
             pool = F.max_pool1d if nd == 1 else F.max_pool2d
-            _, idx = pool(h, m.kernel_size, m.stride, m.padding, m.dilation, ceil_mode=m.ceil_mode,
-                          return_indices=True)
+            _, idx = pool(
+                h, m.kernel_size, m.stride, m.padding, m.dilation, ceil_mode=m.ceil_mode, return_indices=True
+            )
 
             def op(t, idx=idx.flatten(-nd), nd=nd, out_shape=idx.shape[-nd:]):
-                g = t.flatten(-nd).gather(-1, idx.expand(*t.shape[:-nd - 2], *idx.shape))
+                g = t.flatten(-nd).gather(-1, idx.expand(*t.shape[: -nd - 2], *idx.shape))
                 return g.view(*g.shape[:-1], *out_shape)
+
             ops.append(op)
         elif isinstance(m, (nn.AvgPool1d, nn.AvgPool2d)):
             nd = 1 if isinstance(m, nn.AvgPool1d) else 2
@@ -286,6 +304,7 @@ def _compose(ops):
         for op in ops:
             t = op(t)
         return t
+
     return jac
 
 
@@ -301,8 +320,8 @@ class _Layer:
         self.w_numel = self.weight.numel()
         self.size = self.w_numel + (self.bias.numel() if self.has_bias else 0)
         self.out_ch = self.weight.shape[0]
-        self.q_w = self.w_numel // self.out_ch              # patch positions C_in * K (or in_features)
-        self.Q = self.q_w + int(self.has_bias)              # ... plus the bias "position"
+        self.q_w = self.w_numel // self.out_ch  # patch positions C_in * K (or in_features)
+        self.Q = self.q_w + int(self.has_bias)  # ... plus the bias "position"
         self.is_conv = not isinstance(mod, nn.Linear)
         self.in_ch = self.weight.shape[1]
         if self.is_conv:
@@ -312,12 +331,12 @@ class _Layer:
             self.conv_args = dict(stride=mod.stride, padding=mod.padding, dilation=mod.dilation)
             self.stride, self.dilation = tuple(mod.stride), tuple(mod.dilation)
             nd = self.nd
-            if isinstance(mod.padding, str):        # 'valid' or 'same' (extra element on the right)
+            if isinstance(mod.padding, str):  # 'valid' or 'same' (extra element on the right)
                 total = [0 if mod.padding == "valid" else d * (k - 1) for d, k in zip(mod.dilation, self.ks)]
                 pads = [(t // 2, t - t // 2) for t in total]
             else:
                 pads = [(p, p) for p in mod.padding]
-            self.pad = [v for lr in reversed(pads) for v in lr]              # F.pad order: last dim first
+            self.pad = [v for lr in reversed(pads) for v in lr]  # F.pad order: last dim first
             # letters for einsum: s.. spatial, k.. kernel
             sp, kr = "stu"[:nd], "klm"[:nd]
             self.eq_wgrad = f"bnc{sp}{kr},nj{sp}->bjc{kr}"
@@ -332,15 +351,21 @@ class _Layer:
         pool's 4x larger input is never formed. None where it does not apply."""
         nd = self.nd
         as_tuple = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v,) * nd
-        a, t, p = as_tuple(pool.kernel_size), as_tuple(pool.stride or pool.kernel_size), as_tuple(pool.padding)
+        a, t, p = (
+            as_tuple(pool.kernel_size),
+            as_tuple(pool.stride or pool.kernel_size),
+            as_tuple(pool.padding),
+        )
         if any(p) or pool.ceil_mode:
             return None
         divisor = getattr(pool, "divisor_override", None) or math.prod(a)
         kc = [(ai - 1) * s + (k - 1) * d + 1 for ai, s, k, d in zip(a, self.stride, self.ks, self.dilation)]
         w = self.weight.new_zeros(*self.weight.shape[:2], *kc)
         for offs in itertools.product(*[range(ai) for ai in a]):
-            idx = tuple(slice(i * s, i * s + (k - 1) * d + 1, d) for i, s, k, d in
-                        zip(offs, self.stride, self.ks, self.dilation))
+            idx = tuple(
+                slice(i * s, i * s + (k - 1) * d + 1, d)
+                for i, s, k, d in zip(offs, self.stride, self.ks, self.dilation)
+            )
             w[(slice(None), slice(None), *idx)] += self.weight / divisor
         fused = copy.copy(self)
         fused.weight, fused.bias, fused.has_bias = w, None, False
@@ -372,18 +397,23 @@ class _Layer:
         B, n = u.shape[:2]
         if self.is_conv:
             u = u.reshape(B * n, *u.shape[2:])
-            out = self.convfn(F.pad(u, self.pad) if any(self.pad) else u, self.weight, None, stride=self.stride,
-                              dilation=self.dilation)
+            out = self.convfn(
+                F.pad(u, self.pad) if any(self.pad) else u,
+                self.weight,
+                None,
+                stride=self.stride,
+                dilation=self.dilation,
+            )
             return out.view(B, n, *out.shape[1:])
         return u @ self.weight.T
 
     def patches(self, a):
         """[N, Q, *S_out]: the layer's output channel c is Σ_q W[c, q] · patches[:, q] (bias: q = Q-1)."""
         if self.is_conv:
-            w = self.windows(a)                                           # [N, C, *S', *ks]
+            w = self.windows(a)  # [N, C, *S', *ks]
             nd = self.nd
-            w = w.movedim(tuple(range(-nd, 0)), tuple(range(2, 2 + nd)))   # [N, C, *ks, *S']
-            p = w.reshape(a.shape[0], self.q_w, *w.shape[2 + nd:])
+            w = w.movedim(tuple(range(-nd, 0)), tuple(range(2, 2 + nd)))  # [N, C, *ks, *S']
+            p = w.reshape(a.shape[0], self.q_w, *w.shape[2 + nd :])
         else:
             p = a
         if self.has_bias:
@@ -405,16 +435,16 @@ class _Layer:
             return self.wgrad(delta, u), (self.unpack(u, C) if unpack else None)
         B, n = u.shape[:2]
         nd, J, K = self.nd, self.out_ch, self.K
-        w = self.windows(u)                                                # [B, n, C, *S', *ks]
-        S_out = w.shape[3:3 + nd]
+        w = self.windows(u)  # [B, n, C, *S', *ks]
+        S_out = w.shape[3 : 3 + nd]
         w = w.permute(0, 2, *range(3 + nd, 3 + 2 * nd), 1, *range(3, 3 + nd)).reshape(B, C, K, -1)
         G = None
         if delta is not None:
-            d = delta.movedim(1, -1).reshape(-1, J)                        # [n*S', J]
+            d = delta.movedim(1, -1).reshape(-1, J)  # [n*S', J]
             G = (w.reshape(B * C * K, -1) @ d).view(B, C, K, J).permute(0, 3, 1, 2).reshape(B, -1)
         if not unpack:
             return G, None
-        out = torch.matmul(self.weight.view(J, C, K).transpose(0, 1), w)   # [B, C, J, n*S']
+        out = torch.matmul(self.weight.view(J, C, K).transpose(0, 1), w)  # [B, C, J, n*S']
         # a transposed view, not a copy: the next (channel-wise) modules shrink it first
         return G, out.view(B * C, J, n, *S_out).transpose(1, 2)
 
@@ -490,7 +520,9 @@ class _BNLayer:
     def _contract(self, delta, u):
         """Σ over examples and positions of δ_c · u_c for tangents u [B, n, C, *S] → [B, C]."""
         B, n = u.shape[:2]
-        return torch.einsum("bncs,ncs->bc", u.reshape(B, n, self.out_ch, -1), delta.reshape(n, self.out_ch, -1))
+        return torch.einsum(
+            "bncs,ncs->bc", u.reshape(B, n, self.out_ch, -1), delta.reshape(n, self.out_ch, -1)
+        )
 
     def wgrad(self, delta, u):
         """[B, C]: γ's gradient for each tangent u [B, n, C, *S] of the input x (dx̂ = dx / s)."""
@@ -576,8 +608,9 @@ class PackedTangentResidual:
         self.prob, self.n = prob, n_total
         self.mods, self.layers = mods, layers
         dev = prob.device
-        self.blocks = [None] + [torch.zeros(L.offset, L.w_numel, dtype=torch.float64, device=dev)
-                                for L in layers[1:]]
+        self.blocks = [None] + [
+            torch.zeros(L.offset, L.w_numel, dtype=torch.float64, device=dev) for L in layers[1:]
+        ]
         if len(layers) < 2:
             return
         # shapes on one example, for the working-memory estimate
@@ -585,23 +618,33 @@ class PackedTangentResidual:
             acts = self._forward(prob.batches[0][0][:1])[0]
         item = prob.theta.element_size()
         self.channels = [acts["z"][k].shape[1] for k in range(len(layers))]
+
         # bytes per (packed tangent, example) of the stage that starts at layer k: a few copies of
         # z_k and of l's receptive fields (K_l times its input), and the C_k unpacked tangents of
         # every later layer
         def stage(j):
             return acts["z"][j][0].numel() + acts["a"][j + 1][0].numel() * (layers[j + 1].K + 1)
+
         last = len(layers) - 1
-        self.per_q = [3 * item * (stage(k) + self.channels[k] * max([stage(j) for j in range(k + 1, last)], default=0))
-                      for k in range(last)]
+        self.per_q = [
+            3 * item * (stage(k) + self.channels[k] * max([stage(j) for j in range(k + 1, last)], default=0))
+            for k in range(last)
+        ]
         # per example, also the patches of each stage's first layer (Q_k per channel of z_k)
-        per_example = max(q + item * layers[k].Q * acts["z"][k][0].numel()
-                          // (1 if layers[k].depthwise else self.channels[k])
-                          for k, q in enumerate(self.per_q))
+        per_example = max(
+            q
+            + item * layers[k].Q * acts["z"][k][0].numel() // (1 if layers[k].depthwise else self.channels[k])
+            for k, q in enumerate(self.per_q)
+        )
         rows = max(1, min(max(x.shape[0] for x, _ in batches), int(budget // per_example)))
         self.budget = budget
         chunks = split_rows(batches, rows)
-        for x, y in progress_bar(chunks, total=len(chunks), progress=progress,
-                                 desc="hessext.hessian: residual blocks (packed tangents)"):
+        for x, y in progress_bar(
+            chunks,
+            total=len(chunks),
+            progress=progress,
+            desc="hessext.hessian: residual blocks (packed tangents)",
+        ):
             self._add_batch(x, r_of(x, y))
 
     def _forward(self, x, r=None):
@@ -616,7 +659,10 @@ class PackedTangentResidual:
         acts, _ = self._forward(x, r)
         layers, L_count = self.layers, len(self.layers)
         # the modules between weight layers k and k+1, linearised at this batch's primal
-        ops = [_linearize(self.mods[layers[k].idx + 1:layers[k + 1].idx], acts["z"][k]) for k in range(L_count - 1)]
+        ops = [
+            _linearize(self.mods[layers[k].idx + 1 : layers[k + 1].idx], acts["z"][k])
+            for k in range(L_count - 1)
+        ]
         push = [_compose(o) for o in ops]
         # for the unpacked tangents, a convolution followed by an average pool is one strided
         # convolution: lin[j] is layer j's map on them, push_after[j] the modules after it
@@ -632,7 +678,7 @@ class PackedTangentResidual:
         for k in range(L_count - 1):
             Lm = layers[k]
             C = self.channels[k]
-            pat = None if Lm.depthwise else Lm.patches(acts["a"][k])       # [n, Q, *S_m]
+            pat = None if Lm.depthwise else Lm.patches(acts["a"][k])  # [n, Q, *S_m]
             qc = max(1, min(Lm.Q, int(self.budget // max(1, self.per_q[k] * n))))
             for q0 in range(0, Lm.Q, qc):
                 q1 = min(Lm.Q, q0 + qc)
@@ -650,17 +696,17 @@ class PackedTangentResidual:
                 j, D = k, None
                 while j + 1 < L_count:
                     Ln = layers[j + 1]
-                    U = push[j](U)                                         # tangents of a_{j+1}
-                    col_ch = Ln.input_channel_of_weight(C)                # [w_numel of layer j+1]
+                    U = push[j](U)  # tangents of a_{j+1}
+                    col_ch = Ln.input_channel_of_weight(C)  # [w_numel of layer j+1]
                     cols = torch.arange(Ln.w_numel, device=x.device)
                     rows = Lm.offset + Lm.rows(col_ch[None, :], q[:, None])
                     more = j + 2 < L_count
                     if Ln.depthwise:
-                        G = Ln.wgrad(acts["delta"][j + 1], U)              # [qc, C_{j+1}]
+                        G = Ln.wgrad(acts["delta"][j + 1], U)  # [qc, C_{j+1}]
                         self.blocks[j + 1][rows, cols[None, :].expand_as(rows)] += G.to(torch.float64) * alpha
                         j += 1
                         if more:
-                            U = Ln.linear_part(U)                          # still packed
+                            U = Ln.linear_part(U)  # still packed
                         continue
                     # G [qc, w_numel]; D: the unpacked P_m tangents of z_{j+1}, (q, c) at (q - q0) * C + c
                     G, D = Ln.wgrad_and_unpack(acts["delta"][j + 1], U, C, more and lin[j + 1] is Ln)
@@ -688,10 +734,10 @@ class PackedTangentResidual:
             c0, c1 = max(j0, o_l), min(j1, o_l + w_n)
             if c1 > c0:
                 rows = min(o_l, j1)
-                acc[:rows, c0 - j0:c1 - j0] += block[:rows, c0 - o_l:c1 - o_l]
+                acc[:rows, c0 - j0 : c1 - j0] += block[:rows, c0 - o_l : c1 - o_l]
             k0, k1 = j0, min(j1, o_l)
             if c1 > c0 and k1 > k0:
-                acc[c0:c1, k0 - j0:k1 - j0] += block[k0:k1, c0 - o_l:c1 - o_l].T
+                acc[c0:c1, k0 - j0 : k1 - j0] += block[k0:k1, c0 - o_l : c1 - o_l].T
 
 
 class LayerJacobianGGNFiller(GGNFiller):
@@ -711,13 +757,14 @@ class PiecewiseCNNFiller(LayerJacobianGGNFiller):
 
     def __init__(self, prob, batches, n_total, budget, progress=False):
         super().__init__(prob, batches, n_total, budget)
-        self.residual = PackedTangentResidual(prob, self.mods, self.layers, batches, n_total, self._loss_adjoint,
-                                              budget, progress)
+        self.residual = PackedTangentResidual(
+            prob, self.mods, self.layers, batches, n_total, self._loss_adjoint, budget, progress
+        )
 
     def _loss_adjoint(self, x, y):
         with torch.enable_grad():
             out = self.prob.forward(self.prob.theta, x).detach().requires_grad_(True)
-            r, = torch.autograd.grad(self.prob.per_example_losses(out, y).sum(), out)
+            (r,) = torch.autograd.grad(self.prob.per_example_losses(out, y).sum(), out)
         return r
 
     def fill(self, acc, j0, j1):
