@@ -14,6 +14,7 @@ import torch
 
 from hessext import _buildinfo
 from hessext.apps import analyze, demo_boundary, demo_ssh
+from hessext.apps.reproduce import PIPELINES
 from hessext.reporting.report import UserError
 
 
@@ -96,6 +97,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     an.add_argument("--threads", type=_int_at_least(1), default=1)
     an.add_argument("--no-progress", action="store_true")
+
+    if PIPELINES:
+        rep = sub.add_parser("reproduce", help="rerun a paper's experiments end to end")
+        which = rep.add_subparsers(dest="pipeline", required=True)
+        for name, module in PIPELINES.items():
+            p = which.add_parser(name, help=module.HELP, description=module.HELP)
+            p.add_argument("--quick", action="store_true", help="the reduced protocol (minutes)")
+            p.add_argument(
+                "--out",
+                default=f"hessext-{name}",
+                help=f"work folder (default ./hessext-{name}; an interrupted run resumes from it)",
+            )
+            p.add_argument("--seed", type=_int_at_least(0), default=0)
+            p.add_argument("--threads", type=_int_at_least(1), default=2, help="torch threads (default 2)")
+            p.add_argument("--no-progress", action="store_true", help="no progress bars")
+            module.add_arguments(p)
     return parser
 
 
@@ -136,6 +153,10 @@ def _run(args) -> int:
                 path, timer = demo_ssh.run_ssh_demo(
                     args.out or "hessext-report", size=size, seed=args.seed, progress=progress
                 )
+        elif args.command == "reproduce":
+            path = PIPELINES[args.pipeline].run(args)
+            print(f"report written to {path}/report.html")
+            return 0
         else:
             path, timer = analyze.run_analyze(
                 args.model,

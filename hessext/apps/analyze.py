@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hessext.apps import toolbox as tb
+from hessext.apps import analysis as tb
 from hessext.reporting import figures as F
 from hessext.reporting.report import Report, StageTimer, UserError, check_target
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from hessext.apps import toolbox as tb
+from hessext.apps import analysis as tb
 from hessext.datasets.ssh import critical_v, ssh_splits
 from hessext.interpret import cam
 from hessext.models import SSHCNN

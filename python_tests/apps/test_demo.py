@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 
-from hessext.apps.toolbox import auroc
+from hessext.apps.analysis import auroc
 from hessext.cli import main
 from hessext.reporting.report import Report
 
