@@ -68,12 +68,7 @@ _CE = nn.CrossEntropyLoss(reduction="none")
 
 def _check_model_inputs(fn: str, model, x) -> tuple[list[str], list[torch.Tensor]]:
     check_model(model, fn)
-    if isinstance(x, torch.Tensor) and x.dim() < 2:
-        raise ValueError(
-            f"{fn}: x must be a non-empty batch of inputs [N, ...] (for 2-D data "
-            f"[N, 2]), got shape {tuple(x.shape)}"
-        )
-    check_inputs(x, f"{fn}: x", model=model)
+    check_inputs(x, fn, model=model, name="x", min_dim=2)
     return flat_parameters(model, None)
 
 

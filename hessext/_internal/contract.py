@@ -37,31 +37,36 @@ def _embeds_indices(model: nn.Module | None) -> bool:
     return model is not None and any(isinstance(m, (nn.Embedding, nn.EmbeddingBag)) for m in model.modules())
 
 
-def check_inputs(x, who: str, *, model: nn.Module | None = None) -> torch.Tensor:
-    """Inputs [N, ...]: a non-empty tensor with a sample axis, float32/float64 (integer only for
-    a model with nn.Embedding), finite. Returns it (an inference-mode tensor is cloned so that
-    autograd may record it)."""
+def check_inputs(
+    x, who: str, *, model: nn.Module | None = None, name: str = "inputs", min_dim: int = 1
+) -> torch.Tensor:
+    """Inputs [N, ...] (at least ``min_dim`` dimensions): a non-empty tensor with a sample axis,
+    float32/float64 (integer only for a model with nn.Embedding), finite. Returns it (an
+    inference-mode tensor is cloned so that autograd may record it). ``name``: what the caller
+    calls the argument."""
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{who}: inputs must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() == 0:
-        raise ValueError(f"{who}: inputs needs a leading sample axis, got a 0-d tensor")
-    if x.shape[0] == 0:
-        raise ValueError(f"{who}: inputs is an empty batch (shape {tuple(x.shape)}): no samples")
+        raise TypeError(f"{who}: {name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() < max(1, min_dim) or x.shape[0] == 0:
+        why = f"{name} is an empty batch" if x.dim() and x.shape[0] == 0 else "too few dimensions"
+        raise ValueError(
+            f"{who}: {name} must be a non-empty batch [N, ...] with at least {max(1, min_dim)} "
+            f"dimensions, got shape {tuple(x.shape)} ({why})"
+        )
     if x.is_floating_point():
         if x.dtype not in _FLOAT_DTYPES:
             raise TypeError(
-                f"{who}: inputs has dtype {x.dtype}; use float32 or float64 (half precision is not supported)"
+                f"{who}: {name} has dtype {x.dtype}; use float32 or float64 (half precision is not supported)"
             )
         if not bool(torch.isfinite(x).all()):
             bad = int((~torch.isfinite(x)).reshape(x.shape[0], -1).any(1).sum())
             raise ValueError(
-                f"{who}: inputs contains non-finite values (nan or inf) in {bad} of {x.shape[0]} samples"
+                f"{who}: {name} contains non-finite values (nan or inf) in {bad} of {x.shape[0]} samples"
             )
     elif x.is_complex() or x.dtype == torch.bool:
-        raise TypeError(f"{who}: inputs has unsupported dtype {x.dtype}; use float32 or float64")
+        raise TypeError(f"{who}: {name} has unsupported dtype {x.dtype}; use float32 or float64")
     elif not _embeds_indices(model):
         raise TypeError(
-            f"{who}: inputs has integer dtype {x.dtype}, which only models that "
+            f"{who}: {name} has integer dtype {x.dtype}, which only models that "
             "embed indices (nn.Embedding) accept; convert them with x.float() or "
             "x.double()"
         )

@@ -29,7 +29,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from hessext._internal.guard import preserved
+from hessext._internal.contract import check_inputs
+from hessext._internal.guard import check_model, preserved
+from hessext._internal.params import functional_state
 from hessext._internal.progress import progress_bar
 
 __all__ = ["cam", "grad_cam", "record_activations", "ActivationPCA"]
@@ -57,23 +59,8 @@ def _resolve_layer(fn: str, model: nn.Module, layer) -> tuple[str, nn.Module]:
 
 
 def _check_model_x(fn: str, model, x):
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"{fn}: model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{fn}: x must be a torch.Tensor [N, ...], got {type(x).__name__}")
-    if x.dim() < 2 or x.shape[0] == 0:
-        raise ValueError(f"{fn}: x must be a non-empty batch [N, ...], got shape {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise TypeError(f"{fn}: x must be floating point, got {x.dtype}")
-
-
-def _state(model: nn.Module, dtype):
-    """Detached copies of parameters and buffers, floating ones cast to ``dtype``."""
-
-    def cast(t):
-        return t.detach().to(dtype) if t.is_floating_point() else t.detach()
-
-    return {k: cast(v) for k, v in [*model.named_parameters(), *model.named_buffers()]}
+    check_model(model, fn)
+    check_inputs(x, fn, model=model, name="x", min_dim=2)
 
 
 def _model_dtype(model, dtype):
@@ -109,7 +96,7 @@ def _forward_capturing(fn, model, x, name, module, dtype, *, leaf: bool):
 
     handle = module.register_forward_hook(hook)
     try:
-        out = torch.func.functional_call(model, _state(model, dtype), (x.detach().to(dtype),))
+        out = torch.func.functional_call(model, functional_state(model, dtype), (x.detach().to(dtype),))
     finally:
         handle.remove()
     if len(captured) != 1:
@@ -308,7 +295,7 @@ def record_activations(
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"{fn}: batch_size must be a positive int, got {batch_size!r}")
     dtype = _model_dtype(model, dtype)
-    state = _state(model, dtype)
+    state = functional_state(model, dtype)
     chunks: dict[str, list[torch.Tensor]] = {name: [] for name in names}
     current: dict[str, list[torch.Tensor]] = {}
 
