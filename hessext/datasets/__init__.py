@@ -3,10 +3,18 @@
 - :mod:`hessext.datasets.ssh`: disordered SSH chain images and winding labels.
 - :mod:`hessext.datasets.fermions`: 12-site spinless-fermion ground states, LL vs CDW-I.
 - :mod:`hessext.datasets.toy2d`: the 2-D sets of the decision-boundary study.
+- :mod:`hessext.datasets.kepler`: Kepler orbits (symplectic integrator), pairs of states on
+  one orbit.
+- :mod:`hessext.datasets.lorentz`: electromagnetic fields under Lorentz transformations, pairs
+  of one field seen from two frames.
+- :mod:`hessext.datasets.regression1d`: a 1-D regression problem with an extrapolation region.
 """
 
-from . import fermions, ssh, toy2d
+from . import fermions, kepler, lorentz, regression1d, ssh, toy2d
 from .fermions import ground_states, make_ll_cdw, minmax_normalise
+from .kepler import central_potential_pairs, integrate_kepler, kepler_invariants
+from .lorentz import field_invariants, lorentz_pairs
+from .regression1d import regression_1d, regression_1d_function
 from .ssh import critical_v, make_ssh, ssh_splits
 from .toy2d import checkerboard, circles, hierarchical, moons, split, three_gaussians
 
@@ -14,6 +22,16 @@ __all__ = [
     "fermions",
     "ssh",
     "toy2d",
+    "kepler",
+    "lorentz",
+    "regression1d",
+    "central_potential_pairs",
+    "integrate_kepler",
+    "kepler_invariants",
+    "lorentz_pairs",
+    "field_invariants",
+    "regression_1d",
+    "regression_1d_function",
     "ground_states",
     "make_ll_cdw",
     "minmax_normalise",
