@@ -19,6 +19,7 @@ __all__ = ["train"]
 
 _OPTIMIZERS = ("sgd", "adam")
 _LOSSES = ("ce", "mse")
+_SCHEDULES = ("constant", "cosine")
 
 
 def _positive_int(value, name):
@@ -38,6 +39,7 @@ def train(
     optimizer: str = "sgd",
     weight_decay: float = 0.0,
     loss: str = "ce",
+    lr_schedule: str = "constant",
     progress: bool | None = False,
 ):
     """Minibatch training of ``model`` in place.
@@ -47,7 +49,8 @@ def train(
     Each epoch visits every example once in a fresh seeded order; the last batch may be smaller.
     optimizer: 'sgd' (plain, no momentum: the decision-boundary study's choice, lr 0.02,
     batch 64) or 'adam'. weight_decay is the optimizer's (adds weight_decay·θ to the gradient,
-    i.e. a regulariser (weight_decay/2)‖θ‖²).
+    i.e. a regulariser (weight_decay/2)‖θ‖²). lr_schedule: 'constant', or 'cosine' (annealed
+    from lr to 0 over all the steps, torch's CosineAnnealingLR).
 
     Returns (model, history) with history a list of the mean training loss of each epoch
     (averaged over the examples seen during that epoch). The model's train/eval mode is
@@ -63,6 +66,8 @@ def train(
         raise ValueError(f"train: weight_decay must be >= 0, got {weight_decay}")
     if optimizer not in _OPTIMIZERS:
         raise ValueError(f"train: optimizer must be one of {_OPTIMIZERS}, got {optimizer!r}")
+    if lr_schedule not in _SCHEDULES:
+        raise ValueError(f"train: lr_schedule must be one of {_SCHEDULES}, got {lr_schedule!r}")
     if loss not in _LOSSES:
         raise ValueError(f"train: loss must be one of {_LOSSES}, got {loss!r}")
     x, y = torch.as_tensor(x), torch.as_tensor(y)
@@ -88,6 +93,10 @@ def train(
         opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
     else:
         opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    n_steps = epochs * -(-len(y) // batch_size)
+    sched = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=n_steps) if lr_schedule == "cosine" else None
+    )
 
     order_gen = torch.Generator().manual_seed(seed)
     n = len(y)
@@ -109,6 +118,8 @@ def train(
                     batch_loss = loss_fn(model(x[idx]), y[idx])
                     batch_loss.backward()
                     opt.step()
+                    if sched is not None:
+                        sched.step()
                     total += batch_loss.detach().double() * len(idx)
                 history.append(float(total) / n)
                 bar.update(1)

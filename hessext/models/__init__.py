@@ -10,11 +10,14 @@ Each factory takes an optional ``seed``: given one, the parameters are initialis
 | SSHCNN | disordered SSH (Cybiński et al. 2024) | [N, 1, 50, 50] | 1,024 |
 | mlp(2, 100, 100, C) | decision boundary (Sabanayagam et al. 2023) | [N, 2] | 10,703 for C = 3 |
 | MNISTCNN3 | decision boundary, 3-class MNIST | [N, 1, 28, 28] | 7,203 |
+| SiameseNet(4, 1) | invariants, Kepler pairs (Wetzel et al. 2020) | a, b [N, 4] | 4,547 |
+| TwinNet(1) | twin regression (Wetzel et al. 2022) | x1, x2 [N, 1] | 4,417 |
 """
 
 from hessext._internal.params import num_params as num_parameters
 from hessext.models.boundary import MNISTCNN3, mlp
+from hessext.models.siamese import SiameseNet, TwinNet
 from hessext.models.ssh import SSHCNN
 from hessext.models.toolbox import Conv1DToolbox
 
-__all__ = ["Conv1DToolbox", "SSHCNN", "mlp", "MNISTCNN3", "num_parameters"]
+__all__ = ["Conv1DToolbox", "SSHCNN", "mlp", "MNISTCNN3", "SiameseNet", "TwinNet", "num_parameters"]

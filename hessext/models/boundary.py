@@ -11,16 +11,18 @@ from hessext.models.common import seeded
 __all__ = ["mlp", "MNISTCNN3"]
 
 
-def mlp(*sizes: int, seed: int | None = None) -> nn.Sequential:
-    """Fully connected ReLU network, e.g. mlp(2, 100, 100, 3): Linear(2,100) → ReLU →
-    Linear(100,100) → ReLU → Linear(100,3) (P = 10,703). x [N, sizes[0]] → [N, sizes[-1]]."""
+def mlp(*sizes: int, seed: int | None = None, activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
+    """Fully connected network, e.g. mlp(2, 100, 100, 3): Linear(2,100) → ReLU →
+    Linear(100,100) → ReLU → Linear(100,3) (P = 10,703). x [N, sizes[0]] → [N, sizes[-1]].
+    ``activation``: the module class between the layers (a fresh instance at each place), ReLU
+    by default (the decision-boundary study's), e.g. nn.SiLU for smooth regression nets."""
     if len(sizes) < 2 or any(not isinstance(s, int) or isinstance(s, bool) or s < 1 for s in sizes):
         raise ValueError(f"mlp: need at least two positive int sizes, got {sizes}")
     layers: list[nn.Module] = []
     with seeded(seed):
         for k, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
             if k > 0:
-                layers.append(nn.ReLU())
+                layers.append(activation())
             layers.append(nn.Linear(n_in, n_out))
     return nn.Sequential(*layers)
 

@@ -111,6 +111,7 @@ def test_train_bad_arguments_change_nothing():
         (dict(lr=-0.1), "lr"),
         (dict(optimizer="lbfgs"), "optimizer"),
         (dict(loss="hinge"), "loss"),
+        (dict(lr_schedule="step"), "lr_schedule"),
     ]:
         args = dict(epochs=1, lr=0.02, batch_size=64, seed=0) | kwargs
         with pytest.raises(ValueError, match=match):
@@ -120,3 +121,22 @@ def test_train_bad_arguments_change_nothing():
     with pytest.raises(ValueError, match="integer labels"):
         train(model, x, y.float(), epochs=1, lr=0.02, batch_size=64, seed=0)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_cosine_schedule_is_torchs_annealing_step_by_step():
+    # plain SGD on a one-weight least-squares problem, one example per batch: every update is
+    # w ← w − lr_t · 2x(wx − y) with lr_t = lr·(1 + cos(π t / T))/2, written out here by hand
+    x = torch.tensor([[1.0], [2.0], [-1.5]], dtype=torch.float64)
+    y = torch.tensor([[0.5], [1.0], [2.0]], dtype=torch.float64)
+    model = torch.nn.Linear(1, 1, bias=False).double()
+    with torch.no_grad():
+        model.weight.fill_(0.3)
+    train(model, x, y, epochs=4, lr=0.1, batch_size=1, seed=0, loss="mse", lr_schedule="cosine")
+    order_gen = torch.Generator().manual_seed(0)
+    w, t, total = 0.3, 0, 4 * 3
+    for _ in range(4):
+        for i in torch.randperm(3, generator=order_gen).tolist():
+            lr_t = 0.1 * (1 + np.cos(np.pi * t / total)) / 2
+            w -= lr_t * 2 * x[i, 0].item() * (w * x[i, 0].item() - y[i, 0].item())
+            t += 1
+    assert model.weight.item() == pytest.approx(w, rel=1e-12)
