@@ -50,6 +50,7 @@ LAZY = {
     "scipy.sparse.linalg": "0.2 s of `import hessext` otherwise, needed only by to_scipy()",
     "pytest": "hessext.testing skips tests without making pytest a dependency",
     "torch.distributed": "only when a test joins a process group",
+    "sklearn.linear_model": "1-3 s of `import hessext` otherwise, needed only by sparse_polynomial_fit",
     "hessext._C": "the compiled core: optional, loaded once by hessext._extension",
 }
 
