@@ -1,6 +1,6 @@
 """Siamese networks: learn which observations belong together, then read the invariant off the
 small latent they must pass through (Wetzel, Melko, Scott, Panju, Ganesh, PRR 2020;
-docs/wetzel-invariants.md).
+docs/methods.md §9, docs/wetzel-invariants.md).
 
 A Siamese model maps both members of a pair with the same encoder and says from the two
 latents whether they belong to one object (one orbit, one field configuration seen from two
@@ -34,8 +34,8 @@ __all__ = ["train_siamese", "siamese_accuracy", "siamese_latent"]
 def _check_pairs(fn: str, model: nn.Module, a, b, same) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """a, b [N, ...] at the model's dtype and device; same bool [N]."""
     check_model(model, fn)
-    a = check_inputs(a, f"{fn} (a)")
-    b = check_inputs(b, f"{fn} (b)")
+    a = check_inputs(a, fn, name="a")
+    b = check_inputs(b, fn, name="b")
     if a.shape != b.shape:
         raise ValueError(f"{fn}: a and b must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
     if not isinstance(same, torch.Tensor) or same.dtype != torch.bool or same.shape != (len(a),):
@@ -114,7 +114,7 @@ def siamese_latent(encoder: nn.Module, x: torch.Tensor, *, batch_size: int = 819
     computes the latent, e.g. ``model.encoder`` of a SiameseNet."""
     fn = "siamese_latent"
     check_model(encoder, fn)
-    x = check_inputs(x, fn)
+    x = check_inputs(x, fn, name="x")
     check_positive_int(batch_size, "batch_size", fn)
     dtype, device = model_dtype(encoder, fn)
     x = x.to(device, dtype)

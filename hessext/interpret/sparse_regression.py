@@ -1,5 +1,6 @@
 """Sparse polynomial regression: write a learned quantity (a bottleneck neuron, a Siamese
-latent) as a short polynomial in named physical variables (docs/wetzel-invariants.md).
+latent) as a short polynomial in named physical variables (docs/methods.md §9,
+docs/wetzel-invariants.md).
 
 The candidate terms are all monomials of the variables up to ``degree`` (without the constant,
 which is the intercept), named as the variables joined by "*", powers written "x^2":

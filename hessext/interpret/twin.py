@@ -1,5 +1,5 @@
 """Twin neural network regression (Wetzel, Ryczko, Melko, Tamblyn 2022;
-docs/wetzel-invariants.md).
+docs/methods.md §9, docs/wetzel-invariants.md).
 
 A twin network F(x₁, x₂) is trained to predict the difference y₁ − y₂ of two targets. The
 prediction for a new x uses every training point (x_i, y_i) as an anchor, both ways round:
@@ -51,7 +51,7 @@ def _pair_output(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor, fn: str) 
 
 def _check_xy(fn: str, model: nn.Module, x, y, what: str = "x"):
     check_model(model, fn)
-    x = check_inputs(x, f"{fn} ({what})")
+    x = check_inputs(x, fn, name=what)
     y = check_targets(y, len(x), f"{fn} ({what})")
     if not y.is_floating_point():
         raise TypeError(f"{fn}: the targets must be float32 or float64, got {y.dtype}")
@@ -92,7 +92,7 @@ def train_twin(
     if unlabelled is not None:
         if loop_weight == 0:
             raise ValueError(f"{fn}: unlabelled inputs only enter the loop term; pass loop_weight > 0")
-        u = check_inputs(unlabelled, f"{fn} (unlabelled)")
+        u = check_inputs(unlabelled, fn, name="unlabelled")
         if u.shape[1:] != x.shape[1:]:
             raise ValueError(
                 f"{fn}: unlabelled must have the inputs' shape [U, {', '.join(map(str, x.shape[1:]))}], "
@@ -126,7 +126,7 @@ def loop_violation(model: nn.Module, a: torch.Tensor, b: torch.Tensor, c: torch.
     fn = "loop_violation"
     check_model(model, fn)
     dtype, device = model_dtype(model, fn)
-    a, b, c = (check_inputs(t, f"{fn} ({k})").to(device, dtype) for t, k in ((a, "a"), (b, "b"), (c, "c")))
+    a, b, c = (check_inputs(t, fn, name=k).to(device, dtype) for t, k in ((a, "a"), (b, "b"), (c, "c")))
     if not a.shape == b.shape == c.shape:
         raise ValueError(
             f"{fn}: a, b and c must have one shape, got {tuple(a.shape)}, {tuple(b.shape)}, {tuple(c.shape)}"
@@ -141,15 +141,16 @@ def twin_predict(
     anchors_x: torch.Tensor,
     anchors_y: torch.Tensor,
     *,
-    max_pairs: int = 1 << 18,
+    max_pairs: int = 1 << 13,
 ) -> TwinPrediction:
     """The anchor-ensemble prediction at x [M, ...] from anchors (anchors_x [n, ...],
     anchors_y [n]; usually the training set): the mean and population standard deviation over
     i of the 2n values F(x, x_i) + y_i and y_i − F(x_i, x). Evaluated in chunks of at most
-    ``max_pairs`` pairs; the model runs in eval mode and comes back unchanged."""
+    ``max_pairs`` pairs (8192: small enough for the activations to stay in cache, measured in
+    bench/bench_invariants.py); the model runs in eval mode and comes back unchanged."""
     fn = "twin_predict"
     ax, ay = _check_xy(fn, model, anchors_x, anchors_y, "anchors")
-    x = check_inputs(x, f"{fn} (x)").to(ax.device, ax.dtype)
+    x = check_inputs(x, fn, name="x").to(ax.device, ax.dtype)
     if x.shape[1:] != ax.shape[1:]:
         raise ValueError(
             f"{fn}: x [M, ...] must have the anchors' feature shape {tuple(ax.shape[1:])}, "
