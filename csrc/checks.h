@@ -301,3 +301,55 @@ inline void check_stein_directions_arg(const at::Tensor& h, const at::Tensor& he
 }
 
 }  // namespace hessext
+
+// ---- K-FAC factors and the EK-FAC eigenvalue correction (kernels/kfac.h) ---------------------
+
+namespace hessext {
+
+inline void check_kfac_factors_args(const at::Tensor& a, const at::Tensor& g, const at::Tensor& A,
+                                    const at::Tensor& S, bool append_one) {
+  TORCH_CHECK(a.dim() == 2, "kfac_factors: a must be [K, I], got ", a.sizes());
+  TORCH_CHECK(g.dim() == 2, "kfac_factors: g must be [K, O], got ", g.sizes());
+  check_float_same("kfac_factors", {&a, &g});
+  const int64_t Ia = a.size(1) + (append_one ? 1 : 0);
+  TORCH_CHECK(A.dim() == 2 && A.size(0) == Ia && A.size(1) == Ia,
+              "kfac_factors: A must be [I', I'] = [", Ia, ", ", Ia, "] (I' = I + append_one), got ",
+              A.sizes());
+  TORCH_CHECK(S.dim() == 2 && S.size(0) == g.size(1) && S.size(1) == g.size(1),
+              "kfac_factors: S must be [O, O] = [", g.size(1), ", ", g.size(1), "], got ", S.sizes());
+  TORCH_CHECK(A.scalar_type() == at::kDouble && S.scalar_type() == at::kDouble,
+              "kfac_factors: A and S must be float64 (the accumulators), got ", A.scalar_type(),
+              " and ", S.scalar_type());
+  TORCH_CHECK(A.is_contiguous() && S.is_contiguous(), "kfac_factors: A and S must be contiguous");
+  TORCH_CHECK(A.device() == a.device() && S.device() == a.device(),
+              "kfac_factors: tensors on different devices: a ", a.device(), ", A ", A.device(),
+              ", S ", S.device());
+}
+
+inline void check_ekfac_correction_args(const at::Tensor& a, const at::Tensor& g,
+                                        const at::Tensor& qa, const at::Tensor& qs,
+                                        const at::Tensor& lam, bool append_one) {
+  TORCH_CHECK(a.dim() == 3, "ekfac_correction: a must be [N, T, I], got ", a.sizes());
+  TORCH_CHECK(g.dim() == 3, "ekfac_correction: g must be [R*N, T, O], got ", g.sizes());
+  check_float_same("ekfac_correction", {&a, &g, &qa, &qs});
+  const int64_t N = a.size(0), T = a.size(1);
+  TORCH_CHECK(g.size(1) == T, "ekfac_correction: a ", a.sizes(), " and g ", g.sizes(),
+              " disagree in T");
+  TORCH_CHECK((N == 0 && g.size(0) == 0) || (N > 0 && g.size(0) % N == 0),
+              "ekfac_correction: g's rows (", g.size(0), ") must be a multiple of a's (", N,
+              "): R seed-major replicas sharing a");
+  const int64_t Ia = a.size(2) + (append_one ? 1 : 0), O = g.size(2);
+  TORCH_CHECK(qa.dim() == 2 && qa.size(0) == Ia && qa.size(1) == Ia,
+              "ekfac_correction: qa must be [I', I'] = [", Ia, ", ", Ia, "], got ", qa.sizes());
+  TORCH_CHECK(qs.dim() == 2 && qs.size(0) == O && qs.size(1) == O,
+              "ekfac_correction: qs must be [O, O] = [", O, ", ", O, "], got ", qs.sizes());
+  TORCH_CHECK(lam.dim() == 2 && lam.size(0) == O && lam.size(1) == Ia,
+              "ekfac_correction: lam must be [O, I'] = [", O, ", ", Ia, "], got ", lam.sizes());
+  TORCH_CHECK(lam.scalar_type() == at::kDouble,
+              "ekfac_correction: lam must be float64 (the accumulator), got ", lam.scalar_type());
+  TORCH_CHECK(lam.is_contiguous(), "ekfac_correction: lam must be contiguous");
+  TORCH_CHECK(lam.device() == a.device(), "ekfac_correction: tensors on different devices: a ",
+              a.device(), ", lam ", lam.device());
+}
+
+}  // namespace hessext

@@ -56,6 +56,17 @@ TORCH_LIBRARY(hessext, m) {
         "int[2] dilation, int groups) -> Tensor");
   m.def("max_pool_backward(Tensor grad_out, Tensor indices, int[2] kernel, int[2] input_size) "
         "-> Tensor");
+
+  // K-FAC factors of one layer (kernels/kfac.h), accumulated in float64 without any per-sample
+  // gradient: A [I', I'] += a'^T a' with a' = [a, 1] (append_one) or a, a: [K, I];
+  // S [O, O] += g^T g, g: [Kg, O]. A and S are contiguous float64.
+  m.def("kfac_factors(Tensor a, Tensor g, Tensor(a!) A, Tensor(b!) S, bool append_one) -> ()");
+  // EK-FAC eigenvalue correction (kernels/kfac.h): lam [O, I'] (float64) += the squared
+  // per-example gradients in the eigenbasis of the factors, sum_{r,n} (qs^T G_{r,n} qa)^2 with
+  // G_{r,n} = sum_t g_{r,n,t} a'_{n,t}^T. a: [N, T, I], g: [R*N, T, O] (R seed-major replicas
+  // sharing a), qa: [I', I'], qs: [O, O] in a's dtype.
+  m.def("ekfac_correction(Tensor a, Tensor g, Tensor qa, Tensor qs, Tensor(a!) lam, "
+        "bool append_one) -> ()");
 }
 
 namespace py = pybind11;

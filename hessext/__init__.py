@@ -25,14 +25,22 @@ from hessext._buildinfo import info
 from hessext._version import __version__
 from hessext.attribution import influence, most_harmful, most_helpful, relatif, self_influence
 from hessext.curvature import (
+    KFAC,
+    DiagonalCurvature,
     Hessian,
     HessianOperator,
     HessianTooLargeError,
     NotPositiveDefiniteError,
     SolveInfo,
+    diag_ggn,
+    ekfac,
     ggn,
     hessian,
     hessian_operator,
+    hutchinson_diagonal,
+    kfac,
+    last_layer,
+    spectral_density,
 )
 from hessext.per_sample import PerSampleGrads, kernel_layers, per_sample_grads, unflatten_params
 from hessext.smoothhess import pmse, second_order_step, smooth_hessian, softplus_hessian
@@ -54,6 +62,15 @@ __all__ = [
     "Hessian",
     "HessianOperator",
     "SolveInfo",
+    # structured curvature and spectra
+    "kfac",
+    "ekfac",
+    "diag_ggn",
+    "hutchinson_diagonal",
+    "last_layer",
+    "KFAC",
+    "DiagonalCurvature",
+    "spectral_density",
     "NotPositiveDefiniteError",
     "HessianTooLargeError",
     # attribution

@@ -91,3 +91,28 @@ void launch_gemm_accumulate(double* acc, int64_t acc_stride_r, int64_t acc_strid
                             int64_t K, int64_t R, int64_t S, double alpha, cudaStream_t stream);
 
 }  // namespace hessext
+
+namespace hessext {
+
+// ---- K-FAC (kernels/kfac.h) -------------------------------------------------------------------
+
+// A [(I+1), (I+1)] (contiguous float64): row and column I += column sums of a [K, I]
+// (strides a_stride_k, a_stride_i), corner += K.
+template <typename scalar_t>
+void launch_kfac_bias_row(const scalar_t* a, int64_t a_stride_k, int64_t a_stride_i, double* A,
+                          int64_t K, int64_t I, cudaStream_t stream);
+
+// out [rows, Lq] = [x, 1] q (the 1 appended when Lq = L + 1); x [rows, L], q [Lq, Lq], all
+// contiguous.
+template <typename scalar_t>
+void launch_kfac_rotate(const scalar_t* x, const scalar_t* q, scalar_t* out, int64_t rows,
+                        int64_t L, int64_t Lq, cudaStream_t stream);
+
+// lam [O, Ia] (float64) += sum_{r, n} (gt[r, n]^T at[n])^2 for contiguous rotated gradients
+// gt [R*N, T, O] and inputs at [N, T, Ia].
+template <typename scalar_t>
+void launch_ekfac_square_accumulate(const scalar_t* gt, const scalar_t* at, double* lam,
+                                    int64_t R, int64_t N, int64_t T, int64_t O, int64_t Ia,
+                                    cudaStream_t stream);
+
+}  // namespace hessext

@@ -42,6 +42,8 @@ from torch.func import grad, jvp, vmap
 from hessext._internal.guard import preserved
 from hessext._internal.memory import available_bytes, empty_large
 from hessext._internal.progress import progress_bar
+from hessext.curvature.distributed import all_reduce, shard
+from hessext.curvature.distributed import context as distributed_context
 from hessext.curvature.errors import HessianTooLargeError
 from hessext.curvature.exact import Hessian, HessianOperator
 from hessext.curvature.fillers import mlp_blocks, piecewise_cnn
@@ -85,31 +87,6 @@ def _symmetrize_(D: torch.Tensor, tile: int = 128) -> None:
             b.copy_(s.T)
 
 
-# --------------------------------------------------------------------------- distributed
-def _dist_context(distributed):
-    """(rank, world) when assembling data-parallel over torch.distributed, else (0, 1)."""
-    if distributed is False or not (dist.is_available() and dist.is_initialized()):
-        if distributed is True:
-            raise ValueError("hessian: distributed=True but torch.distributed is not initialised")
-        return 0, 1
-    return dist.get_rank(), dist.get_world_size()
-
-
-def _shard(batches, rank, world):
-    if world == 1:
-        return batches
-    if len(batches) < world:  # too few mini-batches to share: split their rows
-        rows = max(1, math.ceil(max(x.shape[0] for x, _ in batches) / world))
-        batches = split_rows(batches, rows)
-    return batches[rank::world]
-
-
-def _all_reduce(t: torch.Tensor, world: int) -> torch.Tensor:
-    if world > 1:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t
-
-
 # --------------------------------------------------------------------------- driver
 def _assemble(
     kind,
@@ -139,11 +116,11 @@ def _assemble(
         if budget <= 0:
             raise ValueError(f"{who}: memory_budget must be positive, got {memory_budget}")
         _check_size(who, P, dev, max_bytes)
-        rank, world = _dist_context(distributed)
-        local = _shard(prob.batches, rank, world)
+        rank, world = distributed_context(distributed, who)
+        local = shard(prob.batches, rank, world)
         n_local = sum(x.shape[0] for x, _ in local)
         n_total = (
-            int(_all_reduce(torch.tensor([float(n_local)], dtype=torch.float64), world).item())
+            int(all_reduce(torch.tensor([float(n_local)], dtype=torch.float64), world).item())
             if world > 1
             else prob.n
         )
@@ -250,7 +227,7 @@ def _assemble(
                     acc.zero_()
                 filler.fill(acc, j0, j1)
                 if world > 1:
-                    acc.copy_(_all_reduce(acc.contiguous(), world))
+                    acc.copy_(all_reduce(acc.contiguous(), world))
                 regularizer_hessian_add(prob, acc, slice(0, j1), slice(j0, j1))
                 # the diagonal tile is symmetric only up to the order of rounding: symmetrise it
                 # before storing, so the stored strip is exactly the final matrix's
@@ -417,6 +394,12 @@ def hessian_operator(
                     out += vmap(lambda v: jvp(grad(prob.regularizer.value), (theta64,), (v,))[1])(V.T).T
         return out
 
+    held = theta.numel() * theta.element_size() + sum(
+        t.numel() * t.element_size() for b in prob.batches for t in b
+    ) + sum(t.numel() * t.element_size() for t in prob.others.values())
     return HessianOperator(
-        matmat, prob.num_params, device=prob.device, info={"kind": "hessian operator", **prob.info}
+        matmat,
+        prob.num_params,
+        device=prob.device,
+        info={"kind": "hessian operator", **prob.info, "held_bytes": held},
     )

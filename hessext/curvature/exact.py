@@ -20,6 +20,7 @@ import torch
 
 from hessext.curvature.base import CurvatureOperator, as_matrix
 from hessext.curvature.cg import block_cg
+from hessext.curvature.density import spectral_density
 from hessext.curvature.errors import NotPositiveDefiniteError, not_pd_message
 from hessext.curvature.lanczos import lanczos
 
@@ -122,6 +123,35 @@ class Hessian(CurvatureOperator):
         """tr(H), exactly."""
         return float(self._matrix.diagonal().sum())
 
+    def logdet(self, damping: float = 0.0) -> float:
+        """log det(H + δI), exactly (Cholesky; cached for the last δ). H + δI must be positive
+        definite: NotPositiveDefiniteError otherwise, with λ_min and the damping needed."""
+        L = self._cholesky_factor(float(damping), who="Hessian.logdet")
+        return float(2 * L.diagonal().log().sum())
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes held: the [P, P] matrix and, once computed, its eigendecomposition and factor."""
+        held = self._matrix.numel() * 8
+        if self._eigh is not None:
+            held += sum(t.numel() * 8 for t in self._eigh)
+        if self._cholesky is not None:
+            held += self._cholesky[1].numel() * 8
+        return held
+
+    def describe(self) -> str:
+        """What this matrix is, in words."""
+        kind = self.info.get("kind", "matrix")
+        what = {"hessian": "the exact Hessian", "ggn": "the exact generalised Gauss-Newton matrix"}.get(
+            kind, f"a dense {kind}"
+        )
+        return (
+            f"Hessian(P = {self.num_params:,}): {what} of the mean training loss"
+            f"{' + R' if self.info.get('regularizer') else ''}, dense float64 "
+            f"({self.memory_bytes / 2**20:,.1f} MiB), loss {self.info.get('loss')}, n = {self.info.get('n')}; "
+            "damping δ is added to the diagonal"
+        )
+
     # ---------------------------------------------------------------- spectrum
     def eigh(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(eigenvalues ascending [P], orthonormal eigenvectors [P, P] as columns), float64.
@@ -199,7 +229,7 @@ class Hessian(CurvatureOperator):
         self.info["last_solve"] = {"method": method, "damping": damping}
         return X[:, 0] if vec else X
 
-    def _cholesky_factor(self, damping: float) -> torch.Tensor:
+    def _cholesky_factor(self, damping: float, who: str = "Hessian.solve") -> torch.Tensor:
         if self._cholesky is not None and self._cholesky[0] == damping:
             return self._cholesky[1]
         A = self._matrix.clone()
@@ -211,7 +241,7 @@ class Hessian(CurvatureOperator):
                 lam_min = self.lambda_min()
             else:
                 lam_min = float(torch.linalg.eigvalsh(self._matrix)[0])
-            raise NotPositiveDefiniteError(not_pd_message("Hessian.solve", lam_min, damping))
+            raise NotPositiveDefiniteError(not_pd_message(who, lam_min, damping))
         self._cholesky = (damping, L)
         return L
 
@@ -380,6 +410,27 @@ class HessianOperator(CurvatureOperator):
             std = float(s.std() / math.sqrt(num_samples)) if num_samples > 1 else float("inf")
             return est, std
         return est
+
+    def logdet(self, damping: float = 0.0, *, num_probes: int = 20, num_steps: int = 60, seed: int = 0) -> float:
+        """Stochastic Lanczos quadrature estimate of log det(H + δI) (hessext.curvature.density);
+        refuses a δ at which a Ritz value of H + δI is <= 0."""
+        density = spectral_density(self, num_probes=num_probes, num_steps=num_steps, seed=seed, progress=False)
+        return density.logdet(float(damping))
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes this operator holds for its products (the data and parameter snapshot when
+        built by hessext.hessian_operator; 0 when unknown)."""
+        return int(self.info.get("held_bytes", 0))
+
+    def describe(self) -> str:
+        """What this operator is, in words."""
+        return (
+            f"HessianOperator(P = {self.num_params:,}): {self.info.get('kind', 'operator')} by "
+            f"matrix-free products (loss {self.info.get('loss')}, n = {self.info.get('n')}); trace by "
+            "Hutchinson, eigenpairs by Lanczos, solves by block CG, logdet by SLQ; damping δ is "
+            "added to the diagonal"
+        )
 
     def solve(
         self, V, damping: float = 0.0, method: str = "cg", *, tol: float = 1e-10, max_iter: int | None = None

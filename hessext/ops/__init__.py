@@ -194,3 +194,32 @@ def conv_forward(
     if uses_kernel("conv_forward", *tensors):
         return torch.ops.hessext.conv_forward(x, weight, bias, stride, padding, dilation, int(groups))
     return _reference.conv_forward(x, weight, bias, stride, padding, dilation, int(groups))
+
+
+def kfac_factors(a: torch.Tensor, g: torch.Tensor, A: torch.Tensor, S: torch.Tensor, append_one: bool) -> None:
+    """One layer's unnormalised K-FAC factors, in place, without any per-sample gradient.
+
+    a: [K, I] layer inputs (rows: examples × positions); g: [Kg, O] output gradients; A:
+    [I', I'] float64 += a'ᵀa' with a' = [a, 1] when append_one (the bias as an appended 1),
+    else a; S: [O, O] float64 += gᵀg. Products at a's precision over bounded panels of rows,
+    sums in float64."""
+    if uses_kernel("kfac_factors", a, g) and A.dtype == S.dtype == torch.float64:
+        torch.ops.hessext.kfac_factors(a, g, A, S, bool(append_one))
+    else:
+        _reference.kfac_factors(a, g, A, S, bool(append_one))
+
+
+def ekfac_correction(
+    a: torch.Tensor, g: torch.Tensor, qa: torch.Tensor, qs: torch.Tensor, lam: torch.Tensor, append_one: bool
+) -> None:
+    """EK-FAC's eigenvalue correction of one layer, in place: lam [O, I'] (float64) += the
+    squares of the per-example gradients in the Kronecker eigenbasis, Σ_{r,n} (qsᵀ G_{r,n} qa)²
+    with G_{r,n} = Σ_t g_{r,n,t} a'_{n,t}ᵀ.
+
+    a: [N, T, I] inputs (T = 1 for a Linear layer: the rank-one case, O(d²) per example);
+    g: [R·N, T, O] output gradients of R seed-major replicas sharing a; qa: [I', I'] and qs:
+    [O, O] the factors' eigenvectors (columns) in a's dtype; append_one as in kfac_factors."""
+    if uses_kernel("ekfac_correction", a, g, qa, qs) and lam.dtype == torch.float64:
+        torch.ops.hessext.ekfac_correction(a, g, qa, qs, lam, bool(append_one))
+    else:
+        _reference.ekfac_correction(a, g, qa, qs, lam, bool(append_one))

@@ -247,3 +247,31 @@ def conv_forward(
 ) -> torch.Tensor:
     """y = conv2d(x, weight, bias) with zero padding; x [N, C, H, W], weight [O, C/groups, kH, kW]."""
     return torch.nn.functional.conv2d(x, weight, bias, tuple(stride), tuple(padding), tuple(dilation), groups)
+
+
+def kfac_factors(a: torch.Tensor, g: torch.Tensor, A: torch.Tensor, S: torch.Tensor, append_one: bool) -> None:
+    """A [I', I'] += a'ᵀa' with a' = [a, 1] (append_one) or a, a [K, I]; S [O, O] += gᵀg, g
+    [Kg, O]; products in float64."""
+    a64, g64 = a.to(torch.float64), g.to(torch.float64)
+    if append_one:
+        a64 = torch.cat([a64, a64.new_ones(a64.shape[0], 1)], 1)
+    A += a64.T @ a64
+    S += g64.T @ g64
+
+
+def ekfac_correction(
+    a: torch.Tensor, g: torch.Tensor, qa: torch.Tensor, qs: torch.Tensor, lam: torch.Tensor, append_one: bool
+) -> None:
+    """lam [O, I'] += Σ_{r,n} (qsᵀ G_{r,n} qa)² with G_{r,n} = Σ_t g_{r,n,t} a'_{n,t}ᵀ, the
+    per-example gradients materialised and rotated (the O(d³) way, in float64).
+    a [N, T, I]; g [R·N, T, O]; qa [I', I']; qs [O, O]."""
+    N = a.shape[0]
+    if N == 0:
+        return
+    a64 = a.to(torch.float64)
+    if append_one:
+        a64 = torch.cat([a64, a64.new_ones(*a64.shape[:2], 1)], 2)
+    R = g.shape[0] // N
+    G = torch.einsum("rnto,nti->rnoi", g.to(torch.float64).reshape(R, N, *g.shape[1:]), a64)
+    rotated = qs.to(torch.float64).T @ G @ qa.to(torch.float64)
+    lam += rotated.square().sum((0, 1))

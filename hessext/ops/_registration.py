@@ -121,3 +121,13 @@ def _max_pool_backward_backward(ctx, grad_dx):
 torch.library.register_autograd(
     "hessext::max_pool_backward", _max_pool_backward_backward, setup_context=_max_pool_backward_setup
 )
+
+
+@torch.library.register_fake("hessext::kfac_factors")
+def _kfac_factors_fake(a, g, A, S, append_one):
+    return None
+
+
+@torch.library.register_fake("hessext::ekfac_correction")
+def _ekfac_correction_fake(a, g, qa, qs, lam, append_one):
+    return None

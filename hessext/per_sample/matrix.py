@@ -76,7 +76,7 @@ class PerSampleGrads:
 
     Supports ``G @ V`` (V: [P, M] or [P] → [N, M] or [N]), ``G.T @ U`` (``.T`` is a view
     object; equivalently ``G.rmatmul(U)``; U: [N, M] or [N] → [P, M] or [P]),
-    ``G.row_norms()`` → [N], ``G.gram()`` → [N, N], ``G.materialize()`` → [N, P], ``G.shape``,
+    ``G.row_norms()`` → [N], ``G.column_sq_sums()`` → [P], ``G.gram()`` → [N, N], ``G.materialize()`` → [N, P], ``G.shape``,
     ``G.param_names``, ``G.param_shapes``, ``G.unflatten(row)``, and which parameters the native
     kernels serve (``G.kernel_param_names``) or torch.func (``G.fallback_param_names``).
 
@@ -241,6 +241,24 @@ class PerSampleGrads:
                 out[rows] += self._row_block(rows).square().sum(1)
         return out
 
+    def _column_sq_sums_raw(self) -> torch.Tensor:
+        out = torch.zeros(self.shape[1], dtype=torch.float64, device=self.device)
+        off = self._cap.offsets
+        for layer in self._ghost:
+            a, d = self._ghost_parts(layer)
+            O, I = d.shape[1], a.shape[1]
+            if layer.weight:  # Σ_n (d_n a_nᵀ)² = (d²)ᵀ (a²): the rank-one rows, never formed
+                sq = d.double().square().T @ a.double().square()
+                out[off[layer.weight] : off[layer.weight] + O * I] = sq.reshape(-1)
+            if layer.bias:
+                out[off[layer.bias] : off[layer.bias] + O] = d.double().square().sum(0)
+        if self._row_width:
+            acc = torch.zeros(self._row_width, dtype=torch.float64, device=self.device)
+            for rows in self._chunks("column norms"):
+                acc += self._row_block(rows).double().square().sum(0)
+            out[self._row_cols] = acc
+        return out
+
     def _gram_raw(self) -> torch.Tensor:
         n = self.shape[0]
         out = torch.zeros(n, n, dtype=self.dtype, device=self.device)
@@ -308,6 +326,15 @@ class PerSampleGrads:
         if r is not None:  # (G + 1rᵀ)(G + 1rᵀ)ᵀ = GGᵀ + (Gr)1ᵀ + 1(Gr)ᵀ + ‖r‖²
             gr = self._matmul_raw(r.unsqueeze(1)).squeeze(1)
             out += gr.unsqueeze(1) + gr.unsqueeze(0) + r @ r
+        return out
+
+    def column_sq_sums(self) -> torch.Tensor:
+        """Σ_i G_ij² for every parameter j: [P] float64 (ghost products for Linear layers)."""
+        out = self._column_sq_sums_raw()
+        r = self._cap.reg_grad
+        if r is not None:  # Σ_i (g_ij + r_j)² = Σ g² + 2 r_j Σ_i g_ij + n r_j²
+            col = self._rmatmul_raw(torch.ones(self.shape[0], 1, dtype=self.dtype, device=self.device))
+            out += 2 * r.double() * col[:, 0].double() + self.shape[0] * r.double().square()
         return out
 
     def materialize(self) -> torch.Tensor:

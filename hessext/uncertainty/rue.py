@@ -51,7 +51,7 @@ def rue(
     *,
     n_bootstrap: int = 50,
     hessian=None,
-    damping: float = 0.0,
+    damping: float | str = 0.0,
     method: str | None = None,
     rcond: float | None = None,
     seed: int = 0,
