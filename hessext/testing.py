@@ -684,3 +684,77 @@ def toolbox_data(split: str = "test"):
     rows = test if split == "test" else val
     x = torch.tensor((rows[:, 1:] - lo) / (hi - lo), dtype=torch.float32).unsqueeze(1)
     return x, torch.tensor(rows[:, 0], dtype=torch.int64)
+
+
+# ---------------------------------------------------------------------------------------------
+# peers run in-process (optional packages, imported lazily)
+
+
+def kronfluence_pairwise_scores(
+    model: nn.Module,
+    train,
+    test,
+    *,
+    damping=None,
+    strategy: str = "ekfac",
+    batch_size: int = 256,
+    query_batch_size: int = 100,
+    empirical: bool = True,
+    workdir=None,
+) -> torch.Tensor:
+    """Kronfluence's pairwise influence scores [m, n] (queries × training examples) of a
+    cross-entropy classifier, on the CPU: EK-FAC (or ``strategy``) factors fitted with the
+    empirical Fisher (the data labels) of the sum-reduced training loss, damping ``damping``
+    (None: Kronfluence's 0.1 × mean eigenvalue per module). Runs on a deep copy (Kronfluence
+    wraps the model's modules). Skips the calling test when kronfluence is not installed."""
+    try:
+        import kronfluence  # noqa: F401  (lazy: an optional peer)
+    except ImportError:
+        import pytest
+
+        pytest.skip("kronfluence is not installed (pip install kronfluence with the torch pin)")
+    from kronfluence.analyzer import Analyzer, prepare_model
+    from kronfluence.arguments import FactorArguments, ScoreArguments
+    from kronfluence.task import Task
+
+    class _CrossEntropyTask(Task):
+        def compute_train_loss(self, batch, model, sample=False):
+            x, y = batch
+            out = model(x)
+            if sample:
+                with torch.no_grad():
+                    y = torch.multinomial(out.softmax(-1), 1).reshape(-1)
+            return F.cross_entropy(out, y, reduction="sum")
+
+        def compute_measurement(self, batch, model):
+            x, y = batch
+            return F.cross_entropy(model(x), y, reduction="sum")
+
+    task = _CrossEntropyTask()
+    wrapped = prepare_model(copy.deepcopy(model).eval(), task)
+    own = tempfile.TemporaryDirectory() if workdir is None else None
+    out_dir = workdir if workdir is not None else own.name  # type: ignore[union-attr]
+    try:
+        analyzer = Analyzer("hessext", wrapped, task, cpu=True, disable_tqdm=True, output_dir=str(out_dir))
+        train_set = torch.utils.data.TensorDataset(*train)
+        test_set = torch.utils.data.TensorDataset(*test)
+        factor_args = FactorArguments(strategy=strategy, use_empirical_fisher=empirical)
+        analyzer.fit_all_factors(
+            "factors", dataset=train_set, per_device_batch_size=batch_size, factor_args=factor_args,
+            overwrite_output_dir=True,
+        )
+        score_args = ScoreArguments(damping_factor=damping)
+        analyzer.compute_pairwise_scores(
+            "scores",
+            factors_name="factors",
+            query_dataset=test_set,
+            train_dataset=train_set,
+            per_device_query_batch_size=query_batch_size,
+            per_device_train_batch_size=batch_size,
+            score_args=score_args,
+            overwrite_output_dir=True,
+        )
+        return analyzer.load_pairwise_scores("scores")["all_modules"].to(torch.float64)
+    finally:
+        if own is not None:
+            own.cleanup()
