@@ -382,8 +382,7 @@ def _build(
                 ls, qs = torch.linalg.eigh((S + S.T) / 2)
                 for t in (qa, qs):
                     dp.broadcast(t, world)
-                # A and S are Gram matrices: eigenvalues below 0 are rounding
-                la, ls = la.clamp_min(0), ls.clamp_min(0)
+                la, ls = _clean(la, dtype), _clean(ls, dtype)
                 blocks_raw.append([qa, qs, la, ls])
             if corrected:
                 lams = [torch.zeros(s.O, s.I + s.append_one, dtype=torch.float64, device=dev) for s in specs]
@@ -405,7 +404,7 @@ def _build(
     blocks = []
     for j, spec in enumerate(specs):
         qa, qs, la, ls = blocks_raw[j]
-        lam = lams[j] / (n_total * replicas) if corrected else torch.outer(ls, la)
+        lam = _clean(lams[j] / (n_total * replicas), dtype, squared=True) if corrected else torch.outer(ls, la)
         blocks.append(
             KroneckerBlock(
                 spec.name,
@@ -443,9 +442,20 @@ def _build(
         "mc_samples": mc_samples if fisher == "mc" else None,
         "seed": seed if fisher == "mc" else None,
         "activations_cached": run.cache is not None,
+        "rounding": "eigenvalues below d·ε·max (factors) or (d·ε)²·max (EK-FAC) are set to 0",
         "seconds": time.perf_counter() - t_start,
     }
     return KFAC(blocks, prob.num_params, info, device=dev, dtype=dtype)
+
+
+def _clean(values: torch.Tensor, dtype: torch.dtype, *, squared: bool = False) -> torch.Tensor:
+    """Eigenvalues of a Gram matrix with those below its rounding level set to 0: d·ε·max for a
+    factor (d its size, ε of the passes' dtype), (d·ε)²·max for EK-FAC's squared rotated
+    gradients. They are not determined by the data (e.g. the direction along which
+    cross-entropy gradients sum to zero): zero says so, and a solve then needs damping > 0."""
+    level = values.shape[-1] * torch.finfo(dtype).eps
+    cut = (level**2 if squared else level) * float(values.max()) if values.numel() else 0.0
+    return torch.where(values > cut, values, torch.zeros_like(values))
 
 
 def _grad_rows(d: torch.Tensor, spec: _Spec) -> torch.Tensor:
@@ -466,6 +476,7 @@ class KFAC(StructuredCurvature):
         super().__init__(blocks, num_params, info, device=device)
         self.compute_dtype = dtype
         self._by_params = {(b.weight, b.bias): b for b in blocks}
+        self._cast: dict = {}
 
     def _block_for(self, layer: Layer) -> KroneckerBlock:
         return self._by_params[(layer.weight, layer.bias)]
@@ -478,15 +489,22 @@ class KFAC(StructuredCurvature):
             kernel = (1, w.shape[2]) if w.dim() == 3 else (w.shape[2], w.shape[3])
         return _Spec(b.name, b.weight, b.bias, b.kind, b.O, I, b.index, kernel, b.positions)
 
+    def _bases(self, b: KroneckerBlock, dtype: torch.dtype):
+        """(Q_A, Q_S) of a block at ``dtype`` (converted once per dtype)."""
+        key = (b.name, dtype)
+        if key not in self._cast:
+            self._cast[key] = (b.qa.to(dtype), b.qs.to(dtype))
+        return self._cast[key]
+
     def _rotated(self, cap: Capture, rows: slice, b: KroneckerBlock, layer: Layer):
         """(ã [k, T, I'], d̃ [k, T, O]): a layer's inputs and output gradients in the
         block's eigenbases, at the capture's dtype."""
         spec = self._spec(b, layer)
         a, d = layer_rows(layer, spec, rows)
-        qa, qs = b.qa.to(a.dtype), b.qs.to(a.dtype)
+        qa, qs = self._bases(b, a.dtype)
         at = a @ qa[: spec.I]
         if spec.append_one:
-            at = at + qa[spec.I]
+            at += qa[spec.I]
         return at, d @ qs
 
     def _check_capture(self, cap: Capture, caller: str):
@@ -497,10 +515,11 @@ class KFAC(StructuredCurvature):
             )
 
     def query_factors(self, cap: Capture, damping, *, rank: int | None = None, caller: str = "influence"):
-        """Preconditioned query gradients per layer in the Kronecker eigenbasis,
-        X̃_q = (Q_Sᵀ G_q Q_A) / (Λ + δ) [m, O, I'] (compute dtype), or with ``rank`` their
-        best rank-r factors (L [m, O, r], R [m, r, I']), and the relative Frobenius error of
-        that compression per query ([m] float64, over all layers)."""
+        """The preconditioned query gradients per layer in the Kronecker eigenbasis,
+        X̃_q = (Q_Sᵀ G_q Q_A) / (Λ + δ) [m, O, I'] (compute dtype), laid out for
+        ``pair_scores``; with ``rank``, their best rank-r factors (L [m, O, r], R [m, r, I']).
+        Returns (queries, the relative Frobenius error of the compression per query [m] float64,
+        over all layers; zeros without ``rank``)."""
         self._check_capture(cap, caller)
         shifted = self._damped(damping, caller)
         out = {}
@@ -510,18 +529,21 @@ class KFAC(StructuredCurvature):
             b = self._block_for(layer)
             j = self.blocks.index(b)
             at, dt = self._rotated(cap, slice(0, cap.n), b, layer)
+            inverse = (1.0 / shifted[j]).reshape(b.O, b.Ia).to(at.dtype)
+            if rank is None and b.positions == 1:  # rank one: straight into the product's layout
+                out[b.name] = _QueryBlock.rank_one(at[:, 0], dt[:, 0], inverse)
+                continue
             X = torch.empty(cap.n, b.O, b.Ia, dtype=at.dtype, device=at.device)
             ops.linear_weight_grad(at.contiguous(), dt.contiguous(), X)
-            X *= (1.0 / shifted[j]).reshape(b.O, b.Ia).to(X.dtype)
+            X *= inverse
             if rank is None or rank >= min(b.O, b.Ia):
-                out[b.name] = X
-                total += X.double().square().sum((1, 2)).cpu()
+                out[b.name] = _QueryBlock.dense(X, b.positions)
+                if rank is not None:
+                    total += X.double().square().sum((1, 2)).cpu()
                 continue
             U, s, Vh = torch.linalg.svd(X.double(), full_matrices=False)
-            keep = s[:, :rank]
-            out[b.name] = (
-                (U[:, :, :rank] * keep.unsqueeze(1)).to(X.dtype).contiguous(),
-                Vh[:, :rank, :].to(X.dtype).contiguous(),
+            out[b.name] = _QueryBlock.low_rank(
+                (U[:, :, :rank] * s[:, :rank].unsqueeze(1)).to(X.dtype), Vh[:, :rank, :].to(X.dtype)
             )
             total += s.square().sum(1).cpu()
             lost += s[:, rank:].square().sum(1).cpu()
@@ -530,53 +552,106 @@ class KFAC(StructuredCurvature):
 
     def pair_scores(self, cap: Capture, queries: dict, reg_grad: torch.Tensor | None = None, caller: str = "influence"):
         """Σ_layers g_nᵀ X_q for the training examples of a capture and the queries of
-        ``query_factors``: [k, m] at the compute dtype, by ghost products of the rotated rank-one
-        gradients (Linear) or rotated per-example gradients (convolutions, sequences). reg_grad:
-        ∇R [P] added to every training gradient."""
+        ``query_factors``: [k, m] at the compute dtype (rotated rank-one gradients for Linear
+        layers, rotated per-example gradients for convolutions and sequences; see _QueryBlock).
+        reg_grad: ∇R [P] added to every training gradient."""
         self._check_capture(cap, caller)
         scores = None
         for layer in cap.layers:
             b = self._block_for(layer)
             Q = queries[b.name]
-            step = max(1, min(cap.n, _ROW_ELEMS // max(1, b.positions * (b.Ia + b.O) + b.O * b.Ia)))
+            step = Q.rows_per_chunk(b, cap.n)
             part = []
             for s in range(0, cap.n, step):
                 rows = slice(s, min(cap.n, s + step))
                 at, dt = self._rotated(cap, rows, b, layer)
-                part.append(_layer_scores(at, dt, Q))
+                part.append(Q.scores(at, dt))
             contrib = torch.cat(part)
             if reg_grad is not None:
                 r = b.to_eigenbasis(reg_grad[b.index].to(torch.float64).unsqueeze(1))[:, 0]
-                rq = r.reshape(b.O, b.Ia).to(contrib.dtype)
-                contrib = contrib + _reg_scores(rq, Q).unsqueeze(0)
+                contrib = contrib + Q.reg_scores(r.reshape(b.O, b.Ia).to(contrib.dtype)).unsqueeze(0)
             scores = contrib if scores is None else scores + contrib
         assert scores is not None
         return scores
 
 
-def _layer_scores(at: torch.Tensor, dt: torch.Tensor, Q) -> torch.Tensor:
-    """[k, m] scores of one layer: Σ_{o,i} G̃_n[o, i] X̃_q[o, i] with G̃_n = Σ_t d̃_{n,t} ã_{n,t}ᵀ."""
-    k, T = at.shape[0], at.shape[1]
-    if isinstance(Q, tuple):  # rank-r queries: Σ_t (d̃_tᵀ L_q)(R_q ã_t)
-        L, R = Q
+class _QueryBlock:
+    """One layer's preconditioned query gradients X̃ [m, O, I'] in the eigenbasis, stored in the
+    layout its training-side product wants:
+
+    * T = 1 (rank-one training gradients d̃ ã ᵀ): score[n, q] = Σ_o d̃_no Σ_i X̃_qoi ã_ni is one
+      GEMM over the larger of I' and O (ã [k, I'] @ X̃ as [I', m·O], or d̃ [k, O] @ X̃ as
+      [O, m·I']) and a multiply-sum over the other: 2·k·m·O·I' flops, the pairwise floor;
+    * T > 1: the rotated per-example gradients [k, O·I'] @ X̃ as [O·I', m];
+    * rank r (L [m, O, r], R [m, r, I']): Σ_t (d̃_tᵀ L_q)(R_q ã_t), 2·k·T·m·r·(O + I') flops."""
+
+    def __init__(self, kind, operand, m, O, Ia, factors=None):
+        self.kind, self.operand, self.m, self.O, self.Ia, self.factors = kind, operand, m, O, Ia, factors
+
+    @classmethod
+    def dense(cls, X: torch.Tensor, positions: int) -> _QueryBlock:
+        m, O, Ia = X.shape
+        if positions > 1:
+            return cls("rows", X.reshape(m, O * Ia).T.contiguous(), m, O, Ia)
+        if Ia >= O:
+            return cls("via_a", X.reshape(m * O, Ia).T.contiguous(), m, O, Ia)
+        return cls("via_d", X.permute(1, 0, 2).reshape(O, m * Ia).contiguous(), m, O, Ia)
+
+    @classmethod
+    def rank_one(cls, at: torch.Tensor, dt: torch.Tensor, inverse: torch.Tensor) -> _QueryBlock:
+        """X̃_q = (d̃_q ã_qᵀ) ∘ K for rank-one queries (at [m, I'], dt [m, O], K [O, I']), formed
+        directly in the T = 1 product's layout."""
+        m, Ia = at.shape
+        O = dt.shape[1]
+        if Ia >= O:  # [I', m, O]
+            operand = at.T.unsqueeze(2) * dt.unsqueeze(0) * inverse.T.unsqueeze(1)
+            return cls("via_a", operand.reshape(Ia, m * O), m, O, Ia)
+        operand = dt.T.unsqueeze(2) * at.unsqueeze(0) * inverse.unsqueeze(1)  # [O, m, I']
+        return cls("via_d", operand.reshape(O, m * Ia), m, O, Ia)
+
+    @classmethod
+    def low_rank(cls, L: torch.Tensor, R: torch.Tensor) -> _QueryBlock:
+        m, O, _ = L.shape
+        return cls("low_rank", None, m, O, R.shape[2], (L.contiguous(), R.contiguous()))
+
+    def rows_per_chunk(self, b: KroneckerBlock, n: int) -> int:
+        """Training examples per product: the [k, m·max(O, I')] intermediate near _ROW_ELEMS."""
+        if self.kind == "rows":
+            per = b.positions * (self.O + self.Ia) + self.O * self.Ia
+        elif self.kind == "low_rank":
+            per = b.positions * (self.O + self.Ia + 2 * self.m * self.factors[0].shape[2])
+        else:
+            per = self.m * max(self.O, self.Ia)
+        return max(1, min(n, _ROW_ELEMS // max(1, per)))
+
+    def scores(self, at: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
+        """[k, m] for rotated inputs at [k, T, I'] and gradients dt [k, T, O]."""
+        k = at.shape[0]
+        if self.kind == "via_a":
+            Y = at[:, 0] @ self.operand  # [k, m·O]
+            return torch.bmm(Y.view(k, self.m, self.O), dt[:, 0].unsqueeze(2))[:, :, 0]
+        if self.kind == "via_d":
+            Y = dt[:, 0] @ self.operand  # [k, m·I']
+            return torch.bmm(Y.view(k, self.m, self.Ia), at[:, 0].unsqueeze(2))[:, :, 0]
+        if self.kind == "rows":
+            G = torch.empty(k, self.O, self.Ia, dtype=at.dtype, device=at.device)
+            ops.linear_weight_grad(at.contiguous(), dt.contiguous(), G)
+            return G.reshape(k, -1) @ self.operand
+        L, R = self.factors
         left = torch.einsum("kto,qor->ktqr", dt, L)
         right = torch.einsum("kti,qri->ktqr", at, R)
         return (left * right).sum((1, 3))
-    m = Q.shape[0]
-    V = Q.reshape(m, -1).T  # [O·I', m] in the weight's row-major layout
-    if T == 1:
-        return ops.linear_ghost_matvec(at[:, 0].contiguous(), dt[:, 0].contiguous(), V.contiguous())
-    G = torch.empty(k, dt.shape[2], at.shape[2], dtype=at.dtype, device=at.device)
-    ops.linear_weight_grad(at.contiguous(), dt.contiguous(), G)
-    return G.reshape(k, -1) @ V
 
-
-def _reg_scores(rq: torch.Tensor, Q) -> torch.Tensor:
-    """[m]: the regulariser gradient's (rotated, [O, I']) score against every query."""
-    if isinstance(Q, tuple):
-        L, R = Q
-        return torch.einsum("oi,qor,qri->q", rq, L, R)
-    return torch.einsum("oi,qoi->q", rq, Q)
+    def reg_scores(self, rq: torch.Tensor) -> torch.Tensor:
+        """[m]: a rotated [O, I'] gradient (the regulariser's) scored against every query."""
+        if self.kind == "low_rank":
+            L, R = self.factors
+            return torch.einsum("oi,qor,qri->q", rq, L, R)
+        if self.kind == "rows":
+            return rq.reshape(-1) @ self.operand
+        if self.kind == "via_a":
+            return (rq.T.reshape(self.Ia, 1, self.O) * self.operand.view(self.Ia, self.m, self.O)).sum((0, 2))
+        return (rq.reshape(self.O, 1, self.Ia) * self.operand.view(self.O, self.m, self.Ia)).sum((0, 2))
 
 
 def kfac(
