@@ -342,3 +342,117 @@ def test_fallback_parity_without_the_compiled_core(tmp_path):
     for key in results[0]:
         # float32 model: kernels and references may order sums differently (a few eps32)
         torch.testing.assert_close(results[0][key], results[1][key], rtol=1e-4, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# structured curvature (K-FAC, EK-FAC, diagonal): every method against the same computation on
+# the dense matrix of the same approximation, streaming, query compression, Kronfluence
+
+
+def _structured_problem(n=30, m=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3)).double()
+    x = torch.randn(n, 5, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (n,), generator=g)
+    xt = torch.randn(m, 5, generator=g, dtype=torch.float64)
+    yt = torch.randint(0, 3, (m,), generator=g)
+    return model, nn.CrossEntropyLoss(), (x, y), (xt, yt)
+
+
+@pytest.mark.parametrize("kind", ["kfac", "ekfac", "diag_ggn"])
+def test_every_method_on_structured_curvature_equals_its_dense_matrix(kind):
+    model, loss, train, test = _structured_problem()
+    C = getattr(hessext, kind)(model, loss, train, progress=False)
+    D = hessext.Hessian.from_matrix(C.dense())
+    state = model_state(model)
+    for damping in (0.05, "heuristic"):
+        delta = damping
+        if damping == "heuristic":  # the dense twin gets the same per-block shifts
+            shifted = C.dense().clone()
+            for b in C.blocks:
+                shifted[b.index, b.index] += 0.1 * float(b.eigenvalues().mean())
+            D_use, delta_dense = hessext.Hessian.from_matrix(shifted), 0.0
+        else:
+            D_use, delta_dense = D, delta
+        got = hessext.influence(model, loss, train, test, hessian=C, damping=delta, progress=False)
+        want = hessext.influence(model, loss, train, test, hessian=D_use, damping=delta_dense, progress=False)
+        assert torch.allclose(got, want, rtol=1e-9, atol=1e-12 * float(want.abs().max()))
+        assert got.solver.curvature == C.info["kind"]
+        for fn in (hessext.relatif, hessext.self_influence):
+            args = (train, test) if fn is hessext.relatif else (train,)
+            got = fn(model, loss, *args, hessian=C, damping=delta, batch_size=7, progress=False)
+            want = fn(model, loss, *args, hessian=D_use, damping=delta_dense, progress=False)
+            assert torch.allclose(got, want, rtol=1e-9, atol=1e-12 * float(want.abs().max()))
+    got = hessext.rue(model, loss, train, test[0], hessian=C, damping=0.05, n_bootstrap=8, progress=False)
+    want = hessext.rue(model, loss, train, test[0], hessian=D, damping=0.05, n_bootstrap=8, progress=False)
+    assert torch.allclose(got, want, rtol=1e-9, atol=1e-14)
+    got = hessext.extrapolation_score(model, test[0], hessian=C, n_removed=5)
+    want = hessext.extrapolation_score(model, test[0], hessian=D, n_removed=5)
+    assert torch.allclose(got, want, rtol=1e-9, atol=1e-12)
+    assert_same_state(model, state)
+
+
+def test_streaming_influence_equals_the_in_memory_formula():
+    model, loss, train, test = _structured_problem(n=23)
+    E = hessext.ekfac(model, loss, train, progress=False)
+    whole = hessext.influence(model, loss, train, test, hessian=E, damping=0.01, progress=False)
+    for chunk in (1, 5, 23):
+        part = hessext.influence(model, loss, train, test, hessian=E, damping=0.01, batch_size=chunk, progress=False)
+        assert torch.allclose(part, whole, rtol=1e-12, atol=1e-15)
+    # the formula with everything in memory: (1/n) G (C + δI)⁻¹ G_testᵀ
+    G = reference_grads(model, loss, *train)
+    Gt = reference_grads(model, loss, *test)
+    A = E.dense() + 0.01 * torch.eye(E.num_params, dtype=torch.float64)
+    want = G @ torch.linalg.solve(A, Gt.T) / train[0].shape[0]
+    assert torch.allclose(whole, want, rtol=1e-9, atol=1e-12 * float(want.abs().max()))
+    # the same with the L2 regulariser in every training gradient
+    Er = hessext.ekfac(model, loss, train, regularizer=L2(0.02), progress=False)
+    got = hessext.influence(model, loss, train, test, hessian=Er, damping=0.01, regularizer=L2(0.02), batch_size=4)
+    Gr = reference_grads(model, loss, *train, l2=0.02)
+    Ar = Er.dense() + 0.01 * torch.eye(E.num_params, dtype=torch.float64)
+    want = Gr @ torch.linalg.solve(Ar, Gt.T) / train[0].shape[0]
+    assert torch.allclose(got, want, rtol=1e-9, atol=1e-12 * float(want.abs().max()))
+
+
+def test_query_rank_compression_and_its_reported_error():
+    model, loss, train, test = _structured_problem()
+    E = hessext.ekfac(model, loss, train, progress=False)
+    full = hessext.influence(model, loss, train, test, hessian=E, damping=0.01, progress=False)
+    same = hessext.influence(model, loss, train, test, hessian=E, damping=0.01, query_rank=8, progress=False)
+    assert torch.allclose(same, full, rtol=1e-12, atol=1e-15)  # rank >= every layer's min(O, I')
+    assert float(same.query_compression.max()) == 0.0
+    one = hessext.influence(model, loss, train, test, hessian=E, damping=0.01, query_rank=1, progress=False)
+    # the reported error is ‖X − X_1‖_F / ‖X‖_F over the layers' preconditioned query gradients
+    Gt = reference_grads(model, loss, *test)
+    X = E.solve(Gt.T, damping=0.01)  # [P, m]
+    lost = torch.zeros(test[0].shape[0], dtype=torch.float64)
+    for b in E.blocks:
+        Xb = X[b.index].T.reshape(-1, b.O, b.Ia)
+        s = torch.linalg.svdvals(Xb)
+        lost += s[:, 1:].square().sum(1)
+    assert torch.allclose(one.query_compression, (lost / X.square().sum(0)).sqrt(), rtol=1e-8)
+    assert not torch.allclose(one, full)
+    with pytest.raises(ValueError, match="query_rank compresses"):
+        hessext.influence(model, loss, train, test, hessian=hessext.diag_ggn(model, loss, train), query_rank=1, damping=0.1)
+    with pytest.raises(ValueError, match="query_rank must be a positive integer"):
+        hessext.influence(model, loss, train, test, hessian=E, query_rank=0, damping=0.1)
+    with pytest.raises(ValueError, match="damping='heuristic'"):
+        hessext.influence(model, loss, train, test, damping="heuristic")
+
+
+def test_ekfac_influence_matches_kronfluence():
+    from hessext.testing import kronfluence_pairwise_scores, spearman
+
+    g = torch.Generator().manual_seed(1)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4))
+    x, y = torch.randn(200, 6, generator=g), torch.randint(0, 4, (200,), generator=g)
+    xt, yt = torch.randn(8, 6, generator=g), torch.randint(0, 4, (8,), generator=g)
+    theirs = kronfluence_pairwise_scores(model, (x, y), (xt, yt), damping=None, batch_size=64, query_batch_size=8)
+    E = hessext.ekfac(model, nn.CrossEntropyLoss(), (x, y), progress=False)
+    ours = hessext.influence(model, nn.CrossEntropyLoss(), (x, y), (xt, yt), hessian=E, damping="heuristic")
+    ours = ours.T * x.shape[0]  # Kronfluence scores g_qᵀ (Λ + δ)⁻¹ g_n without the 1/n
+    assert spearman(ours.reshape(-1), theirs.reshape(-1)) >= 0.999
+    # the same float32 computation up to summation order
+    assert float((ours - theirs).norm() / theirs.norm()) <= 1e-4
