@@ -23,7 +23,14 @@ from hessext import (
 )
 from hessext._buildinfo import info
 from hessext._version import __version__
-from hessext.attribution import influence, most_harmful, most_helpful, relatif, self_influence
+from hessext.attribution import (
+    compare_curvature,
+    influence,
+    most_harmful,
+    most_helpful,
+    relatif,
+    self_influence,
+)
 from hessext.curvature import (
     KFAC,
     DiagonalCurvature,
@@ -79,6 +86,7 @@ __all__ = [
     "self_influence",
     "most_helpful",
     "most_harmful",
+    "compare_curvature",
     # uncertainty and extrapolation
     "rue",
     "extrapolation_score",

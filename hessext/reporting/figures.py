@@ -226,3 +226,48 @@ def plane_map(
     if own:
         ax.legend(fontsize=7, loc="best", framealpha=0.8)
     return fig
+
+
+def spectral_density(density, *, sigma=None, title: str = "Spectral density (stochastic Lanczos quadrature)"):
+    """The Gaussian-smoothed eigenvalue density of a hessext.curvature.SpectralDensity on a
+    log-scaled density axis (PyHessian's picture), with the quadrature nodes as a rug."""
+    plt = pyplot()
+    grid, phi = density.density(sigma=sigma)
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    ax.semilogy(_np(grid), np.maximum(_np(phi), 1e-12), color="tab:blue", lw=1.2)
+    nodes = _np(density.nodes).reshape(-1)
+    ax.plot(nodes, np.full_like(nodes, 1e-12), "|", color="0.4", ms=8, alpha=0.5, label="Ritz values")
+    ax.set_xlabel("eigenvalue")
+    ax.set_ylabel("density (log scale)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def curvature_comparison(result, *, reference: str = "ggn", title: str | None = None):
+    """Bars of the relative Frobenius error per layer block (and in total) of every
+    approximation of a hessext.attribution.CurvatureComparison against ``reference`` ('ggn' or
+    'hessian'), beside the influence Spearman correlation with the exact Hessian's scores."""
+    plt = pyplot()
+    names = list(dict.fromkeys(a for a, r, _ in result.errors if r == reference))
+    blocks = result.blocks + ["total"]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [3, 1.4]})
+    width = 0.8 / max(1, len(names))
+    xs = np.arange(len(blocks))
+    for k, name in enumerate(names):
+        vals = [result.errors[(name, reference, b)][0] for b in blocks]
+        ax.bar(xs + k * width, vals, width, label=name)
+    ax.set_xticks(xs + width * (len(names) - 1) / 2)
+    ax.set_xticklabels(blocks, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(f"‖C − {reference.upper()}‖_F / ‖{reference.upper()}‖_F")
+    ax.set_title(title or f"Relative error per layer block vs the exact {reference.upper()}")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    rows = [(n, r.get("spearman_hessian")) for n, r in result.influence.items() if r.get("spearman_hessian") is not None]
+    bx.barh([n for n, _ in rows], [v if v == v else 0.0 for _, v in rows], color="tab:green")
+    bx.set_xlim(min([0.0] + [v for _, v in rows if v == v]), 1.0)
+    bx.set_xlabel("influence Spearman vs exact Hessian")
+    bx.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    return fig
