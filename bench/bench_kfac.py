@@ -57,7 +57,9 @@ def _threads() -> int:
 def make_model(name: str) -> nn.Module:
     torch.manual_seed(0)
     if name == "mlp":
-        return nn.Sequential(nn.Linear(64, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 10))
+        return nn.Sequential(
+            nn.Linear(64, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 10)
+        )
     return nn.Sequential(
         nn.Conv2d(1, 32, 3, padding=1),
         nn.ReLU(),
@@ -180,7 +182,9 @@ def layer_shapes(model: nn.Module, x: torch.Tensor):
         else:
             shapes.append((m.out_channels, m.weight[0].numel() + 1, out[0, 0].numel()))
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    handles = [
+        m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))
+    ]
     with torch.no_grad():
         model(x[:1])
     for h in handles:
@@ -240,7 +244,9 @@ def main():
             res = {mth: in_worker(mth, name, folder) for mth in METHODS}
             ours = torch.load(folder / f"scores_hessext_{name}.pt")
             theirs = torch.load(folder / f"scores_kronfluence_{name}.pt")
-            rows.append((name, facts, fl, res, spearman(ours, theirs), float((ours - theirs).norm() / theirs.norm())))
+            rows.append(
+                (name, facts, fl, res, spearman(ours, theirs), float((ours - theirs).norm() / theirs.norm()))
+            )
     print("| problem | P | tool | first call (s) | steady (s) | peak (MiB) | × floor (steady) |")
     print("|---|---|---|---|---|---|---|")
     for name, facts, fl, res, _, _ in rows:
@@ -249,13 +255,17 @@ def main():
                 f"| {name} | {facts['P']:,} | {mth} | {r['first']:.2f} | {r['steady']:.2f} | "
                 f"{r['peak_mib']:.0f} | {r['steady'] / fl['floor_s']:.1f} |"
             )
-    print("\n| problem | speed-up first (steady) | Spearman vs Kronfluence | rel. difference | floor (s): GFLOP @ GFLOP/s + eigh |")
+    print(
+        "\n| problem | speed-up first (steady) | Spearman vs Kronfluence | rel. difference "
+        "| floor (s): GFLOP @ GFLOP/s + eigh |"
+    )
     print("|---|---|---|---|---|")
     for name, _, fl, res, rho, rel in rows:
         h, k = res["hessext"], res["kronfluence"]
         print(
             f"| {name} | {k['first'] / h['first']:.1f}× ({k['steady'] / h['steady']:.1f}×) | {rho:.5f} | "
-            f"{rel:.2e} | {fl['floor_s']:.2f}: {fl['gflop']:.0f} @ {fl['gemm_gflops']:.0f} + {fl['eigh_s']:.2f} |"
+            f"{rel:.2e} | {fl['floor_s']:.2f}: {fl['gflop']:.0f} @ {fl['gemm_gflops']:.0f} "
+            f"+ {fl['eigh_s']:.2f} |"
         )
     print(f"\nload average at the end: {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
 

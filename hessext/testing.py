@@ -740,7 +740,10 @@ def kronfluence_pairwise_scores(
         test_set = torch.utils.data.TensorDataset(*test)
         factor_args = FactorArguments(strategy=strategy, use_empirical_fisher=empirical)
         analyzer.fit_all_factors(
-            "factors", dataset=train_set, per_device_batch_size=batch_size, factor_args=factor_args,
+            "factors",
+            dataset=train_set,
+            per_device_batch_size=batch_size,
+            factor_args=factor_args,
             overwrite_output_dir=True,
         )
         score_args = ScoreArguments(damping_factor=damping)

@@ -69,7 +69,7 @@ class CurvatureComparison:
         """The error table (markdown): one row per approximation and reference."""
         head = "| approximation | vs | " + " | ".join(f"{b} (F / 2)" for b in self.blocks + ["total"]) + " |"
         lines = [head, "|" + "---|" * (len(self.blocks) + 3)]
-        for (name, ref) in dict.fromkeys((a, r) for a, r, _ in self.errors):
+        for name, ref in dict.fromkeys((a, r) for a, r, _ in self.errors):
             cells = []
             for b in self.blocks + ["total"]:
                 fro, op = self.errors[(name, ref, b)]
@@ -77,7 +77,8 @@ class CurvatureComparison:
             lines.append(f"| {name} | {ref} | " + " | ".join(cells) + " |")
         lines += [
             "",
-            "| approximation | influence Spearman vs Hessian | vs GGN | LOO Pearson | memory (MiB) | build (s) |",
+            "| approximation | influence Spearman vs Hessian | vs GGN | LOO Pearson | memory (MiB) "
+            "| build (s) |",
             "|---|---|---|---|---|---|",
         ]
         for name, row in self.influence.items():
@@ -155,7 +156,12 @@ def _converge(model, loss, x, y, regularizer, weights, theta0, names, others, st
         return value
 
     opt = torch.optim.LBFGS(
-        [theta], lr=1, max_iter=steps, tolerance_grad=1e-12, tolerance_change=1e-15, history_size=50,
+        [theta],
+        lr=1,
+        max_iter=steps,
+        tolerance_grad=1e-12,
+        tolerance_change=1e-15,
+        history_size=50,
         line_search_fn="strong_wolfe",
     )
 
@@ -194,7 +200,9 @@ def compare_curvature(
     hessext.reporting.figures.curvature_comparison for a figure)."""
     caller = "compare_curvature"
     if not (isinstance(damping, (int, float)) and not isinstance(damping, bool) and damping > 0):
-        raise ValueError(f"{caller}: damping must be a number > 0 (every influence solve uses it), got {damping!r}")
+        raise ValueError(
+            f"{caller}: damping must be a number > 0 (every influence solve uses it), got {damping!r}"
+        )
     if not (isinstance(loo, int) and loo >= 0):
         raise ValueError(f"{caller}: loo must be an integer >= 0, got {loo!r}")
     items = []
@@ -243,12 +251,16 @@ def compare_curvature(
         blocks = _layer_blocks(work, params)
         H = exact_hessian(work, loss_fn, (x, y), params=params, regularizer=regularizer, progress=progress)
         G = exact_ggn(work, loss_fn, (x, y), params=params, regularizer=regularizer, progress=progress)
-        result = CurvatureComparison(list(blocks), damping=float(damping), n=x.shape[0], num_params=H.num_params)
+        result = CurvatureComparison(
+            list(blocks), damping=float(damping), n=x.shape[0], num_params=H.num_params
+        )
         built = []
         for name, obj in items:
             t0 = time.perf_counter()
             if obj is None:
-                obj = APPROXIMATIONS[name](work, loss_fn, (x, y), params=params, regularizer=regularizer, progress=False)
+                obj = APPROXIMATIONS[name](
+                    work, loss_fn, (x, y), params=params, regularizer=regularizer, progress=False
+                )
             built.append((name, obj, time.perf_counter() - t0))
         for name, obj, seconds in built:
             D = obj.dense()
@@ -257,12 +269,19 @@ def compare_curvature(
                     result.errors[(name, ref, b)] = errs
             result.influence[name] = {"seconds": seconds, "memory_bytes": obj.memory_bytes}
         if test is not None:
-            scores = {}
+            scores: dict[str, torch.Tensor | None] = {}
             for name, C in [("hessian", H), ("ggn", G)] + [(n_, o) for n_, o, _ in built]:
                 try:
                     scores[name] = influence(
-                        work, loss_fn, (x, y), test, hessian=C, damping=damping, params=params,
-                        regularizer=regularizer, progress=False,
+                        work,
+                        loss_fn,
+                        (x, y),
+                        test,
+                        hessian=C,
+                        damping=damping,
+                        params=params,
+                        regularizer=regularizer,
+                        progress=False,
                     )
                 except ValueError as err:  # e.g. H + δI not positive definite
                     scores[name] = None
@@ -275,7 +294,9 @@ def compare_curvature(
                         _spearman(s, s_ref) if s is not None and s_ref is not None else float("nan")
                     )
             if loo:
-                _leave_one_out(work, loss, x, y, test, regularizer, names, others, theta, scores, loo, loo_steps, result)
+                _leave_one_out(
+                    work, loss, x, y, test, regularizer, names, others, theta, scores, loo, loo_steps, result
+                )
     result.info = {**info, "params": names, "damping": float(damping), "loo": loo}
     return result
 

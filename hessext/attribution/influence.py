@@ -173,8 +173,20 @@ def influence(
         starts = list(range(0, n, chunk))[rank::world]
         if isinstance(H, KFAC) and method in (None, "eigh"):
             scores, info, compression = _kfac_influence(
-                model, loss_fn, inputs, targets, test, H, damping, params, regularizer, starts, chunk,
-                query_rank, progress if rank == 0 else False, caller,
+                model,
+                loss_fn,
+                inputs,
+                targets,
+                test,
+                H,
+                damping,
+                params,
+                regularizer,
+                starts,
+                chunk,
+                query_rank,
+                progress if rank == 0 else False,
+                caller,
             )
         else:
             if query_rank is not None:
@@ -185,10 +197,20 @@ def influence(
                 )
             compression = None
             S, info = _test_side(
-                model, loss_fn, H, test, damping=damping, method=method, rcond=rcond, params=params, caller=caller
+                model,
+                loss_fn,
+                H,
+                test,
+                damping=damping,
+                method=method,
+                rcond=rcond,
+                params=params,
+                caller=caller,
             )
             scores = torch.zeros(n, S.shape[1], dtype=torch.float64, device=S.device)
-            for start in progress_bar(starts, total=len(starts), desc=caller, progress=progress if rank == 0 else False):
+            for start in progress_bar(
+                starts, total=len(starts), desc=caller, progress=progress if rank == 0 else False
+            ):
                 rows = slice(start, min(n, start + chunk))
                 G = grads.train_grads(
                     model, loss_fn, inputs[rows], targets[rows], params=params, regularizer=regularizer
@@ -197,12 +219,25 @@ def influence(
         dp.all_reduce(scores, world)
     scores = attach(scores, info)
     if compression is not None:
-        scores.query_compression = compression
+        setattr(scores, "query_compression", compression)  # noqa: B010  (a plain attribute, as .solver)
     return scores
 
 
 def _kfac_influence(
-    model, loss_fn, inputs, targets, test, H, damping, params, regularizer, starts, chunk, query_rank, progress, caller
+    model,
+    loss_fn,
+    inputs,
+    targets,
+    test,
+    H,
+    damping,
+    params,
+    regularizer,
+    starts,
+    chunk,
+    query_rank,
+    progress,
+    caller,
 ):
     """Influence on a K-FAC/EK-FAC curvature in its Kronecker eigenbasis (module docstring):
     ([n, m] float64 scores with zeros outside this rank's chunks, SolveInfo, compression error

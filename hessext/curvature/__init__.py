@@ -7,9 +7,9 @@ applied)."""
 
 from hessext.curvature.assembly import ggn, hessian, hessian_operator
 from hessext.curvature.cg import block_cg
+from hessext.curvature.chain import GlobalMean, layer_chain
 from hessext.curvature.density import SpectralDensity, spectral_density
 from hessext.curvature.diagonal import DiagonalCurvature, diag_ggn, hutchinson_diagonal
-from hessext.curvature.chain import GlobalMean, layer_chain
 from hessext.curvature.errors import HessianTooLargeError, NotPositiveDefiniteError
 from hessext.curvature.exact import Hessian, HessianOperator
 from hessext.curvature.kfac import KFAC, KroneckerBlock, ekfac, kfac, last_layer

@@ -32,7 +32,6 @@ what is verified: hessext/curvature/strips.py).
 
 from __future__ import annotations
 
-import math
 import time
 
 import torch
@@ -49,7 +48,7 @@ from hessext.curvature.exact import Hessian, HessianOperator
 from hessext.curvature.fillers import mlp_blocks, piecewise_cnn
 from hessext.curvature.fillers.ggn import GGNFiller
 from hessext.curvature.fillers.hvp import HVPFiller
-from hessext.curvature.problem import build_problem, regularizer_hessian_add, split_rows
+from hessext.curvature.problem import build_problem, regularizer_hessian_add
 from hessext.curvature.strips import StripStore, fingerprint
 
 __all__ = ["hessian", "ggn", "hessian_operator"]
@@ -394,9 +393,11 @@ def hessian_operator(
                     out += vmap(lambda v: jvp(grad(prob.regularizer.value), (theta64,), (v,))[1])(V.T).T
         return out
 
-    held = theta.numel() * theta.element_size() + sum(
-        t.numel() * t.element_size() for b in prob.batches for t in b
-    ) + sum(t.numel() * t.element_size() for t in prob.others.values())
+    held = (
+        theta.numel() * theta.element_size()
+        + sum(t.numel() * t.element_size() for b in prob.batches for t in b)
+        + sum(t.numel() * t.element_size() for t in prob.others.values())
+    )
     return HessianOperator(
         matmat,
         prob.num_params,

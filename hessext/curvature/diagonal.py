@@ -71,12 +71,18 @@ class DiagonalCurvature(StructuredCurvature):
     @classmethod
     def from_values(cls, values: torch.Tensor, info: dict | None = None) -> DiagonalCurvature:
         """Wrap a [P] vector of diagonal entries (float64 copy)."""
-        if not isinstance(values, torch.Tensor) or values.dim() != 1 or not bool(torch.isfinite(values).all()):
+        if (
+            not isinstance(values, torch.Tensor)
+            or values.dim() != 1
+            or not bool(torch.isfinite(values).all())
+        ):
             raise ValueError("DiagonalCurvature.from_values: values must be a finite [P] tensor")
         v = values.detach().to(torch.float64).clone()
         P = v.numel()
         index = torch.arange(P, device=v.device)
-        return cls([DiagonalBlock("diagonal", index, v)], P, {"kind": "diagonal", **(info or {})}, device=v.device)
+        return cls(
+            [DiagonalBlock("diagonal", index, v)], P, {"kind": "diagonal", **(info or {})}, device=v.device
+        )
 
     def _matmat(self, V):
         return V * self.blocks[0].values.unsqueeze(1)
@@ -126,13 +132,17 @@ def diag_ggn(
     with preserved(model):
         if dtype is None:
             dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-        prob = build_problem(model, loss_fn, data, params=params, regularizer=regularizer, dtype=dtype, who=caller)
+        prob = build_problem(
+            model, loss_fn, data, params=params, regularizer=regularizer, dtype=dtype, who=caller
+        )
         batches = prob.batches if batch_size is None else split_rows(prob.batches, batch_size)
         rank, world = dp.context(distributed, caller)
         local = dp.shard(batches, rank, world)
         total = torch.zeros(prob.num_params, dtype=torch.float64, device=prob.device)
         n_local = 0
-        for x, y in progress_bar(local, total=len(local), desc=caller, progress=progress if rank == 0 else False):
+        for x, y in progress_bar(
+            local, total=len(local), desc=caller, progress=progress if rank == 0 else False
+        ):
             n_local += x.shape[0]
             for t in _loss_factor_columns(prob, x, y, caller):
                 G = PerSampleGrads(model, _seeded_loss, x, t, params=params, dtype=dtype, progress=False)
@@ -159,7 +169,9 @@ def diag_ggn(
         "seconds": time.perf_counter() - t0,
     }
     index = torch.arange(prob.num_params, device=values.device)
-    return DiagonalCurvature([DiagonalBlock("diagonal", index, values)], prob.num_params, info, device=values.device)
+    return DiagonalCurvature(
+        [DiagonalBlock("diagonal", index, values)], prob.num_params, info, device=values.device
+    )
 
 
 def hutchinson_diagonal(
@@ -210,4 +222,3 @@ def hutchinson_diagonal(
     }
     index = torch.arange(P)
     return DiagonalCurvature([DiagonalBlock("diagonal", index, mean)], P, info)
-

@@ -148,7 +148,8 @@ class Hessian(CurvatureOperator):
         return (
             f"Hessian(P = {self.num_params:,}): {what} of the mean training loss"
             f"{' + R' if self.info.get('regularizer') else ''}, dense float64 "
-            f"({self.memory_bytes / 2**20:,.1f} MiB), loss {self.info.get('loss')}, n = {self.info.get('n')}; "
+            f"({self.memory_bytes / 2**20:,.1f} MiB), loss {self.info.get('loss')}, "
+            f"n = {self.info.get('n')}; "
             "damping δ is added to the diagonal"
         )
 
@@ -411,10 +412,14 @@ class HessianOperator(CurvatureOperator):
             return est, std
         return est
 
-    def logdet(self, damping: float = 0.0, *, num_probes: int = 20, num_steps: int = 60, seed: int = 0) -> float:
+    def logdet(
+        self, damping: float = 0.0, *, num_probes: int = 20, num_steps: int = 60, seed: int = 0
+    ) -> float:
         """Stochastic Lanczos quadrature estimate of log det(H + δI) (hessext.curvature.density);
         refuses a δ at which a Ritz value of H + δI is <= 0."""
-        density = spectral_density(self, num_probes=num_probes, num_steps=num_steps, seed=seed, progress=False)
+        density = spectral_density(
+            self, num_probes=num_probes, num_steps=num_steps, seed=seed, progress=False
+        )
         return density.logdet(float(damping))
 
     @property

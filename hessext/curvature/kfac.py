@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from torch import nn
@@ -181,23 +182,23 @@ def _specs(cap: Capture, caller: str) -> list[_Spec]:
         )
     numel = dict(zip(cap.names, (int(torch.Size(s).numel()) for s in cap.shapes)))
     specs = []
-    module_names = {}
     for layer in cap.layers:
         m = layer.module
-        module_names[id(m)] = (layer.weight or layer.bias).rsplit(".", 1)[0] if "." in (
-            layer.weight or layer.bias
-        ) else ""
+        first = layer.weight or layer.bias
+        assert first is not None  # the capture keeps layers with a chosen parameter only
+        module_name = first.rsplit(".", 1)[0] if "." in first else ""
+        kernel: tuple = ()
         if isinstance(m, nn.Linear):
-            kind, O, I, kernel, T = "linear", m.out_features, m.in_features, (), layer.a.shape[1]
+            kind, O, I, T = "linear", m.out_features, m.in_features, layer.a.shape[1]
         else:
-            if m.groups != 1:
+            conv = cast(nn.Conv2d, m)
+            if conv.groups != 1:
                 raise ValueError(
-                    f"{caller}: params: layer {module_names[id(m)]!r} is a grouped convolution "
-                    f"(groups={m.groups}); K-FAC supports groups=1 only"
+                    f"{caller}: params: layer {module_name!r} is a grouped convolution "
+                    f"(groups={conv.groups}); K-FAC supports groups=1 only"
                 )
-            w = m.weight
-            kernel = (1, w.shape[2]) if w.dim() == 3 else (w.shape[2], w.shape[3])
-            kind, O, I, T = "conv", m.out_channels, w[0].numel(), int(layer.d[0, 0].numel())
+            kernel = _kernel_size(conv)
+            kind, O, I, T = "conv", conv.out_channels, conv.weight[0].numel(), int(layer.d[0, 0].numel())
         Iw = I if layer.weight is not None else 0
         Ia = Iw + (1 if layer.bias is not None else 0)
         index = torch.empty(O, Ia, dtype=torch.long)
@@ -206,10 +207,14 @@ def _specs(cap: Capture, caller: str) -> list[_Spec]:
             index[:, :I] = cap.offsets[layer.weight] + torch.arange(O * I).view(O, I)
         if layer.bias is not None:
             index[:, Iw] = cap.offsets[layer.bias] + torch.arange(O)
-        specs.append(
-            _Spec(module_names[id(m)], layer.weight, layer.bias, kind, O, Iw, index.reshape(-1), kernel, T)
-        )
+        specs.append(_Spec(module_name, layer.weight, layer.bias, kind, O, Iw, index.reshape(-1), kernel, T))
     return specs
+
+
+def _kernel_size(conv: nn.Module) -> tuple[int, int]:
+    """(kH, kW) of a Conv1d (kH = 1) or Conv2d."""
+    w = cast(torch.Tensor, conv.weight)
+    return (1, int(w.shape[2])) if w.dim() == 3 else (int(w.shape[2]), int(w.shape[3]))
 
 
 def _example_chunk(spec: _Spec, n: int, replicas: int) -> int:
@@ -335,7 +340,9 @@ def _build(
     with preserved(model):
         if dtype is None:
             dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-        prob = build_problem(model, loss_fn, data, params=params, regularizer=regularizer, dtype=dtype, who=caller)
+        prob = build_problem(
+            model, loss_fn, data, params=params, regularizer=regularizer, dtype=dtype, who=caller
+        )
         batches = prob.batches if batch_size is None else split_rows(prob.batches, batch_size)
         rank, world = dp.context(distributed, caller)
         local = dp.shard(batches, rank, world)
@@ -343,13 +350,18 @@ def _build(
         specs: list[_Spec] | None = None
         acc = _Accumulators()
         replicas = mc_samples if fisher == "mc" else 1
-        bar = progress_bar(total=len(local) * (2 if corrected else 1), desc=caller, progress=progress if rank == 0 else False)
+        bar = progress_bar(
+            total=len(local) * (2 if corrected else 1), desc=caller, progress=progress if rank == 0 else False
+        )
         try:
             for cap, ds in run:
                 if specs is None:
                     specs = _specs(cap, caller)
                     dev = cap.device
-                    acc.A = [torch.zeros(s.I + s.append_one, s.I + s.append_one, dtype=torch.float64, device=dev) for s in specs]
+                    acc.A = [
+                        torch.zeros(s.I + s.append_one, s.I + s.append_one, dtype=torch.float64, device=dev)
+                        for s in specs
+                    ]
                     acc.S = [torch.zeros(s.O, s.O, dtype=torch.float64, device=dev) for s in specs]
                     acc.rows = [0] * len(specs)
                 N = cap.n
@@ -363,19 +375,27 @@ def _build(
                         acc.rows[j] += a2.shape[0]
                         for r, d in enumerate(ds[j]):
                             dr = _grad_rows(d[rows], spec)
-                            ops.kfac_factors(a2 if r == 0 else a2[:0], dr.reshape(-1, spec.O), acc.A[j], acc.S[j], spec.append_one)
+                            ops.kfac_factors(
+                                a2 if r == 0 else a2[:0],
+                                dr.reshape(-1, spec.O),
+                                acc.A[j],
+                                acc.S[j],
+                                spec.append_one,
+                            )
                 bar.update(1)
             if specs is None:  # this rank had no data (more ranks than examples)
                 raise ValueError(f"{caller}: rank {rank} of {world} received no mini-batch; use fewer ranks")
             n_total = acc.n
             if world > 1:
-                flat = torch.cat([torch.tensor([float(acc.n)] + [float(r) for r in acc.rows], dtype=torch.float64)])
+                flat = torch.cat(
+                    [torch.tensor([float(acc.n)] + [float(r) for r in acc.rows], dtype=torch.float64)]
+                )
                 dp.all_reduce(flat, world)
                 n_total, acc.rows = int(flat[0]), [int(v) for v in flat[1:]]
                 for t in acc.A + acc.S:
                     dp.all_reduce(t, world)
             blocks_raw = []
-            for j, spec in enumerate(specs):
+            for j in range(len(specs)):
                 A = acc.A[j] / max(acc.rows[j], 1)
                 S = acc.S[j] / (n_total * replicas)
                 la, qa = torch.linalg.eigh((A + A.T) / 2)
@@ -404,7 +424,9 @@ def _build(
     blocks = []
     for j, spec in enumerate(specs):
         qa, qs, la, ls = blocks_raw[j]
-        lam = _clean(lams[j] / (n_total * replicas), dtype, squared=True) if corrected else torch.outer(ls, la)
+        lam = (
+            _clean(lams[j] / (n_total * replicas), dtype, squared=True) if corrected else torch.outer(ls, la)
+        )
         blocks.append(
             KroneckerBlock(
                 spec.name,
@@ -426,8 +448,12 @@ def _build(
         "mc": f"the GGN/Fisher from {mc_samples} Monte-Carlo draw(s) per example",
     }[fisher]
     description = (
-        f"{'EK-FAC (K-FAC eigenbasis, eigenvalues refitted to the per-example gradients)' if corrected else 'K-FAC (A ⊗ S per layer)'}"
-        f" of {what}, block-diagonal over layers"
+        (
+            "EK-FAC (K-FAC eigenbasis, eigenvalues refitted to the per-example gradients)"
+            if corrected
+            else "K-FAC (A ⊗ S per layer)"
+        )
+        + f" of {what}, block-diagonal over layers"
         + (f", + {reg_shift:g}·I from the L2 regulariser" if reg_shift else "")
     )
     info = {
@@ -483,10 +509,7 @@ class KFAC(StructuredCurvature):
 
     def _spec(self, b: KroneckerBlock, layer: Layer) -> _Spec:
         I = b.Ia - (1 if b.bias is not None else 0)
-        kernel = ()
-        if b.kind == "conv":
-            w = layer.module.weight
-            kernel = (1, w.shape[2]) if w.dim() == 3 else (w.shape[2], w.shape[3])
+        kernel = _kernel_size(cast(nn.Conv2d, layer.module)) if b.kind == "conv" else ()
         return _Spec(b.name, b.weight, b.bias, b.kind, b.O, I, b.index, kernel, b.positions)
 
     def _bases(self, b: KroneckerBlock, dtype: torch.dtype):
@@ -550,7 +573,9 @@ class KFAC(StructuredCurvature):
         error = (lost / total.clamp_min(1e-300)).sqrt()
         return out, error
 
-    def pair_scores(self, cap: Capture, queries: dict, reg_grad: torch.Tensor | None = None, caller: str = "influence"):
+    def pair_scores(
+        self, cap: Capture, queries: dict, reg_grad: torch.Tensor | None = None, caller: str = "influence"
+    ):
         """Σ_layers g_nᵀ X_q for the training examples of a capture and the queries of
         ``query_factors``: [k, m] at the compute dtype (rotated rank-one gradients for Linear
         layers, rotated per-example gradients for convolutions and sequences; see _QueryBlock).
@@ -737,4 +762,3 @@ def ekfac(
         distributed=distributed,
         progress=progress,
     )
-

@@ -147,7 +147,7 @@ def check_options(damping, method: str | None, rcond: float | None, caller: str)
 
 
 def solve(
-    hessian, V: torch.Tensor, *, damping: float, method: str | None, rcond: float | None, caller: str
+    hessian, V: torch.Tensor, *, damping: float | str, method: str | None, rcond: float | None, caller: str
 ) -> tuple[torch.Tensor, SolveInfo]:
     """X = H_δ⁻¹ V (or the pseudo-inverse), V: [P, k] → X: [P, k] in float64 on V's device."""
     check_options(damping, method, rcond, caller)

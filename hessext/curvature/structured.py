@@ -212,7 +212,9 @@ class StructuredCurvature(CurvatureOperator):
 
     def _extreme(self, k: int, largest: bool, who: str):
         if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= self.num_params:
-            raise ValueError(f"{type(self).__name__}.{who}: k must be an integer in [1, P={self.num_params}], got {k!r}")
+            raise ValueError(
+                f"{type(self).__name__}.{who}: k must be an integer in [1, P={self.num_params}], got {k!r}"
+            )
         lam = torch.cat([b.eigenvalues() for b in self.blocks])
         owner = torch.cat([torch.full((b.size,), j, dtype=torch.long) for j, b in enumerate(self.blocks)])
         local = torch.cat([torch.arange(b.size) for b in self.blocks])
@@ -299,4 +301,3 @@ class StructuredCurvature(CurvatureOperator):
         for b in self.blocks:
             lines.append(f"  block {b.name!r}: {b.describe() if hasattr(b, 'describe') else b.size}")
         return "\n".join(lines)
-

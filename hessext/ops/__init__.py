@@ -196,7 +196,9 @@ def conv_forward(
     return _reference.conv_forward(x, weight, bias, stride, padding, dilation, int(groups))
 
 
-def kfac_factors(a: torch.Tensor, g: torch.Tensor, A: torch.Tensor, S: torch.Tensor, append_one: bool) -> None:
+def kfac_factors(
+    a: torch.Tensor, g: torch.Tensor, A: torch.Tensor, S: torch.Tensor, append_one: bool
+) -> None:
     """One layer's unnormalised K-FAC factors, in place, without any per-sample gradient.
 
     a: [K, I] layer inputs (rows: examples × positions); g: [Kg, O] output gradients; A:

@@ -249,7 +249,9 @@ def conv_forward(
     return torch.nn.functional.conv2d(x, weight, bias, tuple(stride), tuple(padding), tuple(dilation), groups)
 
 
-def kfac_factors(a: torch.Tensor, g: torch.Tensor, A: torch.Tensor, S: torch.Tensor, append_one: bool) -> None:
+def kfac_factors(
+    a: torch.Tensor, g: torch.Tensor, A: torch.Tensor, S: torch.Tensor, append_one: bool
+) -> None:
     """A [I', I'] += a'ᵀa' with a' = [a, 1] (append_one) or a, a [K, I]; S [O, O] += gᵀg, g
     [Kg, O]; products in float64."""
     a64, g64 = a.to(torch.float64), g.to(torch.float64)

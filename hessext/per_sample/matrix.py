@@ -76,7 +76,8 @@ class PerSampleGrads:
 
     Supports ``G @ V`` (V: [P, M] or [P] → [N, M] or [N]), ``G.T @ U`` (``.T`` is a view
     object; equivalently ``G.rmatmul(U)``; U: [N, M] or [N] → [P, M] or [P]),
-    ``G.row_norms()`` → [N], ``G.column_sq_sums()`` → [P], ``G.gram()`` → [N, N], ``G.materialize()`` → [N, P], ``G.shape``,
+    ``G.row_norms()`` → [N], ``G.column_sq_sums()`` → [P], ``G.gram()`` → [N, N],
+    ``G.materialize()`` → [N, P], ``G.shape``,
     ``G.param_names``, ``G.param_shapes``, ``G.unflatten(row)``, and which parameters the native
     kernels serve (``G.kernel_param_names``) or torch.func (``G.fallback_param_names``).
 

@@ -264,7 +264,11 @@ def curvature_comparison(result, *, reference: str = "ggn", title: str | None = 
     ax.set_title(title or f"Relative error per layer block vs the exact {reference.upper()}")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
-    rows = [(n, r.get("spearman_hessian")) for n, r in result.influence.items() if r.get("spearman_hessian") is not None]
+    rows = [
+        (n, r.get("spearman_hessian"))
+        for n, r in result.influence.items()
+        if r.get("spearman_hessian") is not None
+    ]
     bx.barh([n for n, _ in rows], [v if v == v else 0.0 for _, v in rows], color="tab:green")
     bx.set_xlim(min([0.0] + [v for _, v in rows if v == v]), 1.0)
     bx.set_xlabel("influence Spearman vs exact Hessian")

@@ -57,7 +57,10 @@ def test_an_exact_approximation_scores_zero():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 2)).double()
     g = torch.Generator().manual_seed(1)
-    x, y = torch.randn(15, 3, generator=g, dtype=torch.float64), torch.randn(15, 2, generator=g, dtype=torch.float64)
+    x, y = (
+        torch.randn(15, 3, generator=g, dtype=torch.float64),
+        torch.randn(15, 2, generator=g, dtype=torch.float64),
+    )
     r = hessext.compare_curvature(model, mse, (x, y), ["kfac-ggn"], test=(x[:3], y[:3]), damping=0.01)
     for ref in ("hessian", "ggn"):
         fro, op = r.errors[("kfac-ggn", ref, "total")]

@@ -398,7 +398,9 @@ def test_streaming_influence_equals_the_in_memory_formula():
     E = hessext.ekfac(model, loss, train, progress=False)
     whole = hessext.influence(model, loss, train, test, hessian=E, damping=0.01, progress=False)
     for chunk in (1, 5, 23):
-        part = hessext.influence(model, loss, train, test, hessian=E, damping=0.01, batch_size=chunk, progress=False)
+        part = hessext.influence(
+            model, loss, train, test, hessian=E, damping=0.01, batch_size=chunk, progress=False
+        )
         assert torch.allclose(part, whole, rtol=1e-12, atol=1e-15)
     # the formula with everything in memory: (1/n) G (C + δI)⁻¹ G_testᵀ
     G = reference_grads(model, loss, *train)
@@ -408,7 +410,9 @@ def test_streaming_influence_equals_the_in_memory_formula():
     assert torch.allclose(whole, want, rtol=1e-9, atol=1e-12 * float(want.abs().max()))
     # the same with the L2 regulariser in every training gradient
     Er = hessext.ekfac(model, loss, train, regularizer=L2(0.02), progress=False)
-    got = hessext.influence(model, loss, train, test, hessian=Er, damping=0.01, regularizer=L2(0.02), batch_size=4)
+    got = hessext.influence(
+        model, loss, train, test, hessian=Er, damping=0.01, regularizer=L2(0.02), batch_size=4
+    )
     Gr = reference_grads(model, loss, *train, l2=0.02)
     Ar = Er.dense() + 0.01 * torch.eye(E.num_params, dtype=torch.float64)
     want = Gr @ torch.linalg.solve(Ar, Gt.T) / train[0].shape[0]
@@ -434,7 +438,9 @@ def test_query_rank_compression_and_its_reported_error():
     assert torch.allclose(one.query_compression, (lost / X.square().sum(0)).sqrt(), rtol=1e-8)
     assert not torch.allclose(one, full)
     with pytest.raises(ValueError, match="query_rank compresses"):
-        hessext.influence(model, loss, train, test, hessian=hessext.diag_ggn(model, loss, train), query_rank=1, damping=0.1)
+        hessext.influence(
+            model, loss, train, test, hessian=hessext.diag_ggn(model, loss, train), query_rank=1, damping=0.1
+        )
     with pytest.raises(ValueError, match="query_rank must be a positive integer"):
         hessext.influence(model, loss, train, test, hessian=E, query_rank=0, damping=0.1)
     with pytest.raises(ValueError, match="damping='heuristic'"):
@@ -449,7 +455,9 @@ def test_ekfac_influence_matches_kronfluence():
     model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4))
     x, y = torch.randn(200, 6, generator=g), torch.randint(0, 4, (200,), generator=g)
     xt, yt = torch.randn(8, 6, generator=g), torch.randint(0, 4, (8,), generator=g)
-    theirs = kronfluence_pairwise_scores(model, (x, y), (xt, yt), damping=None, batch_size=64, query_batch_size=8)
+    theirs = kronfluence_pairwise_scores(
+        model, (x, y), (xt, yt), damping=None, batch_size=64, query_batch_size=8
+    )
     E = hessext.ekfac(model, nn.CrossEntropyLoss(), (x, y), progress=False)
     ours = hessext.influence(model, nn.CrossEntropyLoss(), (x, y), (xt, yt), hessian=E, damping="heuristic")
     ours = ours.T * x.shape[0]  # Kronfluence scores g_qᵀ (Λ + δ)⁻¹ g_n without the 1/n

@@ -43,4 +43,9 @@ def test_trace_and_logdet_of_a_dense_hessian():
     assert relative_error(torch.tensor(s.logdet(delta)), (exact + delta).log().sum()) <= 0.1
     assert math.isclose(H.logdet(delta), float((exact + delta).log().sum()), rel_tol=1e-10)
     op = HessianOperator(lambda V: H.dense() @ V, P)
-    assert relative_error(torch.tensor(op.logdet(delta, num_probes=200, num_steps=P)), (exact + delta).log().sum()) <= 0.1
+    assert (
+        relative_error(
+            torch.tensor(op.logdet(delta, num_probes=200, num_steps=P)), (exact + delta).log().sum()
+        )
+        <= 0.1
+    )

@@ -44,7 +44,10 @@ def test_diag_ggn_mse_and_interface():
     torch.manual_seed(1)
     model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
     g = torch.Generator().manual_seed(2)
-    x, y = torch.randn(9, 3, generator=g, dtype=torch.float64), torch.randn(9, 2, generator=g, dtype=torch.float64)
+    x, y = (
+        torch.randn(9, 3, generator=g, dtype=torch.float64),
+        torch.randn(9, 2, generator=g, dtype=torch.float64),
+    )
     D = hessext.diag_ggn(model, mse, (x, y), progress=False)
     d = reference_ggn(model, "mse", (x, y)).diagonal()
     V = torch.randn(D.num_params, 2, dtype=torch.float64)

@@ -35,7 +35,11 @@ EXACT = 1e-12
 def _data(n=24, d=4, c=3, seed=0, classes=True):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, d, generator=g, dtype=torch.float64)
-    y = torch.randint(0, c, (n,), generator=g) if classes else torch.randn(n, c, generator=g, dtype=torch.float64)
+    y = (
+        torch.randint(0, c, (n,), generator=g)
+        if classes
+        else torch.randn(n, c, generator=g, dtype=torch.float64)
+    )
     return x, y
 
 
@@ -122,9 +126,19 @@ def test_interface_equals_the_dense_matrix_of_the_same_approximation():
         V = torch.randn(P, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
         assert relative_error(C @ V, D @ V) <= EXACT
         delta = 0.05
-        assert relative_error(C.solve(V, damping=delta), torch.linalg.solve(D + delta * torch.eye(P, dtype=torch.float64), V)) <= 1e-10
+        assert (
+            relative_error(
+                C.solve(V, damping=delta),
+                torch.linalg.solve(D + delta * torch.eye(P, dtype=torch.float64), V),
+            )
+            <= 1e-10
+        )
         assert math.isclose(C.trace(), float(D.trace()), rel_tol=EXACT)
-        assert math.isclose(C.logdet(damping=delta), float(torch.logdet(D + delta * torch.eye(P, dtype=torch.float64))), rel_tol=1e-10)
+        assert math.isclose(
+            C.logdet(damping=delta),
+            float(torch.logdet(D + delta * torch.eye(P, dtype=torch.float64))),
+            rel_tol=1e-10,
+        )
         lam, U = C.top_eigenpairs(4)
         exact = torch.linalg.eigvalsh(D).flip(0)[:4]
         assert relative_error(lam, exact, "max") <= 1e-10
@@ -224,7 +238,9 @@ def test_bad_input_names_the_argument_and_leaves_the_model_alone():
     assert_same_state(model, state)
     grouped = nn.Sequential(nn.Conv1d(2, 4, 3, groups=2), nn.Flatten(), nn.Linear(8, 3)).double()
     with pytest.raises(ValueError, match="grouped convolution"):
-        hessext.kfac(grouped, ce, (torch.randn(5, 2, 4, dtype=torch.float64), torch.zeros(5, dtype=torch.long)))
+        hessext.kfac(
+            grouped, ce, (torch.randn(5, 2, 4, dtype=torch.float64), torch.zeros(5, dtype=torch.long))
+        )
     with pytest.raises(ValueError, match="fisher must be one of"):
         hessext.kfac(model, ce, (x, y), fisher="true")
     with pytest.raises(ValueError, match="mc_samples must be a positive integer"):
@@ -249,7 +265,8 @@ g = torch.Generator().manual_seed(3)
 x = torch.randn(11, 1, 6, 6, generator=g, dtype=torch.float64); y = torch.randint(0, 3, (11,), generator=g)
 data = [(x[:4], y[:4]), (x[4:5], y[4:5]), (x[5:], y[5:])]
 E = hessext.ekfac(model, ce, data, progress=False)
-S = hessext.influence(model, ce, (x, y), (x[:3], y[:3]), hessian=E, damping=0.01, batch_size=4, progress=False)
+test = (x[:3], y[:3])
+S = hessext.influence(model, ce, (x, y), test, hessian=E, damping=0.01, batch_size=4, progress=False)
 if rank == 0:
     torch.save({"D": E.dense(), "S": S.clone(), "world": E.info["world_size"], "n": E.info["n"]}, OUT)
 dist.barrier()

@@ -36,7 +36,9 @@ def _factor_inputs(K, Kg, I, O, dtype, strided, seed=0):
 
 @needs_kernel
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (37, 37, 5, 3), (3000, 3000, 9, 4), (0, 6, 4, 2), (8, 0, 3, 5), (6, 6, 0, 2)])
+@pytest.mark.parametrize(
+    "shape", [(1, 1, 1, 1), (37, 37, 5, 3), (3000, 3000, 9, 4), (0, 6, 4, 2), (8, 0, 3, 5), (6, 6, 0, 2)]
+)
 @pytest.mark.parametrize("append_one", [True, False])
 @pytest.mark.parametrize("strided", [False, True])
 def test_kfac_factors_kernel_matches_reference(dtype, shape, append_one, strided):
@@ -56,7 +58,10 @@ def test_kfac_factors_kernel_matches_reference(dtype, shape, append_one, strided
 
 @needs_kernel
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("shape", [(1, 1, 1, 1, 1), (13, 1, 6, 4, 1), (13, 1, 6, 4, 3), (7, 5, 4, 3, 2), (0, 1, 3, 2, 1), (5, 4, 0, 3, 1)])
+@pytest.mark.parametrize(
+    "shape",
+    [(1, 1, 1, 1, 1), (13, 1, 6, 4, 1), (13, 1, 6, 4, 3), (7, 5, 4, 3, 2), (0, 1, 3, 2, 1), (5, 4, 0, 3, 1)],
+)
 @pytest.mark.parametrize("append_one", [True, False])
 def test_ekfac_correction_kernel_matches_reference(dtype, shape, append_one):
     N, T, I, O, R = shape
@@ -107,18 +112,36 @@ def test_opcheck(dtype):
 def test_errors_name_the_op_and_the_argument():
     a, d = torch.ones(4, 3), torch.ones(4, 2)
     with pytest.raises(RuntimeError, match=r"kfac_factors: A must be \[I', I'\] = \[4, 4\]"):
-        torch.ops.hessext.kfac_factors(a, d, torch.zeros(3, 3, dtype=torch.float64), torch.zeros(2, 2, dtype=torch.float64), True)
+        torch.ops.hessext.kfac_factors(
+            a, d, torch.zeros(3, 3, dtype=torch.float64), torch.zeros(2, 2, dtype=torch.float64), True
+        )
     with pytest.raises(RuntimeError, match="kfac_factors: A and S must be float64"):
         torch.ops.hessext.kfac_factors(a, d, torch.zeros(4, 4), torch.zeros(2, 2), True)
     with pytest.raises(RuntimeError, match="kfac_factors: dtypes differ"):
-        torch.ops.hessext.kfac_factors(a, d.double(), torch.zeros(4, 4, dtype=torch.float64), torch.zeros(2, 2, dtype=torch.float64), True)
+        torch.ops.hessext.kfac_factors(
+            a,
+            d.double(),
+            torch.zeros(4, 4, dtype=torch.float64),
+            torch.zeros(2, 2, dtype=torch.float64),
+            True,
+        )
     with pytest.raises(RuntimeError, match="ekfac_correction: g's rows .* must be a multiple"):
         torch.ops.hessext.ekfac_correction(
-            torch.ones(3, 1, 2), torch.ones(4, 1, 2), torch.eye(3), torch.eye(2), torch.zeros(2, 3, dtype=torch.float64), True
+            torch.ones(3, 1, 2),
+            torch.ones(4, 1, 2),
+            torch.eye(3),
+            torch.eye(2),
+            torch.zeros(2, 3, dtype=torch.float64),
+            True,
         )
     with pytest.raises(RuntimeError, match=r"ekfac_correction: qa must be \[I', I'\]"):
         torch.ops.hessext.ekfac_correction(
-            torch.ones(3, 1, 2), torch.ones(3, 1, 2), torch.eye(2), torch.eye(2), torch.zeros(2, 3, dtype=torch.float64), True
+            torch.ones(3, 1, 2),
+            torch.ones(3, 1, 2),
+            torch.eye(2),
+            torch.eye(2),
+            torch.zeros(2, 3, dtype=torch.float64),
+            True,
         )
 
 
