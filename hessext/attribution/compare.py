@@ -33,6 +33,7 @@ from hessext.curvature.assembly import hessian as exact_hessian
 from hessext.curvature.diagonal import diag_ggn, hutchinson_diagonal
 from hessext.curvature.kfac import ekfac, kfac
 from hessext.curvature.lanczos import lanczos
+from hessext.curvature.structured import StructuredCurvature
 from hessext.per_sample.example_grads import checked_loss
 
 __all__ = ["compare_curvature", "CurvatureComparison", "APPROXIMATIONS"]
@@ -111,9 +112,7 @@ def _norm2(D: torch.Tensor) -> float:
     """‖D‖₂ of a symmetric matrix: exact up to _DENSE_NORM, Lanczos above."""
     if D.shape[0] <= _DENSE_NORM:
         return float(torch.linalg.eigvalsh(D).abs().max()) if D.numel() else 0.0
-    top = lanczos(lambda V: D @ V, D.shape[0], 1, which="largest", tol=1e-6)[0]
-    low = lanczos(lambda V: D @ V, D.shape[0], 1, which="smallest", tol=1e-6)[0]
-    return max(abs(float(top[0])), abs(float(low[0])))
+    return _norm2_op(lambda V: D @ V, D.shape[0])
 
 
 def _layer_blocks(model, params) -> dict[str, torch.Tensor]:
@@ -128,13 +127,57 @@ def _layer_blocks(model, params) -> dict[str, torch.Tensor]:
     return {k: torch.cat(v) for k, v in out.items()}
 
 
-def _relative_errors(C: torch.Tensor, H: torch.Tensor, blocks: dict) -> dict:
+def _norm2_op(matmat, P: int) -> float:
+    """‖M‖₂ of a symmetric operator: its extreme eigenvalues by Lanczos."""
+    top = lanczos(matmat, P, 1, which="largest", tol=1e-6)[0]
+    low = lanczos(matmat, P, 1, which="smallest", tol=1e-6)[0]
+    return max(abs(float(top[0])), abs(float(low[0])))
+
+
+def _relative_errors(C, H: torch.Tensor, blocks: dict, h_norms: dict) -> dict:
+    """{block: (relative Frobenius, relative operator-norm error)} of the approximation C (any
+    curvature object; its dense layer blocks only, never the whole P×P matrix unless it has
+    entries between layers) against the dense exact H, and 'total' over the whole matrix."""
     out = {}
-    for name, idx in {**blocks, "total": None}.items():
-        Cb, Hb = (C, H) if idx is None else (C[idx][:, idx], H[idx][:, idx])
-        fro = float((Cb - Hb).norm() / Hb.norm().clamp_min(1e-300))
-        op = _norm2(Cb - Hb) / max(_norm2(Hb), 1e-300)
-        out[name] = (fro, op)
+    structured = isinstance(C, StructuredCurvature) and all(
+        any(bool(torch.isin(b.index, idx).all()) for idx in blocks.values()) for b in C.blocks
+    )
+    full = None if structured else C.dense()
+    off_sq = float(H.square().sum())
+    diff_sq = 0.0
+    for name, idx in blocks.items():
+        Hb = H[idx][:, idx]
+        if full is not None:
+            Cb = full[idx][:, idx]
+        else:
+            Cb = torch.zeros_like(Hb)
+            pos = {int(p): k for k, p in enumerate(idx.tolist())}
+            for b in C.blocks:
+                if bool(torch.isin(b.index, idx).all()):
+                    local = torch.tensor([pos[int(p)] for p in b.index.tolist()])
+                    Cb[local.unsqueeze(1), local.unsqueeze(0)] = b.dense()
+        block_diff = float((Cb - Hb).square().sum())
+        diff_sq += block_diff
+        off_sq -= float(Hb.square().sum())
+        out[name] = (
+            math.sqrt(block_diff) / max(h_norms[name][0], 1e-300),
+            _norm2(Cb - Hb) / max(h_norms[name][1], 1e-300),
+        )
+    if full is not None:
+        fro = float((full - H).norm())
+        op = _norm2(full - H)
+    else:  # C is zero between the layer blocks: those entries' error is H's own
+        fro = math.sqrt(diff_sq + max(off_sq, 0.0))
+        P = H.shape[0]
+        op = _norm2(C.dense() - H) if P <= _DENSE_NORM else _norm2_op(lambda V: C @ V - H @ V, P)
+    out["total"] = (fro / max(h_norms["total"][0], 1e-300), op / max(h_norms["total"][1], 1e-300))
+    return out
+
+
+def _reference_norms(H: torch.Tensor, blocks: dict) -> dict:
+    """{block: (‖H_bb‖_F, ‖H_bb‖₂)} and 'total'."""
+    out = {name: (float(H[idx][:, idx].norm()), _norm2(H[idx][:, idx])) for name, idx in blocks.items()}
+    out["total"] = (float(H.norm()), _norm2(H))
     return out
 
 
@@ -262,10 +305,10 @@ def compare_curvature(
                     work, loss_fn, (x, y), params=params, regularizer=regularizer, progress=False
                 )
             built.append((name, obj, time.perf_counter() - t0))
+        norms = {"hessian": _reference_norms(H.dense(), blocks), "ggn": _reference_norms(G.dense(), blocks)}
         for name, obj, seconds in built:
-            D = obj.dense()
             for ref, exact in (("hessian", H), ("ggn", G)):
-                for b, errs in _relative_errors(D, exact.dense(), blocks).items():
+                for b, errs in _relative_errors(obj, exact.dense(), blocks, norms[ref]).items():
                     result.errors[(name, ref, b)] = errs
             result.influence[name] = {"seconds": seconds, "memory_bytes": obj.memory_bytes}
         if test is not None:
