@@ -3,7 +3,7 @@
 
 Problems (scikit-learn's digits, standardised; 1,500 training examples, 100 queries; models
 trained in this run with seeded full-batch Adam):
-  mlp  64 → 1024 → 1024 → 10 (ReLU), P = 1,126,410
+  mlp  64 → 1024 → 1024 → 10 (ReLU), P = 1,126,410 (mlp512: width 512, P = 301,066)
   cnn  Conv2d(1,32,3,p1)-ReLU-Conv2d(32,64,3,p1)-ReLU-Conv2d(64,128,3,p1)-ReLU-MaxPool2-
        Flatten-Linear(2048,10) on 1×8×8 images, P = 113,162 (convolutions 82 %)
 
@@ -59,10 +59,9 @@ def _threads() -> int:
 
 def make_model(name: str) -> nn.Module:
     torch.manual_seed(0)
-    if name == "mlp":
-        return nn.Sequential(
-            nn.Linear(64, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 10)
-        )
+    if name.startswith("mlp"):  # "mlp" (width 1024) or "mlp<width>"
+        w = int(name[3:] or 1024)
+        return nn.Sequential(nn.Linear(64, w), nn.ReLU(), nn.Linear(w, w), nn.ReLU(), nn.Linear(w, 10))
     return nn.Sequential(
         nn.Conv2d(1, 32, 3, padding=1),
         nn.ReLU(),

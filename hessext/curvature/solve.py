@@ -98,8 +98,8 @@ def resolve_hessian(hessian, model, loss_fn, train, *, params, regularizer, call
         return Hessian.from_matrix(hessian)
     if not hasattr(hessian, "solve") and not hasattr(hessian, "top_eigenpairs"):
         raise TypeError(
-            f"{caller}: hessian must be a hessext.Hessian, a HessianOperator or a "
-            f"[P, P] tensor, got {type(hessian).__name__}"
+            f"{caller}: hessian must be a hessext curvature (Hessian, HessianOperator, kfac, ekfac, "
+            f"diag_ggn, ...) or a [P, P] tensor, got {type(hessian).__name__}"
         )
     return hessian
 

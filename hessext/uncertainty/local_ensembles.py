@@ -86,7 +86,8 @@ def extrapolation_score(
         test: inputs [m, ...], or (inputs, targets) (targets needed for gradient='loss' with
             label='true').
         hessian: the training-loss Hessian: a hessext.Hessian (its cached eigendecomposition is
-            reused), a HessianOperator (Lanczos), or a [P, P] tensor.
+            reused), a HessianOperator (Lanczos), a structured approximation (hessext.kfac,
+            ekfac, diag_ggn: its eigenpairs are exact for the approximation), or a [P, P] tensor.
         n_removed: remove exactly this many top eigen-directions; or
         threshold: remove every direction with eigenvalue > threshold, but at least
             ``min_removed`` (the toolbox's t ∈ {1, 0.1, 0.01, 0.001}, min_removed = 2).

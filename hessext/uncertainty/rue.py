@@ -68,7 +68,8 @@ def rue(
 
     Args:
         model, loss_fn, train, hessian, damping, method, rcond, params, regularizer: as in
-            hessext.influence (the toolbox used damping 1.2 for RUE).
+            hessext.influence (any curvature object, structured ones included; the toolbox
+            used damping 1.2 for RUE).
         test: inputs [m, ...], or (inputs, targets) (targets needed for target='loss' with
             label='true').
         n_bootstrap: B, the number of bootstrap models (all are kept).
