@@ -57,7 +57,7 @@ from hessext.per_sample.capture import capture
 
 # training examples per streamed chunk when batch_size is None: the chunk's activations and
 # the product's [chunk, m] block, not n × P
-_DEFAULT_TRAIN_CHUNK = 1024
+_DEFAULT_TRAIN_CHUNK = 512
 # at most this many float64 entries of materialised training gradients per chunk (512 MiB)
 _MAX_CHUNK_ELEMS = 1 << 26
 
@@ -152,7 +152,7 @@ def influence(
         params: the parameters differentiated (names or tensors; default all trainable).
         regularizer: R(θ) of the training objective, e.g. hessext.regularizers.L2; enters the
             Hessian and every training gradient.
-        batch_size: training examples per streamed chunk (default 1024).
+        batch_size: training examples per streamed chunk (default 512).
         query_rank: keep the best rank-r factors of each layer's preconditioned query gradient
             (K-FAC / EK-FAC only); the relative error is reported in ``.query_compression``.
         distributed: score the training set data-parallel over an initialised torch.distributed

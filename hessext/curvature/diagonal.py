@@ -118,7 +118,7 @@ def diag_ggn(
     params=None,
     regularizer=None,
     dtype: torch.dtype | None = None,
-    batch_size: int | None = None,
+    batch_size: int | None = 512,
     distributed: bool | None = None,
     progress: bool | None = None,
 ) -> DiagonalCurvature:

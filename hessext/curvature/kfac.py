@@ -628,10 +628,12 @@ class _QueryBlock:
         directly in the T = 1 product's layout."""
         m, Ia = at.shape
         O = dt.shape[1]
-        if Ia >= O:  # [I', m, O]
-            operand = at.T.unsqueeze(2) * dt.unsqueeze(0) * inverse.T.unsqueeze(1)
+        if Ia >= O:  # [I', m, O], scaled in place: one m·P buffer
+            operand = at.T.unsqueeze(2) * dt.unsqueeze(0)
+            operand *= inverse.T.unsqueeze(1)
             return cls("via_a", operand.reshape(Ia, m * O), m, O, Ia)
-        operand = dt.T.unsqueeze(2) * at.unsqueeze(0) * inverse.unsqueeze(1)  # [O, m, I']
+        operand = dt.T.unsqueeze(2) * at.unsqueeze(0)  # [O, m, I']
+        operand *= inverse.unsqueeze(1)
         return cls("via_d", operand.reshape(O, m * Ia), m, O, Ia)
 
     @classmethod
@@ -690,7 +692,7 @@ def kfac(
     dtype: torch.dtype | None = None,
     mc_samples: int = 1,
     seed: int = 0,
-    batch_size: int | None = None,
+    batch_size: int | None = 512,
     memory_budget: float = 1 << 30,
     distributed: bool | None = None,
     progress: bool | None = None,
@@ -703,7 +705,8 @@ def kfac(
     seeded draws). params: the parameters (default all trainable; every one must belong to a
     Linear/Conv layer; see ``last_layer``). regularizer: hessext.regularizers.L2 adds c·I
     (exactly: the eigenbasis is kept). dtype: of the passes (default the model's); the factors
-    accumulate in float64 (hessext.ops.kfac_factors). batch_size: split the mini-batches.
+    accumulate in float64 (hessext.ops.kfac_factors). batch_size: mini-batches are split to at
+    most this many examples (bounds the memory of a pass; None: as given).
     distributed: data-parallel over an initialised torch.distributed group (None: when one is).
     Returns a KFAC (damping is applied at solve time: a number δ, or 'heuristic')."""
     return _build(
@@ -736,7 +739,7 @@ def ekfac(
     dtype: torch.dtype | None = None,
     mc_samples: int = 1,
     seed: int = 0,
-    batch_size: int | None = None,
+    batch_size: int | None = 512,
     memory_budget: float = 1 << 30,
     distributed: bool | None = None,
     progress: bool | None = None,
