@@ -15,7 +15,9 @@ Kronfluence 1.0.1: ``fit_all_factors`` + ``compute_pairwise_scores`` (CPU, batch
 
 Each tool runs in a fresh process: "first" is the first end-to-end call in that process,
 "steady" a second call; "peak" the peak resident memory of the first call above what was
-resident before it (Linux /proc/self/clear_refs + VmHWM), in MiB. Agreement: Spearman rank
+resident before it (Linux /proc/self/clear_refs + VmHWM), in MiB; "first_cpu" the process CPU
+time of the first call (on an oversubscribed machine wall times depend on the share of the cores
+each process got; CPU times do less). Agreement: Spearman rank
 correlation and relative Frobenius difference of all n·m scores against Kronfluence's.
 
 Floor: the flops this computation cannot avoid, at the float32 GEMM rate measured in this run,
@@ -149,9 +151,9 @@ def worker(method: str, name: str, folder: Path) -> None:
             before = _status_kib("VmRSS")
         except OSError:
             before = None
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         scores = fn(model, train, test, Path(work) / "first")
-        first = time.perf_counter() - t
+        first, first_cpu = time.perf_counter() - t, time.process_time() - c
         peak = (_status_kib("VmHWM") - before) / 1024 if before is not None else float("nan")
         torch.save(scores, folder / f"scores_{method}_{name}.pt")
         del scores
@@ -160,7 +162,7 @@ def worker(method: str, name: str, folder: Path) -> None:
             t = time.perf_counter()
             fn(model, train, test, Path(work) / "steady")
             steady = time.perf_counter() - t
-    print(json.dumps({"first": first, "steady": steady, "peak_mib": peak}))
+    print(json.dumps({"first": first, "first_cpu": first_cpu, "steady": steady, "peak_mib": peak}))
 
 
 def in_worker(method: str, name: str, folder: Path) -> dict:
