@@ -24,7 +24,7 @@ from hessext._internal.guard import preserved
 from hessext._internal.progress import progress_bar
 from hessext.curvature import distributed as dp
 from hessext.curvature.assembly import hessian_operator
-from hessext.curvature.problem import build_problem, output_loss_derivatives, split_rows
+from hessext.curvature.problem import output_loss_derivatives
 from hessext.curvature.structured import Block, StructuredCurvature
 from hessext.per_sample.matrix import PerSampleGrads
 
@@ -127,17 +127,19 @@ def diag_ggn(
     the outputs)."""
     caller = "diag_ggn"
     t0 = time.perf_counter()
-    if batch_size is not None and not (isinstance(batch_size, int) and batch_size >= 1):
-        raise ValueError(f"{caller}: batch_size must be a positive integer or None, got {batch_size!r}")
     with preserved(model):
-        if dtype is None:
-            dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-        prob = build_problem(
-            model, loss_fn, data, params=params, regularizer=regularizer, dtype=dtype, who=caller
+        prob, local, rank, world = dp.local_problem(
+            model,
+            loss_fn,
+            data,
+            params=params,
+            regularizer=regularizer,
+            dtype=dtype,
+            batch_size=batch_size,
+            distributed=distributed,
+            who=caller,
         )
-        batches = prob.batches if batch_size is None else split_rows(prob.batches, batch_size)
-        rank, world = dp.context(distributed, caller)
-        local = dp.shard(batches, rank, world)
+        dtype = prob.dtype
         total = torch.zeros(prob.num_params, dtype=torch.float64, device=prob.device)
         n_local = 0
         for x, y in progress_bar(

@@ -13,9 +13,9 @@ import math
 import torch
 import torch.distributed as dist
 
-from hessext.curvature.problem import split_rows
+from hessext.curvature.problem import Problem, build_problem, split_rows
 
-__all__ = ["context", "shard", "all_reduce", "broadcast"]
+__all__ = ["context", "shard", "all_reduce", "broadcast", "local_problem"]
 
 
 def context(distributed, who: str) -> tuple[int, int]:
@@ -50,3 +50,20 @@ def broadcast(t: torch.Tensor, world: int, src: int = 0) -> torch.Tensor:
     if world > 1:
         dist.broadcast(t, src=src)
     return t
+
+
+def local_problem(model, loss_fn, data, *, params, regularizer, dtype, batch_size, distributed, who):
+    """(Problem, this rank's mini-batches (split to at most ``batch_size`` examples), rank,
+    world) for a curvature pass at ``dtype`` (None: the model's). Call inside preserved(model)."""
+    if batch_size is not None and not (
+        isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size >= 1
+    ):
+        raise ValueError(f"{who}: batch_size must be a positive integer or None, got {batch_size!r}")
+    if dtype is None:
+        dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    prob: Problem = build_problem(
+        model, loss_fn, data, params=params, regularizer=regularizer, dtype=dtype, who=who
+    )
+    batches = prob.batches if batch_size is None else split_rows(prob.batches, batch_size)
+    rank, world = context(distributed, who)
+    return prob, shard(batches, rank, world), rank, world

@@ -51,7 +51,7 @@ from hessext._internal.guard import preserved
 from hessext._internal.progress import progress_bar
 from hessext.curvature import distributed as dp
 from hessext.curvature.chain import layer_chain
-from hessext.curvature.problem import build_problem, output_loss_derivatives, split_rows
+from hessext.curvature.problem import output_loss_derivatives
 from hessext.curvature.structured import Block, StructuredCurvature
 from hessext.per_sample.capture import Capture, Layer, capture
 
@@ -323,8 +323,6 @@ def _build(
         raise ValueError(f"{caller}: fisher must be one of {FISHERS}, got {fisher!r}")
     if not (isinstance(mc_samples, int) and not isinstance(mc_samples, bool) and mc_samples >= 1):
         raise ValueError(f"{caller}: mc_samples must be a positive integer, got {mc_samples!r}")
-    if batch_size is not None and not (isinstance(batch_size, int) and batch_size >= 1):
-        raise ValueError(f"{caller}: batch_size must be a positive integer or None, got {batch_size!r}")
     if not (isinstance(memory_budget, (int, float)) and memory_budget >= 0):
         raise ValueError(f"{caller}: memory_budget must be a number of bytes >= 0, got {memory_budget!r}")
     reg_shift = 0.0
@@ -338,14 +336,18 @@ def _build(
             )
         reg_shift = float(coefficient)
     with preserved(model):
-        if dtype is None:
-            dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-        prob = build_problem(
-            model, loss_fn, data, params=params, regularizer=regularizer, dtype=dtype, who=caller
+        prob, local, rank, world = dp.local_problem(
+            model,
+            loss_fn,
+            data,
+            params=params,
+            regularizer=regularizer,
+            dtype=dtype,
+            batch_size=batch_size,
+            distributed=distributed,
+            who=caller,
         )
-        batches = prob.batches if batch_size is None else split_rows(prob.batches, batch_size)
-        rank, world = dp.context(distributed, caller)
-        local = dp.shard(batches, rank, world)
+        dtype = prob.dtype
         run = _Pass(prob, model, local, fisher, mc_samples, seed, params, dtype, caller, memory_budget)
         specs: list[_Spec] | None = None
         acc = _Accumulators()
