@@ -28,6 +28,7 @@ them), eigenvalues [k].
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -35,8 +36,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from hessext._internal.contract import check_inputs
-from hessext._internal.guard import check_model, preserved
+from hessext._internal.contract import check_inputs, forward_or_explain
+from hessext._internal.guard import check_model, grad_mode, preserved
 from hessext._internal.params import flat_parameters, num_params
 from hessext._internal.progress import progress_bar
 from hessext.per_sample import PerSampleGrads, per_sample_grads
@@ -85,6 +86,8 @@ def _check_vectors(fn: str, name: str, V, P: int) -> torch.Tensor:
         )
     if not V.is_floating_point():
         raise TypeError(f"{fn}: {name} must be floating point, got {V.dtype}")
+    if not bool(torch.isfinite(V).all()):
+        raise ValueError(f"{fn}: {name} contains non-finite values (nan or inf)")
     return V
 
 
@@ -111,7 +114,8 @@ def predicted_labels(model: nn.Module, x: torch.Tensor, *, dtype: torch.dtype | 
         for k, v in [*model.named_parameters(), *model.named_buffers()]
     }
     with preserved(model), torch.no_grad():
-        out = torch.func.functional_call(model, state, (x.detach().to(tensors[0].device, dtype),))
+        # a copy: a model may write its input in place
+        out = forward_or_explain(model, state, x.detach().to(tensors[0].device, dtype).clone(), fn)
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]:
         raise ValueError(
             f"{fn}: the model must return logits [N, C]; for inputs "
@@ -120,6 +124,7 @@ def predicted_labels(model: nn.Module, x: torch.Tensor, *, dtype: torch.dtype | 
     return out.argmax(dim=1)
 
 
+@grad_mode
 def reinforcing_gradient_operator(
     model: nn.Module,
     x: torch.Tensor,
@@ -127,16 +132,22 @@ def reinforcing_gradient_operator(
     params=None,
     dtype: torch.dtype | None = None,
     progress: bool | None = None,
+    check_finite: bool = True,
 ) -> PerSampleGrads:
     """The reinforcing gradients of ``x`` [N, ...] as a lazy ``PerSampleGrads`` operator G
     [N, P] (``G @ V``, ``G.row_norms()``, ``G.materialize()``): row n = ∇θ CE(f(x_n), ŷ(x_n)).
-    One forward pass for the predictions and one forward + backward pass for the gradients."""
+    One forward pass for the predictions and one forward + backward pass for the gradients.
+    check_finite=False keeps the rows of inputs where the model's output (hence the gradient)
+    is not finite, instead of refusing them."""
     _check_model_inputs("reinforcing_gradient_operator", model, x)
     dtype = _working_dtype(model, params, dtype)
     labels = predicted_labels(model, x, dtype=dtype)
-    return PerSampleGrads(model, _CE, x, labels, params=params, dtype=dtype, progress=progress)
+    return PerSampleGrads(
+        model, _CE, x, labels, params=params, dtype=dtype, progress=progress, check_finite=check_finite
+    )
 
 
+@grad_mode
 def reinforcing_gradients(
     model: nn.Module, x: torch.Tensor, *, params=None, dtype: torch.dtype | None = None
 ) -> torch.Tensor:
@@ -162,10 +173,12 @@ def _default_cutoff(dtype: torch.dtype) -> float:
 
 
 def _cosines(
-    G: PerSampleGrads, V: torch.Tensor, eps: float | None
+    G: PerSampleGrads, V: torch.Tensor, eps: float | None, who: str = "alignment"
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """cos(g_n, v_i) = v_iᵀ g_n / (‖g_n‖ ‖v_i‖) [N, k] with rows whose ‖g_n‖ < eps · max‖g‖ set
-    to 0, the norms [N], and the absolute norm cutoff used."""
+    to 0, the norms [N], and the absolute norm cutoff used. A row whose gradient is not finite
+    (the model's output is not finite at that input) is NaN, leaves the others as they are
+    (the cutoff is relative to the largest finite norm), and is named in a RuntimeWarning."""
     if eps is None:
         eps = _default_cutoff(G.dtype)
     if not eps >= 0:
@@ -173,14 +186,27 @@ def _cosines(
     V = V.to(device=G.device, dtype=G.dtype)
     proj = G @ V  # [N, k]
     norms = G.row_norms()  # [N]
-    cutoff = float(eps) * float(norms.max()) if norms.numel() else 0.0
+    finite = torch.isfinite(norms) & torch.isfinite(proj).all(1)
+    cutoff = float(eps) * float(norms[finite].max()) if bool(finite.any()) else 0.0
     vnorm = torch.linalg.vector_norm(V, dim=0)  # [k]
-    keep = norms > cutoff
+    keep = finite & (norms > cutoff)
     denom = torch.where(keep, norms, torch.ones_like(norms)).unsqueeze(1) * vnorm.unsqueeze(0)
     cos = torch.where(keep.unsqueeze(1), proj / denom, torch.zeros_like(proj))
+    if not bool(finite.all()):
+        bad = (~finite).nonzero()[:, 0].tolist()
+        cos[~finite] = float("nan")
+        shown = ", ".join(map(str, bad[:8])) + (", ..." if len(bad) > 8 else "")
+        warnings.warn(
+            f"{who}: the reinforcing gradients of {len(bad)} of {norms.numel()} inputs (indices "
+            f"[{shown}]) are not finite (the model's output is not finite there); their rows are "
+            "nan, the others are unaffected",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     return cos, norms, cutoff
 
 
+@grad_mode
 def alignment(
     model: nn.Module,
     x: torch.Tensor,
@@ -201,17 +227,22 @@ def alignment(
     rounding. a_i(x) is defined as 0 wherever ‖g(x)‖ < eps · max_n ‖g(x_n)‖ (relative to the
     largest norm in this batch). The default eps = sqrt(machine epsilon of the working dtype)
     bounds the rounding error of the directions kept by about eps itself (1.5e-8 in float64).
-    dtype: working dtype (default float64, see the module doc).
+    dtype: working dtype (default float64, see the module doc). An input where the model's
+    output is not finite (e.g. outside a log's domain) gets a row of NaN, and a RuntimeWarning
+    names it; the other rows are unaffected.
 
     Cost: one per-sample-gradient pass and one product G @ V; for MLPs the [N, P] gradient
     matrix is never formed, so large grids are fine."""
     fn = "alignment"
     _check_model_inputs(fn, model, x)
     V = _check_vectors(fn, "eigenvectors", eigenvectors, num_params(model, params))
-    G = reinforcing_gradient_operator(model, x, params=params, dtype=dtype, progress=progress)
+    G = reinforcing_gradient_operator(
+        model, x, params=params, dtype=dtype, progress=progress, check_finite=False
+    )
     return _cosines(G, V, eps)[0]
 
 
+@grad_mode
 def boundary_reconstruction(
     model: nn.Module,
     x: torch.Tensor,

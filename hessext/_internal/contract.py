@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.func import vmap
+from torch.func import functional_call, vmap
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 _FLOAT_DTYPES = (torch.float32, torch.float64)
@@ -148,6 +148,106 @@ def check_finite_parameters(model: nn.Module, who: str) -> None:
                 raise ValueError(f"{who}: {kind} {name!r} has non-finite values (nan or inf)")
 
 
+def forward_or_explain(model: nn.Module, state: dict, x: torch.Tensor, who: str):
+    """``functional_call(model, state, (x,))``; a failure of the user's forward (wrong input
+    shape, dtype, ...) is re-raised as one line naming the inputs' shape, the original chained."""
+    try:
+        return functional_call(model, state, (x,))
+    except (RuntimeError, ValueError, TypeError, IndexError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ValueError(
+            f"{who}: the model's forward failed on inputs of shape {tuple(x.shape)} ({x.dtype}): "
+            f"{type(err).__name__}: {first}"
+        ) from err
+
+
+def check_batch_output(outputs, n: int, who: str) -> None:
+    """The model must return a tensor with the batch on dim 0: [N, ...]."""
+    if not isinstance(outputs, torch.Tensor):
+        raise TypeError(f"{who}: the model must return a tensor [N, ...], got {type(outputs).__name__}")
+    if outputs.dim() == 0 or outputs.shape[0] != n:
+        raise ValueError(
+            f"{who}: the model must return its outputs with the batch on dim 0, [{n}, ...]; for "
+            f"{n} inputs it returned shape {tuple(outputs.shape)}"
+        )
+
+
+def interaction(alone, in_batch) -> str | None:
+    """How the first example's output run by itself (``alone`` [1, ...]) differs from its row of
+    the batch's output (``in_batch``), or None when they agree to rounding (relative 1e-3 in
+    float32, 1e-8 in float64: far above the differences of batched and unbatched arithmetic,
+    far below what a batch statistic changes). Non-finite outputs are reported where used."""
+    if not (isinstance(alone, torch.Tensor) and isinstance(in_batch, torch.Tensor)):
+        return None
+    if alone.shape != in_batch.shape or not alone.is_floating_point():
+        return (
+            f"the model's output for one example has shape {tuple(alone.shape)} but its row of the "
+            f"batch's output has shape {tuple(in_batch.shape)}"
+        )
+    a, b = alone.detach().double(), in_batch.detach().double()
+    if not (bool(torch.isfinite(a).all()) and bool(torch.isfinite(b).all())):
+        return None
+    tol = 1e-8 if alone.dtype == torch.float64 else 1e-3
+    scale = max(float(a.abs().max()), float(b.abs().max()), 1e-30)
+    diff = float((a - b).abs().max())
+    if diff > tol * scale:
+        return (
+            "the model's output for an example depends on the other examples of its batch (or is "
+            f"random in eval mode): the first example run alone differs from its row of the batch's "
+            f"output by {diff / scale:.2g} (relative)"
+        )
+    return None
+
+
+def check_examples_independent(alone, in_batch, who: str) -> None:
+    """Refuse a model through which examples interact (``interaction``)."""
+    why = interaction(alone, in_batch)
+    if why is not None:
+        raise ValueError(
+            f"{who}: {why}. Per-example gradients and curvatures need examples that do not "
+            "interact: e.g. no batch statistic (x.mean(0)), no attention or recurrence over the "
+            "batch axis (nn.MultiheadAttention or nn.LSTM with batch_first=False given [N, T, D]), "
+            "no noise in eval mode"
+        )
+
+
+def check_finite_rows(
+    values: torch.Tensor, who: str, what: str, *, first: int = 0, n: int | None = None
+) -> None:
+    """Refuse non-finite rows of a per-example quantity ([rows, ...], examples first, first + 1,
+    ... of n), naming the examples."""
+    bad = ~torch.isfinite(values.reshape(values.shape[0], -1)).all(1)
+    if bool(bad.any()):
+        idx = (bad.nonzero()[:, 0] + first).tolist()
+        n = values.shape[0] if n is None else n
+        shown = ", ".join(map(str, idx[:8])) + (", ..." if len(idx) > 8 else "")
+        raise ValueError(
+            f"{who}: {what} is not finite (nan or inf) for {len(idx)} of {n} examples "
+            f"(indices [{shown}]); the inputs and parameters are finite, so the model or loss_fn "
+            "produces it there (e.g. a log of 0, an overflow)"
+        )
+
+
+# inputs and parameters are checked finite before any work: a non-finite result then comes from
+# the model or the loss itself
+NOT_FINITE_HINT = (
+    "the inputs and parameters are finite, so the model or loss_fn has no finite derivatives "
+    "there (e.g. a log of 0, an overflow)"
+)
+
+
+def check_finite_result(values: torch.Tensor, who: str, what: str, hint: str = "") -> torch.Tensor:
+    """Refuse a result with non-finite entries, saying what it is and how many; returns it."""
+    finite = torch.isfinite(values)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise ValueError(
+            f"{who}: {what} has {bad} non-finite entries (nan or inf) of {values.numel()}"
+            + (f"; {hint}" if hint else "")
+        )
+    return values
+
+
 @dataclass(frozen=True)
 class ExampleLoss:
     """A loss_fn held to the contract: ``self(outputs [N, ...], targets [N, ...])`` → [N].
@@ -182,8 +282,8 @@ def example_loss(
     """Check ``loss_fn`` against the contract on a few examples' ``outputs`` (detached model
     outputs [k, ...]) and ``targets``; return it as an ExampleLoss.
 
-    Must run inside ``preserved(model)``: the closure check sets requires_grad on the model's
-    parameters for a moment."""
+    The closure check sets requires_grad on the model's parameters for a moment and puts the
+    flags back before it returns."""
     if not callable(loss_fn):
         raise TypeError(
             f"{who}: loss_fn must be callable (outputs, targets) -> per-example "
@@ -192,25 +292,33 @@ def example_loss(
     outputs = outputs.detach()
     k = outputs.shape[0]
     floating = [(n, p) for n, p in model.named_parameters() if p.is_floating_point()]
+    flags = [p.requires_grad for _, p in floating]
     for _, p in floating:
         p.requires_grad_(True)
-    with torch.enable_grad():
-        value = loss_fn(outputs, targets)
-        if not isinstance(value, torch.Tensor):
-            raise TypeError(f"{who}: loss_fn must return a tensor, got {type(value).__name__}")
-        if value.requires_grad:
-            used = torch.autograd.grad(value.sum(), [p for _, p in floating], allow_unused=True)
-            names = [n for (n, _), g in zip(floating, used) if g is not None]
-            if names:
-                raise ValueError(
-                    f"{who}: loss_fn depends on the model's parameters directly ({names[:4]}"
-                    f"{' ...' if len(names) > 4 else ''}), not only through its outputs — e.g. a "
-                    "regulariser over model.parameters() written into the loss. hessext "
-                    "differentiates working copies of the parameters, so that term would be "
-                    "silently dropped. Remove it from loss_fn and pass it as regularizer= "
-                    "(hessext.regularizers.L2(c) for (c/2)·‖θ‖², L2.from_weight_decay(λ, n) for "
-                    "the toolbox's (λ/2n)·‖θ‖², or hessext.regularizers.Penalty(R) for any R(θ))"
-                )
+    try:
+        with torch.enable_grad():
+            value = loss_fn(outputs, targets)
+            if not isinstance(value, torch.Tensor):
+                raise TypeError(f"{who}: loss_fn must return a tensor, got {type(value).__name__}")
+            used = (
+                torch.autograd.grad(value.sum(), [p for _, p in floating], allow_unused=True)
+                if value.requires_grad
+                else [None] * len(floating)
+            )
+    finally:  # the flags are the user's: back at once, not only when the call ends
+        for (_, p), flag in zip(floating, flags):
+            p.requires_grad_(flag)
+    names = [n for (n, _), g in zip(floating, used) if g is not None]
+    if names:
+        raise ValueError(
+            f"{who}: loss_fn depends on the model's parameters directly ({names[:4]}"
+            f"{' ...' if len(names) > 4 else ''}), not only through its outputs — e.g. a "
+            "regulariser over model.parameters() written into the loss. hessext "
+            "differentiates working copies of the parameters, so that term would be "
+            "silently dropped. Remove it from loss_fn and pass it as regularizer= "
+            "(hessext.regularizers.L2(c) for (c/2)·‖θ‖², L2.from_weight_decay(λ, n) for "
+            "the toolbox's (λ/2n)·‖θ‖², or hessext.regularizers.Penalty(R) for any R(θ))"
+        )
     value = value.detach()
     if value.shape == (k,):
         return ExampleLoss(loss_fn, "none")

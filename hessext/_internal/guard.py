@@ -10,9 +10,14 @@ call raises. It also runs the body with gradients enabled: callers very often ho
 from __future__ import annotations
 
 import contextlib
+import functools
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 from torch import nn
+from torch.nn.modules import module as module_globals
+from torch.nn.modules.batchnorm import _BatchNorm
 
 _HOOK_DICTS = (
     "_forward_hooks",
@@ -27,9 +32,28 @@ _HOOK_DICTS = (
 )
 
 
-def check_model(model, who: str) -> nn.Module:
-    """Refuse what no method can work on: a non-Module (e.g. a plain function), a model without
-    floating parameters, and a model whose parameters have no data (the meta device)."""
+F = TypeVar("F", bound=Callable)
+
+
+def grad_mode(fn: F) -> F:
+    """Run a public entry point with gradients enabled and inference mode off, whatever the
+    caller holds (torch.no_grad() and torch.inference_mode() are common around analysis code):
+    everything here differentiates, and tensors made under inference mode could not be written
+    or saved for backward later in the same call. Its results are ordinary tensors."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with torch.inference_mode(False), torch.enable_grad():
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def check_model(model, who: str, *, examples_may_interact: bool = False) -> nn.Module:
+    """Refuse what no method can work on: a non-Module (e.g. a plain function), parameters or
+    buffers without data (the meta device), backward hooks, and — unless the caller's result
+    is defined for them (the Hessian of the mean loss over the mini-batches as given) — modules
+    through which the examples of a batch interact (``batch_statistics``)."""
     if not isinstance(model, nn.Module):
         raise TypeError(
             f"{who}: model must be a torch.nn.Module, got {type(model).__name__} "
@@ -45,7 +69,51 @@ def check_model(model, who: str) -> nn.Module:
     for name, b in model.named_buffers():
         if b.is_meta:
             raise ValueError(f"{who}: buffer {name!r} is on the meta device (it has no values)")
+    _check_no_backward_hooks(model, who)
+    why = batch_statistics(model)
+    if why is not None and not examples_may_interact:
+        raise ValueError(
+            f"{who}: {why}, so even in eval mode it normalises every batch by that batch's own mean "
+            "and variance: the examples of a batch interact, and per-example gradients and "
+            "curvatures are not defined by the model alone. Give it running statistics "
+            "(track_running_stats=True, then train or set running_mean/running_var) or use a "
+            "per-example normalisation (LayerNorm, GroupNorm)"
+        )
     return model
+
+
+def _check_no_backward_hooks(model: nn.Module, who: str) -> None:
+    """Backward hooks are not part of the function the forward computes, and torch.func cannot
+    run them (functorch refuses the autograd.Function they install): hessext differentiates the
+    function itself, so it refuses rather than silently bypassing a hook that rewrites
+    gradients."""
+    where = None
+    for name, m in model.named_modules():
+        if m._backward_hooks or m._backward_pre_hooks:
+            where = f"module {name or '(the model itself)'!r} ({type(m).__name__}) has a backward hook"
+            break
+    if where is None and (module_globals._global_backward_hooks or module_globals._global_backward_pre_hooks):
+        where = "a global module backward hook is registered"
+    if where is not None:
+        raise ValueError(
+            f"{who}: {where}. hessext differentiates the function the model's forward computes; "
+            "backward hooks are not part of it (and torch.func cannot run them), so the result "
+            "would silently differ from what the hook makes autograd return. Remove the hook for "
+            "this call (handle.remove() on what register_full_backward_hook returned) and "
+            "register it again afterwards"
+        )
+
+
+def batch_statistics(model: nn.Module) -> str | None:
+    """Which module makes the examples of a batch interact in eval mode (every method here runs
+    the model in eval mode): a BatchNorm without running statistics normalises by the batch's
+    own statistics. None when there is none."""
+    for name, m in model.named_modules():
+        if isinstance(m, _BatchNorm) and m.running_mean is None and m.running_var is None:
+            return (
+                f"module {name!r} ({type(m).__name__}) has no running statistics (track_running_stats=False)"
+            )
+    return None
 
 
 @contextlib.contextmanager
@@ -57,6 +125,11 @@ def preserved(model: nn.Module, *, eval_mode: bool = True):
     Parameter values are snapshotted by reference and compared cheaply: the body must not write
     them in place (our code never does); .grad, the hooks and the parameter and buffer objects
     are restored to the same objects."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"hessext: model must be a torch.nn.Module, got {type(model).__name__} "
+            "(wrap a function of x in an nn.Module whose forward calls it)"
+        )
     modules = list(model.modules())
     modes = [m.training for m in modules]
     slots = [(dict(m._parameters), dict(m._buffers)) for m in modules]

@@ -38,8 +38,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from hessext._internal.contract import split_pair
-from hessext._internal.guard import preserved
+from hessext._internal.contract import check_finite_result, split_pair
+from hessext._internal.guard import check_model, grad_mode, preserved
 from hessext._internal.params import num_params
 from hessext._internal.progress import progress_bar
 from hessext.curvature import distributed as dp
@@ -111,6 +111,7 @@ def _check_stream_options(batch_size, query_rank, caller):
         raise ValueError(f"{caller}: query_rank must be a positive integer or None, got {query_rank!r}")
 
 
+@grad_mode
 def influence(
     model: nn.Module,
     loss_fn: Callable,
@@ -163,6 +164,7 @@ def influence(
         [n, m] float64 tensor; ``.solver`` is a hessext.SolveInfo saying how H_δ⁻¹ was applied.
     """
     caller = "influence"
+    check_model(model, caller)
     check_options(damping, method, rcond, caller)
     _check_stream_options(batch_size, query_rank, caller)
     with preserved(model):
@@ -217,7 +219,7 @@ def influence(
                 )
                 scores[rows] = grads.times(G, S) / n
         dp.all_reduce(scores, world)
-    scores = attach(scores, info)
+    scores = attach(check_finite_result(scores, caller, "the influence scores"), info)
     if compression is not None:
         setattr(scores, "query_compression", compression)  # noqa: B010  (a plain attribute, as .solver)
     return scores
@@ -289,6 +291,7 @@ def _train_chunks(
         yield start, Gc, Xc, info
 
 
+@grad_mode
 def relatif(
     model: nn.Module,
     loss_fn: Callable,
@@ -311,6 +314,7 @@ def relatif(
     per example (the training set is processed in chunks of ``batch_size`` with a progress bar).
     """
     caller = "relatif"
+    check_model(model, caller)
     check_options(damping, method, rcond, caller)
     with preserved(model):
         inputs, targets, H, S, info = _prepare_with_test(
@@ -346,9 +350,10 @@ def relatif(
         ):
             norms = torch.linalg.vector_norm(Xc, dim=0)
             scores[start : start + Gc.shape[0]] = (Gc @ S) / n / norms[:, None]
-    return attach(scores, info)
+    return attach(check_finite_result(scores, caller, "the RelatIF scores"), info)
 
 
+@grad_mode
 def self_influence(
     model: nn.Module,
     loss_fn: Callable,
@@ -367,6 +372,7 @@ def self_influence(
     atypical or mislabelled examples). g_z includes ∇R when ``regularizer`` is given; there is no
     1/n factor. Arguments and ``.solver`` as in :func:`influence`."""
     caller = "self_influence"
+    check_model(model, caller)
     check_options(damping, method, rcond, caller)
     with preserved(model):
         inputs, targets, H = _prepare(model, loss_fn, train, hessian, params, regularizer, caller, progress)
@@ -388,7 +394,7 @@ def self_influence(
             caller=caller,
         ):
             values.append((Gc * Xc.T).sum(dim=1))
-    return attach(torch.cat(values), info)
+    return attach(check_finite_result(torch.cat(values), caller, "the self-influences"), info)
 
 
 def _top(scores: torch.Tensor, k: int, largest: bool, caller: str):

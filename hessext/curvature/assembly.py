@@ -38,7 +38,8 @@ import torch
 import torch.distributed as dist
 from torch.func import grad, jvp, vmap
 
-from hessext._internal.guard import preserved
+from hessext._internal.contract import NOT_FINITE_HINT, check_finite_result
+from hessext._internal.guard import check_model, grad_mode, preserved
 from hessext._internal.memory import available_bytes, empty_large
 from hessext._internal.progress import progress_bar
 from hessext.curvature.distributed import all_reduce, shard
@@ -106,9 +107,17 @@ def _assemble(
 ):
     who = kind
     t_start = time.perf_counter()
+    check_model(model, who, examples_may_interact=kind == "hessian")
     with preserved(model):
         prob = build_problem(
-            model, loss_fn, data, params=params, regularizer=regularizer, dtype=dtype, who=who
+            model,
+            loss_fn,
+            data,
+            params=params,
+            regularizer=regularizer,
+            dtype=dtype,
+            who=who,
+            examples_may_interact=kind == "hessian",  # the HVP path needs no per-example terms
         )
         P, dev = prob.num_params, prob.device
         budget = int(memory_budget) if memory_budget is not None else max(8 * P * P, 256 * 2**20)
@@ -116,6 +125,12 @@ def _assemble(
             raise ValueError(f"{who}: memory_budget must be positive, got {memory_budget}")
         _check_size(who, P, dev, max_bytes)
         rank, world = distributed_context(distributed, who)
+        if prob.interacting and world > 1 and len(prob.batches) < world:
+            raise ValueError(
+                f"{who}: {prob.interacting}: the examples of a batch interact, so the batches must "
+                f"not be split, but {len(prob.batches)} mini-batches cannot be shared by {world} "
+                "ranks whole; pass at least one mini-batch per rank"
+            )
         local = shard(prob.batches, rank, world)
         n_local = sum(x.shape[0] for x, _ in local)
         n_total = (
@@ -130,10 +145,16 @@ def _assemble(
         W = int(strip_width)
         if W < 1:
             raise ValueError(f"{who}: strip_width must be >= 1, got {strip_width}")
-        structured = mlp_blocks.supports(prob)
         if method not in ("auto", "structured", "hvp"):
             raise ValueError(f"{who}: method must be 'auto', 'structured' or 'hvp', got {method!r}")
-        cnn = not structured and piecewise_cnn.supports(prob)
+        # why each closed form does not apply (None: it does); reported in info['method']
+        mlp_why = mlp_blocks.blocker(prob)
+        structured = mlp_why is None
+        cnn_why = piecewise_cnn.blocker(prob) if not structured else None
+        cnn = not structured and cnn_why is None
+        if prob.interacting:  # neither closed form (both are sums over examples) applies
+            mlp_why = cnn_why = "the examples interact"
+            structured = cnn = False
         if method == "structured" and not (structured or cnn):
             raise ValueError(
                 f"{who}: method='structured' needs an nn.Sequential of Linear layers and "
@@ -168,10 +189,18 @@ def _assemble(
             filler, how = GGNFiller(prob, local, n_total, budget), "products of per-example GGN factors"
         else:
             filler, how = (
-                HVPFiller(prob, local, n_total, budget),
+                # examples that interact: the batches as given, none split
+                HVPFiller(prob, local, n_total, budget, split=not prob.interacting),
                 "vmap(vjp(grad)) column blocks (reverse-over-reverse HVPs)",
             )
+            if prob.interacting:
+                how += (
+                    f" of the mean loss over the mini-batches as given, none split ({prob.interacting}: "
+                    "the examples of a batch interact)"
+                )
 
+        if method == "auto" and not (structured or cnn):
+            how += f" (no closed form: not an MLP: {mlp_why}; not a piecewise-linear CNN: {cnn_why})"
         strips = [(j0, min(P, j0 + W)) for j0 in range(0, P, W)]
         # huge pages (hessext/_internal/memory.py): benchmark (a) 0.55 -> 0.42 s in fresh processes
         H = empty_large(P, P, torch.float64, dev)
@@ -228,6 +257,7 @@ def _assemble(
                 if world > 1:
                     acc.copy_(all_reduce(acc.contiguous(), world))
                 regularizer_hessian_add(prob, acc, slice(0, j1), slice(j0, j1))
+                check_finite_result(acc, who, f"the {kind} strip of columns {j0}:{j1}", NOT_FINITE_HINT)
                 # the diagonal tile is symmetric only up to the order of rounding: symmetrise it
                 # before storing, so the stored strip is exactly the final matrix's
                 _symmetrize_(acc[j0:j1])
@@ -245,10 +275,14 @@ def _assemble(
             for i0 in range(0, j0, 256):
                 i1 = min(j0, i0 + 256)
                 H[j0:j1, i0:i1] = H[i0:i1, j0:j1].T
+        batched = getattr(filler, "batched", None)
+        if batched is not None and batched.looping:
+            info["method"] += f"; {batched.how}"
         info["seconds"] = time.perf_counter() - t_start
         return Hessian(H, info)
 
 
+@grad_mode
 def hessian(
     model,
     loss_fn,
@@ -313,6 +347,7 @@ def hessian(
     )
 
 
+@grad_mode
 def ggn(
     model,
     loss_fn,
@@ -356,6 +391,7 @@ def ggn(
     return H
 
 
+@grad_mode
 def hessian_operator(
     model, loss_fn, data, *, params=None, regularizer=None, dtype=torch.float64, block: int = 64
 ) -> HessianOperator:
@@ -363,6 +399,7 @@ def hessian_operator(
     forward-over-reverse products (at ``dtype``; sums over mini-batches in float64), ``block``
     columns at a time. A snapshot: the parameters, buffers and data are copied now, so later
     changes to the model or the data do not affect the operator."""
+    check_model(model, "hessian_operator", examples_may_interact=True)
     with preserved(model):
         prob = build_problem(
             model,
@@ -373,9 +410,11 @@ def hessian_operator(
             dtype=dtype,
             who="hessian_operator",
             copy_data=True,
+            examples_may_interact=True,  # its products run over the mini-batches as given
         )
     theta, n = prob.theta, prob.n
 
+    @grad_mode  # products asked for under torch.no_grad() or inference_mode() later
     def matmat(V: torch.Tensor) -> torch.Tensor:
         out = torch.zeros(V.shape, dtype=torch.float64, device=V.device)
         with preserved(model):
@@ -391,6 +430,8 @@ def hessian_operator(
                     out += prob.regularizer.hessian_diagonal(theta64).unsqueeze(1) * V
                 else:
                     out += vmap(lambda v: jvp(grad(prob.regularizer.value), (theta64,), (v,))[1])(V.T).T
+        if bool(torch.isfinite(V).all()):  # a finite V gives a finite H V, or the model is at fault
+            check_finite_result(out, "hessian_operator", "the product H @ V", NOT_FINITE_HINT)
         return out
 
     held = (
@@ -398,9 +439,12 @@ def hessian_operator(
         + sum(t.numel() * t.element_size() for b in prob.batches for t in b)
         + sum(t.numel() * t.element_size() for t in prob.others.values())
     )
+    info = {"kind": "hessian operator", **prob.info, "held_bytes": held}
+    if prob.interacting:
+        info["interacting"] = f"{prob.interacting}: the mean loss over the mini-batches as given"
     return HessianOperator(
         matmat,
         prob.num_params,
         device=prob.device,
-        info={"kind": "hessian operator", **prob.info, "held_bytes": held},
+        info=info,
     )

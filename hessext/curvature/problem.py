@@ -14,9 +14,20 @@ from typing import Any
 import torch
 from torch import nn
 from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from hessext._internal.contract import Batch, ExampleLoss, as_batches, check_finite_parameters, example_loss
-from hessext._internal.guard import check_model
+from hessext._internal.contract import (
+    Batch,
+    ExampleLoss,
+    as_batches,
+    check_batch_output,
+    check_examples_independent,
+    check_finite_parameters,
+    example_loss,
+    forward_or_explain,
+    interaction,
+)
+from hessext._internal.guard import batch_statistics, check_model
 from hessext._internal.params import flat_parameters, unflatten_params, values_fingerprint, working_copy
 
 __all__ = ["Problem", "build_problem", "split_rows", "regularizer_hessian_add", "output_loss_derivatives"]
@@ -37,6 +48,11 @@ class Problem:
     regularizer: Any = None  # hessext.regularizers.L2, Penalty, or anything with value(θ)
     n: int = 0
     info: dict = field(default_factory=dict)
+    clone_inputs: bool = False  # the model writes its input in place: every pass gets a copy
+    # why the examples of a batch interact (None: they do not); then only the Hessian of the
+    # mean loss over the mini-batches as given is defined, and the batches must not be split
+    interacting: str | None = None
+    who: str = "hessian"  # the public function it serves, for its error messages
 
     @property
     def num_params(self) -> int:
@@ -50,7 +66,11 @@ class Problem:
         return unflatten_params(theta, self.names, self.shapes)
 
     def forward(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return functional_call(self.model, {**self.others, **self.unflatten(theta)}, (x,))
+        x = x.clone() if self.clone_inputs else x
+        # scaled_dot_product_attention's fused kernels (flash, memory-efficient) have no double
+        # backward; its math kernel has, and gives the same values to rounding
+        with sdpa_kernel(SDPBackend.MATH):
+            return functional_call(self.model, {**self.others, **self.unflatten(theta)}, (x,))
 
     def per_example_losses(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """ℓ_i [N]."""
@@ -70,11 +90,15 @@ def build_problem(
     dtype=torch.float64,
     who: str = "hessian",
     copy_data: bool = False,
+    examples_may_interact: bool = False,
 ) -> Problem:
     """The Problem of ``model`` on ``data`` (inside ``preserved(model)``). ``copy_data``: copy
     the mini-batches even where no dtype conversion copies them (for objects that outlive the
-    call and promise a snapshot, like HessianOperator)."""
-    check_model(model, who)
+    call and promise a snapshot, like HessianOperator). ``examples_may_interact``: accept a
+    model through which examples interact (Problem.interacting says why), for the callers whose
+    result is defined for it (the exact Hessian over the mini-batches as given); refused
+    otherwise."""
+    check_model(model, who, examples_may_interact=examples_may_interact)
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"{who}: dtype must be torch.float32 or torch.float64, got {dtype}")
     if regularizer is not None and not callable(getattr(regularizer, "value", None)):
@@ -100,11 +124,22 @@ def build_problem(
     # Two examples tell what loss_fn returns: a forward pass over the whole first batch here cost
     # as much memory as the assembly itself (109 MB of im2col for the toolbox CNN's 1,000 inputs
     # in float64).
+    # (on copies: a model that writes its input in place must not write the caller's data, and
+    # is then given a copy on every pass; one example alone must give its row of the batch's
+    # output: examples must not interact)
     x0, y0 = (t[:2] for t in batches[0])
+    state = {**others, **unflatten_params(theta, names, [t.shape for t in tensors])}
     with torch.no_grad():
-        out0 = functional_call(
-            model, {**others, **unflatten_params(theta, names, [t.shape for t in tensors])}, (x0,)
-        )
+        probe = x0.clone()
+        out0 = forward_or_explain(model, state, probe, who)
+        check_batch_output(out0, x0.shape[0], who)
+        interacting = batch_statistics(model)
+        if x0.shape[0] > 1 and interacting is None:
+            alone = forward_or_explain(model, state, x0[:1].clone(), who)
+            if examples_may_interact:
+                interacting = interaction(alone, out0[:1])
+            else:
+                check_examples_independent(alone, out0[:1], who)
     loss = example_loss(model, loss_fn, out0, y0, who)
     info = {
         "loss": getattr(loss_fn, "__name__", None) or type(loss_fn).__name__,
@@ -128,6 +163,9 @@ def build_problem(
         regularizer=regularizer,
         n=n,
         info=info,
+        clone_inputs=probe._version != 0,
+        interacting=interacting,
+        who=who,
     )
 
 

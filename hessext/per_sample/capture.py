@@ -28,6 +28,7 @@ Conventions:
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import cast
@@ -37,9 +38,20 @@ from torch import nn
 from torch.nn import functional as F
 
 from hessext import ops
-from hessext._internal.contract import check_finite_parameters, check_inputs, check_targets, example_loss
+from hessext._internal.contract import (
+    check_batch_output,
+    check_examples_independent,
+    check_finite_parameters,
+    check_finite_rows,
+    check_inputs,
+    check_targets,
+    example_loss,
+    forward_or_explain,
+)
 from hessext._internal.guard import check_model, preserved
+from hessext._internal.modules import not_stock
 from hessext._internal.params import flat_parameters, functional_state, working_copy
+from hessext._internal.per_example import Batched, over_examples
 from hessext.per_sample.fast_forward import FastForward
 
 # exact types: a subclass may override forward, and then the closed-form gradient is not its own
@@ -131,6 +143,10 @@ class Capture:
     inputs: torch.Tensor = field(default_factory=lambda: torch.empty(0))
     targets: torch.Tensor = field(default_factory=lambda: torch.empty(0))
     reg_grad: torch.Tensor | None = None  # [P] or None
+    # why each parameter left to torch.func is not on a kernel ({name: reason})
+    reasons: dict[str, str] = field(default_factory=dict)
+    clone_inputs: bool = False  # the model writes its input in place: every pass gets a copy
+    batched: Batched = field(default_factory=Batched)  # how torch.func runs over the examples
 
 
 def _param_names_by_module(model):
@@ -162,9 +178,66 @@ def _conv_geometry(m, a):
     return a, (tuple(stride), tuple(padding), tuple(dilation), m.groups)
 
 
-def capture(fn, model, loss_fn, inputs, targets, params, regularizer, dtype) -> Capture:
+def _kernel_candidates(model, chosen) -> tuple[dict[nn.Module, Layer], dict[str, str]]:
+    """The kernel layers whose chosen parameters the native kernels may serve, and for every
+    other chosen parameter why not (hessext/_internal/modules.py: exact type, no hooks, stock
+    forward; a parameter of its own, zero padding)."""
+    owned, slots = _param_names_by_module(model)
+    labels = {m: name for name, m in model.named_modules(remove_duplicate=False)}
+    layers: dict[nn.Module, Layer] = {}
+    reasons: dict[str, str] = {}
+    for m in model.modules():
+        own = {attr: k for attr, k in owned.get(m, {}).items() if k in chosen}
+        if not own:
+            continue
+        label = f"{labels.get(m) or 'the model'!r} ({type(m).__name__})"
+        why = not_stock(m, KERNEL_TYPES)
+        if why is None and getattr(m, "padding_mode", "zeros") != "zeros":
+            why = f"padding_mode={m.padding_mode!r}"
+        if why is None and set(own) - {"weight", "bias"}:
+            why = "it has parameters other than weight and bias"
+        if why is not None:
+            reasons.update({k: f"{label}: {why}" for k in own.values()})
+            continue
+        # a parameter shared with another module stays with torch.func, which sums its uses
+        kinds = {}
+        for attr, k in own.items():
+            if slots[id(m._parameters[attr])] == 1:
+                kinds[attr] = k
+            else:
+                reasons[k] = f"{label}: its {attr} is shared with another module"
+        if kinds:
+            layers[m] = Layer(m, kinds.get("weight"), kinds.get("bias"))
+    return layers, reasons
+
+
+def _batched_call(m, call, n) -> str | None:
+    """Why one recorded call (input a, output y) of kernel layer m cannot be served by the
+    kernels for a batch of n examples, or None."""
+    a, y = call
+    want_dim = 3 if type(m) is nn.Conv1d else 4 if type(m) is nn.Conv2d else None
+    if not (isinstance(a, torch.Tensor) and isinstance(y, torch.Tensor)):
+        return "its call does not take and return tensors"
+    if want_dim is None and a.dim() < 2 or want_dim is not None and a.dim() != want_dim:
+        return f"its input has shape {tuple(a.shape)}, not a batch"
+    if a.shape[0] != n or y.shape[0] != n:
+        return (
+            f"its input's dim 0 ({a.shape[0]}) is not the batch of {n} examples (the model moves the "
+            "batch off dim 0, e.g. batch_first=False)"
+        )
+    return None
+
+
+def capture(fn, model, loss_fn, inputs, targets, params, regularizer, dtype, *, check_finite=True) -> Capture:
     """One forward and one backward pass of ``model`` with hooks on the kernel layers: their
-    inputs a and output gradients d, and which parameters go through torch.func."""
+    inputs a and output gradients d, and which parameters go through torch.func (and why).
+
+    Before it, one example runs alone (a copy of it): each kernel layer must see it as a batch
+    of one on dim 0 (a model that moves the batch elsewhere is caught even when another axis
+    happens to have N entries), its output must equal its row of the batch's (examples must not
+    interact), and the model must leave its input unwritten (else every pass gets a copy).
+    A kernel layer's output written in place later in the forward (nn.ReLU(inplace=True)) is
+    captured from a copy, so that d is the gradient of the layer's own output."""
     names, tensors, dtype, inputs, targets = _check_args(
         fn, model, loss_fn, inputs, targets, params, dtype, regularizer
     )
@@ -175,7 +248,6 @@ def capture(fn, model, loss_fn, inputs, targets, params, regularizer, dtype) -> 
         offsets[name] = start
         start += p.numel()
     cap = Capture(names, shapes, offsets, n, dtype, tensors[0].device)
-    chosen = set(names)
 
     # Functional state: chosen parameters as fresh leaves (so the user's .grad is never
     # touched), everything else as constants, all in the working dtype.
@@ -192,37 +264,45 @@ def capture(fn, model, loss_fn, inputs, targets, params, regularizer, dtype) -> 
                 f"for {theta.numel()} parameters"
             )
 
-    owned, slots = _param_names_by_module(model)
-    layers: dict[nn.Module, Layer] = {}
-    calls: dict[nn.Module, list] = {}
-    for m in model.modules():
-        if type(m) not in KERNEL_TYPES or getattr(m, "padding_mode", "zeros") != "zeros":
-            continue
-        own = owned.get(m, {})
-        weight, bias = own.get("weight"), own.get("bias")
-        # a parameter shared with another module stays with torch.func, which sums its uses
-        weight, bias = (
-            (k if k in chosen and slots[id(m._parameters[attr])] == 1 else None)
-            for k, attr in ((weight, "weight"), (bias, "bias"))
-        )
-        if weight is None and bias is None:
-            continue
-        layers[m] = Layer(m, weight, bias)
-        calls[m] = []
+    layers, cap.reasons = _kernel_candidates(model, set(names))
+    calls: dict[nn.Module, list] = {m: [] for m in layers}
+    copied: set[nn.Module] = set()  # layers whose output the forward writes in place
 
     def hook(module, args, output):
-        calls[module].append((args[0] if args else None, output))
+        a = args[0] if args else None
+        versions = tuple(t._version if isinstance(t, torch.Tensor) else None for t in (output, a))
+        calls[module].append((a, output, *versions))
+        if module in copied and isinstance(output, torch.Tensor):
+            return output.clone()  # the rest of the forward writes the copy
+        return None
 
-    with preserved(model):
+    def forward(x, fast=True):
+        for m in calls:
+            calls[m] = []
         handles = [m.register_forward_hook(hook) for m in layers]
         try:
             # max pooling and small convolutions on hessext's ops: the same layers at a
             # fraction of torch's CPU cost (hessext/per_sample/fast_forward.py)
-            with FastForward(model):
-                outputs = torch.func.functional_call(model, cap.state, (cap.inputs,))
+            with FastForward(model) if fast else contextlib.nullcontext():
+                return forward_or_explain(model, cap.state, x, fn)
         finally:
             for h in handles:
                 h.remove()
+
+    with preserved(model):
+        one = cap.inputs[:1].clone()
+        alone = forward(one, fast=False)
+        cap.clone_inputs = one._version != 0
+        probe = {m: c for m, c in calls.items()}
+        if cap.clone_inputs:  # never let the model write the caller's tensor
+            cap.inputs = cap.inputs.clone()
+        outputs = forward(cap.inputs.clone() if cap.clone_inputs else cap.inputs)
+        check_batch_output(outputs, n, fn)
+        check_examples_independent(alone, outputs[:1], fn)
+        written = {m for m, c in calls.items() if len(c) == 1 and _written_later(c[0], output=True)}
+        if written:
+            copied |= written
+            outputs = forward(cap.inputs.clone() if cap.clone_inputs else cap.inputs)
         example_loss(model, loss_fn, outputs[:2], cap.targets[:2], fn, allow_reduced=False)
         losses = loss_fn(outputs, cap.targets)
         if not isinstance(losses, torch.Tensor) or losses.shape != (n,):
@@ -231,23 +311,27 @@ def capture(fn, model, loss_fn, inputs, targets, params, regularizer, dtype) -> 
                 f"{fn}: loss_fn must return one loss per example, shape [{n}] "
                 f"(e.g. nn.CrossEntropyLoss(reduction='none')), got {got}"
             )
-        kept = []
+        if check_finite:
+            check_finite_rows(losses.detach(), fn, "the loss")
+        kept: list[Layer] = []
+        labels = {m: name for name, m in model.named_modules()}
         for m, layer in layers.items():
-            ok = len(calls[m]) == 1 and calls[m][0][0] is not None
-            if ok:
-                a, y = calls[m][0]
-                want_dim = 3 if type(m) is nn.Conv1d else 4 if type(m) is nn.Conv2d else None
-                ok = (
-                    a.shape[0] == n
-                    and isinstance(y, torch.Tensor)
-                    and y.shape[0] == n
-                    and (want_dim is None and a.dim() >= 2 or a.dim() == want_dim)
-                )
-            if ok:
-                layer.a, layer.d = a, y  # d is the output until the backward pass below
+            c = calls[m]
+            why: str | None
+            if len(c) != 1:
+                why = "it is never called" if not c else f"it is called {len(c)} times in one forward"
+            elif len(probe[m]) != 1:
+                why = f"it is called {len(probe[m])} times for a single example"
+            elif _written_later(c[0], output=False):
+                why = "its input is written in place after it runs"
+            else:
+                why = _batched_call(m, c[0][:2], n) or _batched_call(m, probe[m][0][:2], 1)
+            if why is None:
+                layer.a, layer.d = c[0][0], c[0][1]  # d is the output until the backward pass below
                 kept.append(layer)
-            else:  # called twice, never, or unbatched: torch.func handles it
-                cap.fallback += [k for k in (layer.weight, layer.bias) if k is not None]
+            else:  # torch.func handles it
+                label = f"{labels.get(m) or 'the model'!r} ({type(m).__name__})"
+                cap.reasons.update({k: f"{label}: {why}" for k in (layer.weight, layer.bias) if k})
         outs = [layer.d for layer in kept]
         grads: list[torch.Tensor | None] = [None] * len(outs)
         live = [i for i, y in enumerate(outs) if y.requires_grad]
@@ -270,7 +354,16 @@ def capture(fn, model, loss_fn, inputs, targets, params, regularizer, dtype) -> 
         leaf.requires_grad_(False)
     in_kernel = {k for layer in cap.layers for k in (layer.weight, layer.bias) if k is not None}
     cap.fallback = [k for k in names if k not in in_kernel]
+    cap.reasons = {k: cap.reasons.get(k, "no native kernel") for k in cap.fallback}
     return cap
+
+
+def _written_later(call, *, output: bool) -> bool:
+    """Whether the rest of the forward wrote a kernel layer's output (output=True) or input in
+    place after the layer ran (call: input, output and their versions at the hook)."""
+    a, y, y_version, a_version = call
+    t, version = (y, y_version) if output else (a, a_version)
+    return isinstance(t, torch.Tensor) and t._version != version
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,19 +398,29 @@ def write_layer(layer: Layer, rows: slice, out: torch.Tensor, offsets: dict[str,
 
 
 def write_fallback(cap: Capture, model, loss_fn, names, rows: slice, out, offsets, chunk_size=None):
-    """torch.func per-sample gradients of the parameters ``names`` for samples ``rows``."""
+    """torch.func per-sample gradients of the parameters ``names`` for samples ``rows``
+    (vmapped over the examples, or one example at a time where vmap cannot batch the model:
+    ``cap.batched`` records which)."""
     if not names:
         return
     theta = {k: cap.state[k] for k in names}
     fixed = {k: v for k, v in cap.state.items() if k not in theta}
+    fresh = cap.clone_inputs
 
     def loss_one(theta, x, y):
-        outputs = torch.func.functional_call(model, {**fixed, **theta}, (x.unsqueeze(0),))
+        x = x.unsqueeze(0)
+        outputs = torch.func.functional_call(model, {**fixed, **theta}, (x.clone() if fresh else x,))
         return loss_fn(outputs, y.unsqueeze(0)).sum()
 
     with preserved(model):
-        grads = torch.func.vmap(torch.func.grad(loss_one), in_dims=(None, 0, 0), chunk_size=chunk_size)(
-            theta, cap.inputs[rows], cap.targets[rows]
+        grads = over_examples(
+            torch.func.grad(loss_one),
+            (None, 0, 0),
+            theta,
+            cap.inputs[rows],
+            cap.targets[rows],
+            state=cap.batched,
+            chunk_size=chunk_size,
         )
     k = out.shape[0]
     for name in names:

@@ -24,7 +24,7 @@ def checked_loss(
 ) -> ExampleLoss:
     """``loss_fn`` checked against the contract on the model's outputs for two examples."""
     with torch.no_grad():
-        outputs = model(inputs[:2])
+        outputs = model(inputs[:2].clone())  # a model may write its input in place
     return example_loss(model, loss_fn, outputs, targets[:2], who)
 
 

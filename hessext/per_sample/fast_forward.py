@@ -30,10 +30,10 @@ import weakref
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.nn.modules import module as module_globals
 from torch.utils._pytree import tree_map
 
 from hessext import ops
+from hessext._internal.modules import global_hooks, not_stock
 
 # The direct kernel wins only for few terms per output over long rows; measured on the
 # benchmark layers (2 vCPU, float32, direct vs torch's oneDNN convolution): Conv1d(1, 5, 15)
@@ -150,40 +150,25 @@ def small_conv(func, args, kwargs) -> torch.Tensor | None:
     return y.squeeze(2) if n == 1 else y
 
 
-def _has_hooks(m: nn.Module) -> bool:
-    return any(
-        getattr(m, name, None)
-        for name in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
-    )
-
-
 def relus_before_pools(model: nn.Module) -> dict[nn.Module, nn.Sequential]:
     """{ReLU module: its nn.Sequential} for the nn.ReLU modules (not in place, used once in the
-    model) whose output that Sequential passes straight to an nn.MaxPool1d/2d, neither module
-    with hooks (nor any global module hook): when the Sequential calls such a ReLU, nothing but
-    that pooling sees its output, so FastForward(model) may apply the ReLU after it."""
-    if any(
-        getattr(module_globals, name, None)
-        for name in (
-            "_global_forward_hooks",
-            "_global_forward_pre_hooks",
-            "_global_backward_hooks",
-            "_global_backward_pre_hooks",
-        )
-    ):
+    model) whose output that Sequential passes straight to an nn.MaxPool1d/2d, all three with
+    their stock forward (exact types, no hooks, no global module hook, forward not replaced:
+    hessext/_internal/modules.py): when the Sequential calls such a ReLU, nothing but that
+    pooling sees its output, so FastForward(model) may apply the ReLU after it."""
+    if global_hooks() is not None:
         return {}
     found: dict[nn.Module, nn.Sequential] = {}
     for seq in model.modules():
-        if type(seq) is not nn.Sequential:  # a subclass may route outputs its own way
+        # a subclass may route outputs its own way
+        if not isinstance(seq, nn.Sequential) or not_stock(seq, (nn.Sequential,)) is not None:
             continue
         children = list(seq)
         for relu, pool in zip(children, children[1:]):
             if (
-                type(relu) is nn.ReLU
+                not_stock(relu, (nn.ReLU,)) is None
                 and not relu.inplace
-                and type(pool) in (nn.MaxPool1d, nn.MaxPool2d)
-                and not _has_hooks(relu)
-                and not _has_hooks(pool)
+                and not_stock(pool, (nn.MaxPool1d, nn.MaxPool2d)) is None
             ):
                 found[relu] = seq
     if found:  # only ReLUs used once in the model (the walk counts every use)

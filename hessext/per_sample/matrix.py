@@ -11,6 +11,8 @@ import torch
 from torch import nn
 
 from hessext import ops
+from hessext._internal.contract import check_finite_rows
+from hessext._internal.guard import grad_mode
 from hessext._internal.memory import empty_large
 from hessext._internal.params import unflatten_params
 from hessext._internal.progress import progress_bar
@@ -22,6 +24,7 @@ __all__ = ["per_sample_grads", "PerSampleGrads"]
 _DEFAULT_CHUNK_ELEMS = 1 << 25
 
 
+@grad_mode
 def per_sample_grads(
     model: nn.Module,
     loss_fn,
@@ -33,6 +36,7 @@ def per_sample_grads(
     out: torch.Tensor | None = None,
     dtype: torch.dtype | None = None,
     chunk_size: int | None = None,
+    check_finite: bool = True,
 ) -> torch.Tensor:
     """Per-sample gradients G: [N, P], row i = ∇θ ℓ(z_i) (+ ∇R(θ) with a regularizer).
 
@@ -44,9 +48,13 @@ def per_sample_grads(
     out: optional preallocated [N, P] tensor of the working dtype with contiguous rows.
     dtype: working and output dtype (default: the parameters'); float64 on a float32 model
     computes everything in float64. chunk_size: samples per torch.func call for layers without
-    a kernel (None: all at once)."""
+    a kernel (None: all at once). check_finite: refuse (ValueError naming the examples) a loss
+    or gradient that is not finite; False returns such rows as they are.
+
+    Which parameters the kernels serve and why the others are not is what ``PerSampleGrads``
+    reports (``kernel_param_names``, ``fallback_reasons``)."""
     fn = "per_sample_grads"
-    cap = capture(fn, model, loss_fn, inputs, targets, params, regularizer, dtype)
+    cap = capture(fn, model, loss_fn, inputs, targets, params, regularizer, dtype, check_finite=check_finite)
     P = sum(math.prod(s) for s in cap.shapes)
     if out is None:
         out = empty_large(cap.n, P, cap.dtype, cap.device)
@@ -68,6 +76,8 @@ def per_sample_grads(
     write_fallback(cap, model, loss_fn, cap.fallback, rows, out, cap.offsets, chunk_size)
     if cap.reg_grad is not None:
         out += cap.reg_grad
+    if check_finite:
+        check_finite_rows(out, fn, "the per-sample gradient")
     return out
 
 
@@ -79,7 +89,10 @@ class PerSampleGrads:
     ``G.row_norms()`` → [N], ``G.column_sq_sums()`` → [P], ``G.gram()`` → [N, N],
     ``G.materialize()`` → [N, P], ``G.shape``,
     ``G.param_names``, ``G.param_shapes``, ``G.unflatten(row)``, and which parameters the native
-    kernels serve (``G.kernel_param_names``) or torch.func (``G.fallback_param_names``).
+    kernels serve (``G.kernel_param_names``) or torch.func (``G.fallback_param_names``, with
+    ``G.fallback_reasons``: {name: why not a kernel, e.g. a subclass, a hook, a shared weight}
+    and ``G.fallback_method``: vmapped over the examples, or one example at a time where
+    torch.func cannot vmap the model, e.g. nn.LSTM; known once those columns were computed).
 
     Linear layers without a sequence axis use the ghost contractions of docs/methods.md §1 (memory
     O(N·width), independent of P). Everything else (convolutions, Linear over sequences,
@@ -87,9 +100,12 @@ class PerSampleGrads:
     bounded by chunk_size × (their parameter count). The regulariser term g_i + r enters
     exactly as rank-one corrections. One forward and backward pass happen at construction;
     the object reflects the parameters at that moment (do not modify the model in place while
-    using it). Arguments as in ``per_sample_grads``.
+    using it). Arguments as in ``per_sample_grads``; with check_finite (default) a non-finite
+    loss or gradient raises a ValueError naming the examples, at construction or when the
+    torch.func columns are first computed.
     """
 
+    @grad_mode
     def __init__(
         self,
         model: nn.Module,
@@ -103,15 +119,24 @@ class PerSampleGrads:
         dtype: torch.dtype | None = None,
         ghost: bool = True,
         progress: bool | None = None,
+        check_finite: bool = True,
     ):
         fn = "PerSampleGrads"
-        self._cap = capture(fn, model, loss_fn, inputs, targets, params, regularizer, dtype)
+        self._cap = capture(
+            fn, model, loss_fn, inputs, targets, params, regularizer, dtype, check_finite=check_finite
+        )
         self._model, self._loss_fn, self._progress = model, loss_fn, progress
+        self._check_finite = check_finite
         cap = self._cap
+        if check_finite:  # the kernel columns are products of these: finite a and d, finite rows
+            for layer in cap.layers:
+                check_finite_rows(layer.a, fn, "a layer input")
+                check_finite_rows(layer.d, fn, "the per-sample gradient")
         self.param_names = list(cap.names)
         # which parameters the native kernels serve and which go through torch.func
         self.kernel_param_names = [k for k in cap.names if k not in set(cap.fallback)]
         self.fallback_param_names = list(cap.fallback)
+        self.fallback_reasons = dict(cap.reasons)
         self.param_shapes = [torch.Size(s) for s in cap.shapes]
         numel = {k: math.prod(s) for k, s in zip(cap.names, cap.shapes)}
         P = sum(numel.values())
@@ -142,6 +167,12 @@ class PerSampleGrads:
         if int(chunk_size) < 1:
             raise ValueError(f"{fn}: chunk_size must be a positive integer, got {chunk_size}")
         self.chunk_size = int(chunk_size)
+
+    @property
+    def fallback_method(self) -> str | None:
+        """How torch.func computes the fallback columns: vmapped over the examples, or one
+        example at a time (and why); None when there are none."""
+        return self._cap.batched.how if self.fallback_param_names else None
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -174,6 +205,8 @@ class PerSampleGrads:
         for layer in self._row_layers:
             write_layer(layer, rows, out, self._row_offsets)
         write_fallback(cap, self._model, self._loss_fn, cap.fallback, rows, out, self._row_offsets)
+        if self._check_finite:
+            check_finite_rows(out, "PerSampleGrads", "the per-sample gradient", first=rows.start, n=cap.n)
         return out
 
     def _ghost_parts(self, layer):
@@ -288,6 +321,7 @@ class PerSampleGrads:
 
     # -- public products -----------------------------------------------------------------------
 
+    @grad_mode
     def __matmul__(self, V: torch.Tensor) -> torch.Tensor:
         """G @ V: V [P, M] or [P] → [N, M] or [N]."""
         V, vec = self._as_matrix(V, self.shape[1], "__matmul__")
@@ -301,6 +335,7 @@ class PerSampleGrads:
         """Same as ``G @ V``."""
         return self @ V
 
+    @grad_mode
     def rmatmul(self, U: torch.Tensor) -> torch.Tensor:
         """Gᵀ U: U [N, M] or [N] → [P, M] or [P]."""
         U, vec = self._as_matrix(U, self.shape[0], "rmatmul")
@@ -312,6 +347,7 @@ class PerSampleGrads:
 
     t_matmul = rmatmul
 
+    @grad_mode
     def row_norms(self) -> torch.Tensor:
         """‖g_i‖₂ for every example: [N]."""
         sq = self._sqnorms_raw()
@@ -320,6 +356,7 @@ class PerSampleGrads:
             sq = sq + 2 * self._matmul_raw(r.unsqueeze(1)).squeeze(1) + r @ r
         return sq.clamp_min(0).sqrt()
 
+    @grad_mode
     def gram(self) -> torch.Tensor:
         """G Gᵀ: [N, N]."""
         out = self._gram_raw()
@@ -338,6 +375,7 @@ class PerSampleGrads:
             out += 2 * r.double() * col[:, 0].double() + self.shape[0] * r.double().square()
         return out
 
+    @grad_mode
     def materialize(self) -> torch.Tensor:
         """The whole matrix G: [N, P] (what ``per_sample_grads`` returns)."""
         cap = self._cap
@@ -348,6 +386,8 @@ class PerSampleGrads:
         write_fallback(cap, self._model, self._loss_fn, cap.fallback, rows, out, cap.offsets, self.chunk_size)
         if cap.reg_grad is not None:
             out += cap.reg_grad
+        if self._check_finite:
+            check_finite_rows(out, "PerSampleGrads", "the per-sample gradient")
         return out
 
 

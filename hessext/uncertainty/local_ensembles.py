@@ -18,8 +18,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from hessext._internal.contract import split_pair
-from hessext._internal.guard import preserved
+from hessext._internal.contract import check_finite_result, split_pair
+from hessext._internal.guard import check_model, grad_mode, preserved
 from hessext._internal.params import num_params
 from hessext.curvature.solve import check_matches, is_dense, resolve_hessian
 from hessext.per_sample import example_grads as grads
@@ -36,34 +36,85 @@ def predicted_class_logit(output: torch.Tensor) -> torch.Tensor:
     return flat.max()  # the gradient flows to the argmax entry
 
 
+# Eigenvalues closer than RESOLUTION · λ_max are not told apart: from a threshold, and from one
+# another. The dense eigendecomposition is accurate to ~P·eps·‖H‖ (2e-13 relative at P = 1000)
+# and Lanczos to its residual tolerance (1e-10 relative by default): both far below 1e-8, so
+# the dense Hessian and the operator make the same choices wherever the spectrum is resolved.
+RESOLUTION = 1e-8
+
+
+def removed_count(values: torch.Tensor, threshold: float, min_removed: int, resolution: float) -> int:
+    """How many of the eigenvalues ``values`` (descending; the largest ones of H, or all) a
+    threshold rule removes — the one rule of the dense Hessian and of the operator:
+
+    - an eigenvalue counts as above t only if it exceeds t + resolution (rounding noise around
+      t, e.g. the zero eigenvalues of a rank-deficient Hessian at t = 0, never does);
+    - eigenvalues within ``resolution`` of their neighbour are ties: a cluster of ties is removed
+      whole or not at all (else the removed subspace would be an arbitrary part of it), so the
+      count stops before a cluster that reaches down to t + resolution;
+    - at least ``min_removed`` are removed, completed to the end of the cluster it ends in.
+
+    The answer is final only if it is less than len(values) (the next eigenvalue is known to be
+    kept) or values holds the whole spectrum."""
+    v = values.tolist()
+    k = len(v)
+
+    def cluster_end(i):  # first index after the cluster that contains index i
+        while i + 1 < k and v[i] - v[i + 1] <= resolution:
+            i += 1
+        return i + 1
+
+    m = 0
+    while m < k and v[m] > threshold + resolution:
+        end = cluster_end(m)
+        if v[end - 1] <= threshold + resolution:  # a cluster straddling the boundary stays
+            break
+        m = end
+    if m < min_removed:
+        m = cluster_end(min(min_removed, k) - 1) if min_removed > 0 else 0
+    return m
+
+
 def _removed_eigenpairs(H, n_removed, threshold, min_removed, caller):
-    """(eigenvalues [m] descending, eigenvectors [P, m]) of the removed directions."""
+    """(eigenvalues [m] descending, eigenvectors [P, m] or None when m = 0) of the removed
+    directions."""
     P = H.num_params
-    if n_removed is not None:
-        values, vectors = H.top_eigenpairs(n_removed)
-    elif is_dense(H):
-        lam, U = H.eigh()  # cached: the same decomposition every other method reuses
-        m = max(min_removed, int((lam > threshold).sum()))
-        values, vectors = H.top_eigenpairs(m)
-    else:
-        # Lanczos for growing k until the spectrum drops to the threshold.
-        k = min(P, max(min_removed, 8))
-        while True:
-            values, vectors = H.top_eigenpairs(k)
-            if values[-1] <= threshold or k == P:
-                break
-            k = min(P, 2 * k)
-        m = max(min_removed, int((values > threshold).sum()))
-        values, vectors = values[:m], vectors[:, :m]
-    if (values <= 0).any():
+    t = 0.0 if threshold is None else float(threshold)
+    dense = is_dense(H)
+    k = P if dense else min(P, max((n_removed or min_removed) + 1, 8))
+    while True:
+        # dense: the whole spectrum of the cached decomposition; operator: Lanczos for growing k
+        # until a kept eigenvalue below the removed ones settles the count
+        if dense:
+            lam, U = H.eigh()
+            top, vectors = lam.flip(0), None
+        else:
+            top, vectors = H.top_eigenpairs(k)
+        resolution = RESOLUTION * max(float(top[0]), 0.0)
+        m = n_removed if n_removed is not None else removed_count(top, t, min_removed, resolution)
+        if k == P or m < k:
+            break
+        k = min(P, 2 * k)
+    values = top[:m]
+    if bool((values <= resolution).any()):
         raise ValueError(
-            f"{caller}: removing {values.numel()} directions would remove eigenvalues "
-            f"<= 0 (smallest removed: {float(values.min()):.6g}); negative-curvature "
-            "directions must stay in the ensemble subspace — remove fewer"
+            f"{caller}: removing {m} directions would remove eigenvalues <= 0 (to the resolution "
+            f"{RESOLUTION:g}·λ_max; smallest removed: {float(values.min()):.6g}); negative-curvature "
+            "and flat directions must stay in the ensemble subspace — remove fewer "
+            "(a smaller n_removed or min_removed)"
         )
-    return values, vectors
+    if n_removed is not None and 0 < m < k and float(top[m - 1] - top[m]) <= resolution:
+        raise ValueError(
+            f"{caller}: n_removed={m} splits tied eigenvalues (λ_{m} = {float(top[m - 1]):.10g} and "
+            f"λ_{m + 1} = {float(top[m]):.10g} agree to {RESOLUTION:g}·λ_max): the removed subspace "
+            "would be an arbitrary part of their eigenspace; remove fewer or more directions"
+        )
+    if not m:
+        return values, None
+    return values, (U[:, P - m :].flip(1) if dense else vectors[:, :m])
 
 
+@grad_mode
 def extrapolation_score(
     model: nn.Module,
     test,
@@ -90,7 +141,9 @@ def extrapolation_score(
             ekfac, diag_ggn: its eigenpairs are exact for the approximation), or a [P, P] tensor.
         n_removed: remove exactly this many top eigen-directions; or
         threshold: remove every direction with eigenvalue > threshold, but at least
-            ``min_removed`` (the toolbox's t ∈ {1, 0.1, 0.01, 0.001}, min_removed = 2).
+            ``min_removed`` (the toolbox's t ∈ {1, 0.1, 0.01, 0.001}, min_removed = 2). The
+            rule (``removed_count``) is the same for a dense Hessian and an operator: "above t"
+            means above t + 1e-8·λ_max, and tied eigenvalues are removed together or not at all.
         gradient: 'prediction' (Madras et al.: g = ∇θ s(x) with s = output_fn(model(x)), by
             default the predicted-class logit, see predicted_class_logit) or 'loss' (the
             toolbox: g = ∇θ loss_fn(model(x), y), plus ∇R when ``regularizer`` is given).
@@ -102,6 +155,7 @@ def extrapolation_score(
         [m] float64 scores; ``.n_removed`` and ``.removed_eigenvalues`` say what was removed.
     """
     caller = "extrapolation_score"
+    check_model(model, caller)
     if gradient not in ("prediction", "loss"):
         raise ValueError(f"{caller}: gradient must be 'prediction' or 'loss', got {gradient!r}")
     if label not in ("true", "predicted"):
@@ -138,21 +192,24 @@ def extrapolation_score(
         else:
             if label == "predicted":
                 with torch.no_grad():
-                    y = model(x).argmax(dim=-1)
+                    y = model(x.clone()).argmax(dim=-1)  # a model may write its input in place
             assert loss_fn is not None  # checked above: gradient='loss' needs it
             g = grads.per_example_loss_grads(model, loss_fn, x, y, params=params, regularizer=regularizer)
         if not torch.isfinite(g).all():
             raise ValueError(f"{caller}: test gradients are not finite")
         g = g.to(torch.float64)
         if n_removed == 0:
-            values = torch.zeros(0, dtype=torch.float64, device=g.device)
-            residual = g
+            values, U = torch.zeros(0, dtype=torch.float64, device=g.device), None
         else:
             values, U = _removed_eigenpairs(H, n_removed, threshold, min_removed, caller)
+        if U is None:
+            residual = g
+        else:
             U = U.to(device=g.device, dtype=torch.float64)
             # the residual form avoids the cancellation of ‖g‖² - Σ(uᵀg)² for small scores
             residual = g - (g @ U) @ U.T
         scores = torch.linalg.vector_norm(residual, dim=1)
+        check_finite_result(scores, caller, "the scores")
     scores.n_removed = int(values.numel())
     scores.removed_eigenvalues = values.detach().to(torch.float64).cpu()
     return scores

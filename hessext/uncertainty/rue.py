@@ -23,9 +23,10 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from hessext._internal.contract import split_pair
-from hessext._internal.guard import preserved
+from hessext._internal.contract import check_finite_result, split_pair
+from hessext._internal.guard import check_model, grad_mode, preserved
 from hessext._internal.params import flat_parameters
+from hessext._internal.per_example import Batched, over_examples
 from hessext._internal.progress import progress_bar
 from hessext.curvature.solve import attach, check_matches, check_options, resolve_hessian, solve
 from hessext.per_sample import example_grads as grads
@@ -43,6 +44,7 @@ def bootstrap_counts(n: int, n_bootstrap: int, seed: int) -> torch.Tensor:
     return counts.T.contiguous()
 
 
+@grad_mode
 def rue(
     model: nn.Module,
     loss_fn: Callable,
@@ -88,6 +90,7 @@ def rue(
         ``return_values``: (variance, values [B, m, ...]).
     """
     caller = "rue"
+    check_model(model, caller)
     check_options(damping, method, rcond, caller)
     if not (isinstance(n_bootstrap, int) and n_bootstrap >= 2):
         raise ValueError(f"{caller}: n_bootstrap must be an integer >= 2, got {n_bootstrap!r}")
@@ -128,16 +131,23 @@ def rue(
             offset += k
 
         def forward(p):
-            return functional_call(model, p, (x,))
+            return functional_call(model, p, (x.clone(),))  # a model may write its input in place
 
         chunks = []
         starts = range(0, n_bootstrap, bootstrap_batch)
+        batched = Batched()  # vmapped over the bootstrap models, or one by one (e.g. nn.LSTM)
         for start in progress_bar(starts, total=len(starts), desc=caller, progress=progress):
             batch = {k: v[start : start + bootstrap_batch] for k, v in stacked.items()}
             with torch.no_grad():
-                outputs = vmap(forward)(batch)  # [b, m, ...]
+                outputs = over_examples(forward, (0,), batch, state=batched)  # [b, m, ...]
                 chunks.append(_values(outputs, y, loss_fn, target, label, output_fn))
         values = torch.cat(chunks).to(torch.float64)
+        check_finite_result(
+            values,
+            caller,
+            "the bootstrap models' values on the test inputs",
+            f"their Newton steps are too large for the model (damping={damping:g}; raise it)",
+        )
         variance = values.var(dim=0, correction=0)
     attach(variance, info)
     if return_values:

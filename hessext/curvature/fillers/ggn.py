@@ -11,9 +11,11 @@ added into the float64 strip by hessext.ops.gemm_accumulate (a symmetric rank-k 
 from __future__ import annotations
 
 import torch
-from torch.func import jacrev, vmap
+from torch.func import jacrev
 
 from hessext import ops
+from hessext._internal.contract import NOT_FINITE_HINT, check_finite_result
+from hessext._internal.per_example import Batched, over_examples
 from hessext.curvature.problem import Problem, output_loss_derivatives, split_rows
 
 __all__ = ["GGNFiller"]
@@ -24,6 +26,7 @@ class GGNFiller:
 
     def __init__(self, prob: Problem, batches, n_total: int, budget: int):
         self.prob, self.n = prob, n_total
+        self.batched = Batched()  # vmapped Jacobians, or one example at a time (e.g. nn.LSTM)
         P, item = prob.num_params, prob.theta.element_size()
         x0, _ = batches[0]
         with torch.no_grad():
@@ -46,7 +49,7 @@ class GGNFiller:
         def f_one(th, xi):
             return prob.forward(th, xi.unsqueeze(0)).reshape(-1)
 
-        return vmap(jacrev(f_one), in_dims=(None, 0))(prob.theta, x)
+        return over_examples(jacrev(f_one), (None, 0), prob.theta, x, state=self.batched)
 
     def _factors(self, x, y):
         """(F_plus [k+, P], F_minus [k-, P]) at the model precision with Σ_i J_iᵀΛ_iJ_i = F₊ᵀF₊ − F₋ᵀF₋."""
@@ -56,6 +59,9 @@ class GGNFiller:
         with torch.no_grad():
             out = prob.forward(theta, x)
         _, Lam = output_loss_derivatives(prob, out, y)
+        check_finite_result(
+            Lam, prob.who, "the loss's second derivative in the model's outputs", NOT_FINITE_HINT
+        )
         w, U = torch.linalg.eigh(Lam)  # Λ_i = U diag(w) Uᵀ
         scale = w.abs().amax(1, keepdim=True).clamp_min(1e-300)
         Bm = U * w.abs().sqrt().unsqueeze(1)  # [N, C, K]: columns b_ik

@@ -37,7 +37,7 @@ def _saved_bytes_per_example(prob: Problem) -> float:
 class HVPFiller:
     """Columns j0:j1 of the loss Hessian from batched Hessian-vector products."""
 
-    def __init__(self, prob: Problem, batches, n_total: int, budget: int):
+    def __init__(self, prob: Problem, batches, n_total: int, budget: int, *, split: bool = True):
         self.prob, self.n = prob, n_total
         per_example = _saved_bytes_per_example(prob)
         # a vmapped column of the double backward keeps ~4 copies of the saved activations
@@ -45,7 +45,8 @@ class HVPFiller:
         per_col_row = 4.0 * per_example
         max_rows = max(x.shape[0] for x, _ in batches)
         rows = max(1, min(max_rows, int(budget / (per_col_row * 4))))
-        self.batches = split_rows(batches, rows)
+        # split=False: examples that interact (batch statistics) keep their mini-batches whole
+        self.batches = split_rows(batches, rows) if split else list(batches)
         rows = max(x.shape[0] for x, _ in self.batches)
         P = prob.num_params
         self.cols = int(max(1, min(P, budget / (per_col_row * rows + 6 * P * prob.theta.element_size()))))

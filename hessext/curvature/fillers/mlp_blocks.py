@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from hessext._internal.modules import not_stock
 from hessext.curvature.problem import output_loss_derivatives, split_rows
 
 # Modules applied elementwise (so their Jacobian is diagonal); Dropout is the identity in eval mode.
@@ -51,18 +52,44 @@ _ELEMENTWISE = (
 )
 
 
-def supports(prob) -> bool:
-    """Whether the closed form applies: an nn.Sequential of Linear layers and elementwise modules,
-    differentiated in all its parameters, with 2-D inputs."""
+def blocker(prob) -> str | None:
+    """Why the closed form does not apply to ``prob`` (None: it does). It applies to a stock
+    nn.Sequential of stock nn.Linear layers and elementwise modules (exact types, no hooks, no
+    replaced forward: hessext/_internal/modules.py), each module used once and owning its
+    parameters (no tied weights), differentiated in all its parameters, on 2-D inputs."""
     model = prob.model
     if not isinstance(model, nn.Sequential) or len(model) == 0:
-        return False
-    if any(not isinstance(m, (nn.Linear,) + _ELEMENTWISE) for m in model):
-        return False
-    if not any(isinstance(m, nn.Linear) for m in model) or prob.batches[0][0].dim() != 2:
-        return False
-    all_names = [n for n, _ in model.named_parameters()]
-    return prob.names == all_names and len(prob.others) == 0
+        return "the model is not an nn.Sequential"
+    why = not_stock(model, (nn.Sequential,))
+    if why is not None:
+        return f"the model's nn.Sequential: {why}"
+    for i, m in enumerate(model):
+        why = not_stock(m, (nn.Linear, *_ELEMENTWISE))
+        if why is not None:
+            return f"module {i} ({type(m).__name__}): {why}"
+    if len({id(m) for m in model}) != len(model):
+        return "a module is used more than once"
+    if not any(isinstance(m, nn.Linear) for m in model):
+        return "the model has no Linear layer"
+    if prob.batches[0][0].dim() != 2:
+        return f"the inputs are not [N, features] (shape {tuple(prob.batches[0][0].shape)})"
+    own = [
+        f"{i}.{attr}"
+        for i, m in enumerate(model)
+        if isinstance(m, nn.Linear)
+        for attr in ("weight", "bias")
+        if m._parameters.get(attr) is not None
+    ]
+    if [n for n, _ in model.named_parameters()] != own:
+        return "Linear layers share a parameter (tied weights)"
+    if prob.names != own or len(prob.others) != 0:
+        return "not all parameters are differentiated"
+    return None
+
+
+def supports(prob) -> bool:
+    """Whether the closed form applies (``blocker(prob)`` says why not)."""
+    return blocker(prob) is None
 
 
 def _elementwise_derivatives(chain: nn.Sequential, z: torch.Tensor):
@@ -71,7 +98,7 @@ def _elementwise_derivatives(chain: nn.Sequential, z: torch.Tensor):
         return z, torch.ones_like(z), torch.zeros_like(z)
     with torch.enable_grad():
         u = z.detach().requires_grad_(True)
-        a = chain(u)
+        a = chain(u.clone())  # an in-place module (nn.ReLU(inplace=True)) writes the copy
         (d1,) = torch.autograd.grad(a.sum(), u, create_graph=True)
         d2 = None
         if d1.requires_grad:  # piecewise-linear chains have no graph behind φ'
@@ -143,7 +170,7 @@ class MLPBlocks:
     # ------------------------------------------------------------------ per-example factors
     def _factors(self, x, y):
         prob, L, dt = self.prob, len(self.linears), self.prob.dtype
-        h = self.head(x) if len(self.head) else x
+        h = self.head(x.clone()) if len(self.head) else x  # the head may write in place: not the data
         a_in, d1, d2 = [], [], []
         for m in range(L):
             a_in.append(torch.cat([h, torch.ones_like(h[:, :1])], 1))  # ã_{m-1} [N, in+1]

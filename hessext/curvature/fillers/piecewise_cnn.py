@@ -58,6 +58,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hessext._internal.modules import global_hooks, has_hooks, not_stock
 from hessext._internal.progress import progress_bar
 from hessext.curvature.chain import GlobalMean, layer_chain
 from hessext.curvature.fillers.ggn import GGNFiller
@@ -103,17 +104,26 @@ def _param_names(model, mods):
     return {id(m): names.get(id(m)) for m in mods}
 
 
-def supports(prob) -> bool:
-    """Whether the packed-tangent residual applies: an nn.Sequential of Conv1d/Conv2d (groups=1,
-    zero padding), Linear, ReLU/LeakyReLU/Identity/Dropout, Max/AvgPool1d/2d, global average
-    pools (AdaptiveAvgPool1d/2d(1)), BatchNorm1d/2d with running statistics (affine or not) and
-    Flatten, differentiated in all its parameters, on which channels stay apart between weight
-    layers (pools only on convolution outputs of their own dimension; after a Linear, Flatten or
-    global pool only elementwise modules and BatchNorm1d)."""
+def blocker(prob) -> str | None:
+    """Why the packed-tangent residual does not apply to ``prob`` (None: it does). It applies to
+    a layer chain (an nn.Sequential, or a model declaring ``layer_chain()``) of Conv1d/Conv2d
+    (groups=1, zero padding), Linear, ReLU/LeakyReLU/Identity/Dropout, Max/AvgPool1d/2d, global
+    average pools (AdaptiveAvgPool1d/2d(1)), BatchNorm1d/2d with running statistics (affine or
+    not) and Flatten, all with their stock forward (exact types, no hooks, no replaced forward:
+    hessext/_internal/modules.py) and each used once, differentiated in all its parameters, on
+    which channels stay apart between weight layers (pools only on convolution outputs of their
+    own dimension; after a Linear, Flatten or global pool only elementwise modules and
+    BatchNorm1d), and whose output on an example is the model's."""
     model = prob.model
     mods = layer_chain(model)
     if not mods:
-        return False
+        return "the model is not a layer chain (an nn.Sequential or a model with layer_chain())"
+    if isinstance(model, nn.Sequential):
+        why = not_stock(model, (nn.Sequential,))
+    else:  # a declared chain: the model's own forward is checked against it below
+        why = has_hooks(model) or global_hooks()
+    if why is not None:
+        return f"the model: {why}"
     allowed = (
         (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Flatten, GlobalMean)
         + _ELEMENTWISE
@@ -121,15 +131,19 @@ def supports(prob) -> bool:
         + tuple(_GLOBAL_POOLS)
         + _BATCHNORMS
     )
-    if any(type(m) not in allowed for m in mods):
-        return False
+    for i, m in enumerate(mods):
+        why = not_stock(m, allowed)
+        if why is not None:
+            return f"chain module {i} ({type(m).__name__}): {why}"
+    if len({id(m) for m in mods}) != len(mods):
+        return "a module is used more than once in the chain"
     if not any(_is_weight_layer(m) for m in mods):
-        return False
+        return "the chain has no weight layer"
     all_names = [n for n, _ in model.named_parameters()]
     # besides θ only buffers (BatchNorm's running statistics, constants here)
     buffers = {n for n, _ in model.named_buffers()}
     if prob.names != all_names or any(n not in buffers for n in prob.others):
-        return False
+        return "not all parameters are differentiated"
     # θ must hold the weight layers' parameters in chain order (weight, bias), nothing else
     qual = _param_names(model, mods)
     chain_names = [
@@ -140,64 +154,70 @@ def supports(prob) -> bool:
         if getattr(m, p) is not None
     ]
     if chain_names != prob.names:
-        return False
+        return "the parameters are not the chain's weight layers' own, in order (tied or extra parameters)"
     for m in mods:
         if isinstance(m, (nn.Conv1d, nn.Conv2d)) and (m.groups != 1 or m.padding_mode != "zeros"):
-            return False
+            return "a convolution has groups > 1 or non-zero padding"
         if isinstance(m, nn.Flatten) and (m.start_dim != 1 or m.end_dim != -1):
-            return False
+            return "a Flatten does not flatten all but the batch axis"
         if isinstance(m, (nn.MaxPool1d, nn.MaxPool2d)) and m.return_indices:
-            return False
+            return "a max pooling returns indices"
         if type(m) in _GLOBAL_POOLS and not _is_global_pool(m):
-            return False
+            return "an adaptive pool is not global"
         # without running statistics eval mode normalises by the batch's: examples interact
         if type(m) in _BATCHNORMS and (m.running_mean is None or m.running_var is None):
-            return False
+            return "a BatchNorm has no running statistics"
     # shapes along the network on one example: each module must see the batched input it expects
     h = prob.batches[0][0][:1]
     if not h.is_floating_point():
-        return False
+        return "the inputs are not floating point"
     flat = False  # after a Flatten, Linear or global pool: features, not channels
     seen_weight = False
     mods, layers = _weight_layers(prob)
     by_idx = {L.idx: L for L in layers}  # θ's copies at the compute dtype, not the model's
+    channels_mixed = "channels do not stay apart between weight layers"
     try:
         with torch.no_grad():
             for i, m in enumerate(mods):
                 if isinstance(m, nn.Linear):
                     if h.dim() != 2:
-                        return False
+                        return "a Linear layer sees more than [N, features]"
                     flat = True
                 elif isinstance(m, (nn.Conv1d, nn.Conv2d)):
                     if flat or h.dim() != 2 + _CONVS[type(m)][1]:
-                        return False
+                        return channels_mixed
                 elif type(m) in _POOLS:
                     if seen_weight and (flat or h.dim() != _POOLS[type(m)]):
-                        return False
+                        return channels_mixed
                 elif type(m) in _GLOBAL_POOLS:
                     if seen_weight and (flat or h.dim() != _GLOBAL_POOLS[type(m)]):
-                        return False
+                        return channels_mixed
                 elif isinstance(m, GlobalMean):
                     if h.dim() < 3 or (seen_weight and flat):
-                        return False
+                        return channels_mixed
                     flat = True
                 elif isinstance(m, nn.BatchNorm2d):
                     if h.dim() != 4:
-                        return False
+                        return channels_mixed
                 elif isinstance(m, nn.BatchNorm1d):
                     # [N, F] (features: elementwise) or [N, C, L] (channels of a Conv1d)
                     if h.dim() not in (2, 3) or (flat and h.dim() != 2):
-                        return False
+                        return channels_mixed
                 elif isinstance(m, nn.Flatten):
                     flat = True
                 seen_weight = seen_weight or _is_weight_layer(m)
                 h = by_idx[i].forward(h) if i in by_idx else _apply(m, h)
             # the chain must be the model's forward
             if not torch.equal(h, prob.forward(prob.theta, prob.batches[0][0][:1])):
-                return False
-    except (RuntimeError, ValueError):
-        return False
-    return True
+                return "the chain's output differs from the model's"
+    except (RuntimeError, ValueError) as err:
+        return f"the chain fails on an example ({type(err).__name__})"
+    return None
+
+
+def supports(prob) -> bool:
+    """Whether the packed-tangent residual applies (``blocker(prob)`` says why not)."""
+    return blocker(prob) is None
 
 
 def _apply(m, h):
