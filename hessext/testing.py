@@ -135,6 +135,40 @@ class CNN2d(nn.Module):
         return self.fc(torch.tanh(self.pool(self.conv(x))).flatten(1))
 
 
+class SineLinear(nn.Linear):
+    """An nn.Linear subclass with its own forward (sin of the affine map): a module that no
+    closed form may take for a Linear."""
+
+    def forward(self, x):
+        return torch.sin(super().forward(x))
+
+
+class LogFirstFeature(nn.Module):
+    """log of the first input feature, then ``net``: finite inputs with x[:, 0] <= 0 give
+    non-finite outputs."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(torch.cat([torch.log(x[:, :1]), x[:, 1:]], 1))
+
+
+class BatchOffDim0(nn.Module):
+    """[N, T, D] → [T, N, D] around a Linear (a batch_first=False habit), then tanh, the mean over
+    T and a head; with T == N the shapes alone cannot tell where the batch is."""
+
+    def __init__(self, d=2, h=3, c=3):
+        super().__init__()
+        self.inner = nn.Linear(d, h)
+        self.head = nn.Linear(h, c)
+
+    def forward(self, x):
+        h = self.inner(x.transpose(0, 1)).transpose(0, 1)
+        return self.head(torch.tanh(h).mean(1))
+
+
 def bn_mlp(c=3):
     """Linear → BatchNorm1d (non-trivial running statistics and affine) → Softplus → Linear."""
     m = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Softplus(), nn.Linear(6, c))
@@ -413,6 +447,17 @@ def autograd_hessian(model, loss_fn, data, *, l2: float = 0.0, params=None) -> t
         rows.append(torch.zeros_like(th) if r is None else r)
     H = torch.stack(rows).detach()
     return (H + H.T) / 2
+
+
+def autograd_hvp(model, loss_fn, data, V: torch.Tensor, *, params=None) -> torch.Tensor:
+    """H V [P, k] of the mean loss in float64 by autograd double backward, one backward per
+    column of V (for models whose full Hessian truth would cost P backward passes)."""
+    x, y = data
+    theta0, f = _functional64(model, params)
+    th = theta0.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(_mean_loss(loss_fn, f(th, x), y), th, create_graph=True)
+    cols = [torch.autograd.grad(g @ v.to(torch.float64), th, retain_graph=True)[0] for v in V.T]
+    return torch.stack(cols, 1)
 
 
 def autograd_ggn(model, loss_fn, data, *, params=None) -> torch.Tensor:

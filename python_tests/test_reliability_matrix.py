@@ -31,6 +31,9 @@ from torch.nn.modules import module as module_globals
 
 import hessext
 from hessext.testing import (
+    BatchOffDim0,
+    LogFirstFeature,
+    SineLinear,
     assert_same_state,
     autograd_ggn,
     autograd_hessian,
@@ -95,13 +98,6 @@ def _case(model, shape=(4,), **kw):
     return Case(model, *_data(shape), **kw)
 
 
-class SineLinear(nn.Linear):
-    """A Linear subclass with its own forward: sin of the affine map."""
-
-    def forward(self, x):
-        return torch.sin(super().forward(x))
-
-
 class PlainLinear(nn.Linear):
     """A Linear subclass that keeps nn.Linear's forward."""
 
@@ -123,20 +119,6 @@ class Recurrent(nn.Module):
 
     def forward(self, x):
         return self.head(self.rnn(x)[0][:, -1])
-
-
-class BatchOffDim0(nn.Module):
-    """Moves the batch to dim 1 around a Linear ([N, T, D] → [T, N, D], Opacus' batch_first=False
-    habit); with T == N the shapes alone cannot tell."""
-
-    def __init__(self):
-        super().__init__()
-        self.inner = nn.Linear(2, 3)
-        self.head = nn.Linear(3, 3)
-
-    def forward(self, x):
-        h = self.inner(x.transpose(0, 1)).transpose(0, 1)
-        return self.head(torch.tanh(h).mean(1))
 
 
 class AttentionOverBatch(nn.Module):
@@ -161,13 +143,6 @@ class Attention(nn.Module):
 
     def forward(self, x):
         return self.head(self.attn(x, x, x, need_weights=False)[0].mean(1))
-
-
-class LogFirst(nn.Module):
-    """log of the first feature: not finite where it is <= 0."""
-
-    def forward(self, x):
-        return torch.cat([torch.log(x[:, :1]), x[:, 1:]], 1)
 
 
 def _hooked(hook_kind):
@@ -225,7 +200,7 @@ def _nan_input():
 def _nan_output():
     """Finite inputs where the model's output is not: example 2 of the training set and test
     input 1. Alignment keeps the NaN to that row (and warns); everything else refuses."""
-    case = _case(nn.Sequential(LogFirst(), nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).double())
+    case = _case(LogFirstFeature(nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3))).double())
     case.X[:, 0] = case.X[:, 0].abs() + 0.1
     case.Xt[:, 0] = case.Xt[:, 0].abs() + 0.1
     case.X[2, 0] = -1.0
@@ -437,6 +412,18 @@ class Truths:
         return self.per_sample_grads @ torch.linalg.solve(self._damped(), Gt.T) / N
 
     @functools.cached_property
+    def relatif(self):
+        """IF(z, t) / ‖H_δ⁻¹ g_z‖ (Barshan et al.)."""
+        steps = torch.linalg.solve(self._damped(), self.per_sample_grads.T)  # [P, n]
+        return self.influence / steps.norm(dim=0).unsqueeze(1)
+
+    @functools.cached_property
+    def self_influence(self):
+        """g_zᵀ H_δ⁻¹ g_z."""
+        G = self.per_sample_grads
+        return (G * torch.linalg.solve(self._damped(), G.T).T).sum(1)
+
+    @functools.cached_property
     def rue(self):
         """Var over θ_b = θ - H_δ⁻¹ Gᵀ(w_b - 1)/n of the outputs (the Newton-step bootstrap)."""
         c = self.c
@@ -496,6 +483,14 @@ APIS: dict[str, tuple[Callable, Callable]] = {
     "influence": (
         lambda c, t: hessext.influence(c.model, c.loss_fn, (c.X, c.y), (c.Xt, c.yt), damping=t.damping),
         lambda t: t.influence,
+    ),
+    "relatif": (
+        lambda c, t: hessext.relatif(c.model, c.loss_fn, (c.X, c.y), (c.Xt, c.yt), damping=t.damping),
+        lambda t: t.relatif,
+    ),
+    "self_influence": (
+        lambda c, t: hessext.self_influence(c.model, c.loss_fn, (c.X, c.y), damping=t.damping),
+        lambda t: t.self_influence,
     ),
     "rue": (
         lambda c, t: hessext.rue(c.model, c.loss_fn, (c.X, c.y), c.Xt, n_bootstrap=B, damping=t.damping),

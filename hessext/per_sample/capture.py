@@ -146,19 +146,24 @@ class Capture:
     # why each parameter left to torch.func is not on a kernel ({name: reason})
     reasons: dict[str, str] = field(default_factory=dict)
     clone_inputs: bool = False  # the model writes its input in place: every pass gets a copy
+    who: str = "per_sample_grads"  # the public function, for error messages
+    check_finite: bool = True  # refuse non-finite losses and gradients, naming the examples
     batched: Batched = field(default_factory=Batched)  # how torch.func runs over the examples
 
 
 def _param_names_by_module(model):
-    """{module: {attr: full name}} for every module's own parameters, and how many (module,
-    attr) slots hold each parameter tensor (more than one: shared weights)."""
+    """{module: {attr: full name}} for every module's own parameters (a module registered twice
+    under its first name, as named_parameters() lists it), and how many distinct (module, attr)
+    slots hold each parameter tensor (more than one: weights shared between modules)."""
     slots = Counter()
-    owned = {}
+    owned: dict[nn.Module, dict[str, str]] = {}
     for prefix, m in model.named_modules(remove_duplicate=False):
+        first = m not in owned
         for attr, p in m._parameters.items():
-            if p is not None:
+            if p is not None and first:
                 slots[id(p)] += 1
                 owned.setdefault(m, {})[attr] = f"{prefix}.{attr}" if prefix else attr
+        owned.setdefault(m, {})
     return owned, slots
 
 
@@ -247,7 +252,7 @@ def capture(fn, model, loss_fn, inputs, targets, params, regularizer, dtype, *, 
     for name, p in zip(names, tensors):
         offsets[name] = start
         start += p.numel()
-    cap = Capture(names, shapes, offsets, n, dtype, tensors[0].device)
+    cap = Capture(names, shapes, offsets, n, dtype, tensors[0].device, who=fn, check_finite=check_finite)
 
     # Functional state: chosen parameters as fresh leaves (so the user's .grad is never
     # touched), everything else as constants, all in the working dtype.
@@ -350,6 +355,12 @@ def capture(fn, model, loss_fn, inputs, targets, params, regularizer, dtype, *, 
                 if isinstance(layer.module, nn.Conv1d):
                     layer.d = layer.d.unsqueeze(2)
         cap.layers = kept
+        if check_finite:  # the kernel columns are Σ_t d aᵀ: finite a and d give finite rows
+            for layer in kept:
+                check_finite_rows(layer.a, fn, "a layer's input")
+                check_finite_rows(layer.d, fn, "the per-sample gradient")
+            if cap.reg_grad is not None and not bool(torch.isfinite(cap.reg_grad).all()):
+                raise ValueError(f"{fn}: the regulariser's gradient is not finite")
     for leaf in leaves.values():
         leaf.requires_grad_(False)
     in_kernel = {k for layer in cap.layers for k in (layer.weight, layer.bias) if k is not None}
@@ -426,4 +437,6 @@ def write_fallback(cap: Capture, model, loss_fn, names, rows: slice, out, offset
     for name in names:
         s = offsets[name]
         g = grads[name].reshape(k, -1)
+        if cap.check_finite:
+            check_finite_rows(g, cap.who, "the per-sample gradient", first=rows.start, n=cap.n)
         out[:, s : s + g.shape[1]] = g

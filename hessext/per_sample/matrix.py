@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from hessext import ops
-from hessext._internal.contract import check_finite_rows
 from hessext._internal.guard import grad_mode
 from hessext._internal.memory import empty_large
 from hessext._internal.params import unflatten_params
@@ -76,8 +75,6 @@ def per_sample_grads(
     write_fallback(cap, model, loss_fn, cap.fallback, rows, out, cap.offsets, chunk_size)
     if cap.reg_grad is not None:
         out += cap.reg_grad
-    if check_finite:
-        check_finite_rows(out, fn, "the per-sample gradient")
     return out
 
 
@@ -126,12 +123,7 @@ class PerSampleGrads:
             fn, model, loss_fn, inputs, targets, params, regularizer, dtype, check_finite=check_finite
         )
         self._model, self._loss_fn, self._progress = model, loss_fn, progress
-        self._check_finite = check_finite
         cap = self._cap
-        if check_finite:  # the kernel columns are products of these: finite a and d, finite rows
-            for layer in cap.layers:
-                check_finite_rows(layer.a, fn, "a layer input")
-                check_finite_rows(layer.d, fn, "the per-sample gradient")
         self.param_names = list(cap.names)
         # which parameters the native kernels serve and which go through torch.func
         self.kernel_param_names = [k for k in cap.names if k not in set(cap.fallback)]
@@ -205,8 +197,6 @@ class PerSampleGrads:
         for layer in self._row_layers:
             write_layer(layer, rows, out, self._row_offsets)
         write_fallback(cap, self._model, self._loss_fn, cap.fallback, rows, out, self._row_offsets)
-        if self._check_finite:
-            check_finite_rows(out, "PerSampleGrads", "the per-sample gradient", first=rows.start, n=cap.n)
         return out
 
     def _ghost_parts(self, layer):
@@ -386,8 +376,6 @@ class PerSampleGrads:
         write_fallback(cap, self._model, self._loss_fn, cap.fallback, rows, out, cap.offsets, self.chunk_size)
         if cap.reg_grad is not None:
             out += cap.reg_grad
-        if self._check_finite:
-            check_finite_rows(out, "PerSampleGrads", "the per-sample gradient")
         return out
 
 

@@ -12,6 +12,7 @@ import hessext
 from hessext import boundary as B
 from hessext.datasets import toy2d
 from hessext.models import mlp
+from hessext.testing import LogFirstFeature
 from hessext.training import train
 
 # float64 reference comparisons (docs/conventions.md): both sides do the same O(P) sums in a different
@@ -400,3 +401,25 @@ def test_three_gaussians_exact_hessian_small_width():
     assert bool((full.max_alignment[:2] >= full.epsilon).all())
     assert top.g_theta <= full.g_theta  # the partial count is a lower bound
     assert 2 / 371 <= full.g_theta < 0.5
+
+
+def test_a_nan_row_stays_in_its_row():
+    """A grid over input space may reach where the model's output is not finite (here a log of a
+    negative feature): those rows are NaN and a RuntimeWarning names them, while every other
+    row keeps its alignment (one NaN row zeroed the whole result: the cutoff was NaN · eps)."""
+
+    torch.manual_seed(0)
+    model = LogFirstFeature(nn.Sequential(nn.Linear(2, 6), nn.Tanh(), nn.Linear(6, 3))).double()
+    x = _inputs(9).abs() + 0.1
+    bad = [2, 7]
+    x[bad, 0] = -0.5
+    V = _orthonormal(_num_params(model), 3)
+    with pytest.warns(
+        RuntimeWarning, match=r"alignment: the reinforcing gradients of 2 of 9 inputs \(indices \[2, 7\]\)"
+    ):
+        got = B.alignment(model, x, V)
+    keep = [i for i in range(9) if i not in bad]
+    assert torch.isnan(got[bad]).all()
+    _assert_close(got[keep], _loop_alignment(model, x[keep], V, eps=1.5e-8))
+    with pytest.raises(ValueError, match="eigenvectors contains non-finite values"):
+        B.alignment(model, x[keep], V * float("nan"))

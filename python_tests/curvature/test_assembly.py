@@ -10,9 +10,12 @@ from hessext.regularizers import L2
 from hessext.testing import (
     CNN1d,
     CNN2d,
+    LogFirstFeature,
+    SineLinear,
     bn_mlp,
     ce,
     data_for,
+    flat_fn,
     mlp,
     model_state,
     mse,
@@ -218,3 +221,99 @@ def test_structured_method_refuses_models_outside_the_closed_form():
     xb, yb, _ = data_for("mlp", 5)
     H = hessext.hessian(bn_mlp().double(), ce, (xb, yb), progress=False)  # BatchNorm: HVP path
     assert "vjp(grad)" in H.info["method"]
+
+
+# ---- the closed forms only for the stock forward; non-finite curvature; interacting examples ------
+
+
+def _hooked_mlp():
+    model = mlp((4, 6, 3), nn.Tanh).double()
+    model[0].register_forward_hook(lambda m, a, o: o * 1.5 + 0.25)
+    return model
+
+
+def _tied_mlp():
+    model = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 3)).double()
+    model[2].weight = model[0].weight
+    return model
+
+
+@pytest.mark.parametrize(
+    "make, why",
+    [
+        (
+            lambda: nn.Sequential(nn.Linear(4, 6), nn.Tanh(), SineLinear(6, 3)).double(),
+            "is a subclass (SineLinear)",
+        ),
+        (_hooked_mlp, "module 0 (Linear): it has a forward hook"),
+        (_tied_mlp, "Linear layers share a parameter (tied weights)"),
+    ],
+    ids=["subclass", "forward-hook", "tied"],
+)
+def test_closed_form_refused_for_what_it_does_not_compute_and_the_reason_said(make, why):
+    """An nn.Linear subclass with its own forward or a forward hook got 46-58 % wrong closed-form
+    Hessians, tied weights a raw KeyError: now the general path, exact, and info['method'] says
+    why the closed forms were not used."""
+    model = make()
+    x, y, _ = data_for("mlp", 9)
+    state = model_state(model)
+    for assemble in (hessext.hessian, hessext.ggn):
+        H = assemble(model, ce, (x, y), progress=False)
+        assert "no closed form: not an MLP: " in H.info["method"] and why in H.info["method"]
+        want = reference_hessian(model, ce, (x, y)) if assemble is hessext.hessian else None
+        if want is not None:
+            assert relative_error(H.dense(), want, "max") <= TOL
+    assert model_state(model) == state
+
+
+def test_reused_stock_activation_keeps_the_closed_form():
+    """The same nn.ReLU at every position computes the same function there: not a reason to
+    leave the closed form (a reused layer WITH parameters is)."""
+    model = mlp((4, 6, 5, 3), nn.ReLU()).double()
+    x, y, _ = data_for("mlp", 9)
+    H = hessext.hessian(model, ce, (x, y), progress=False)
+    assert "closed-form layer blocks" in H.info["method"]
+    shared = nn.Linear(4, 4)
+    reused = nn.Sequential(shared, nn.Tanh(), shared, nn.Tanh(), nn.Linear(4, 3)).double()
+    H = hessext.hessian(reused, ce, (x, y), progress=False)
+    assert "a layer with parameters is used more than once" in H.info["method"]
+    assert relative_error(H.dense(), reference_hessian(reused, ce, (x, y)), "max") <= TOL
+
+
+def test_non_finite_curvature_refused_before_a_strip_is_stored(tmp_path):
+    model = LogFirstFeature(nn.Linear(4, 3)).double()
+    x, y, _ = data_for("mlp", 6)
+    x[:, 0] = x[:, 0].abs() + 0.1
+    x[4, 0] = -1.0  # finite input, log of a negative number
+    with pytest.raises(
+        ValueError, match=r"hessian: the hessian strip of columns 0:\d+ has \d+ non-finite entries"
+    ):
+        hessext.hessian(model, ce, (x, y), out=tmp_path / "strips", progress=False)
+    assert list((tmp_path / "strips").glob("strip_*.npy")) == []  # nothing non-finite to resume from
+    with pytest.raises(ValueError, match="not finite|non-finite"):
+        hessext.ggn(model, ce, (x, y), progress=False)
+    with pytest.raises(ValueError, match="hessian_operator: the product H @ V has"):
+        hessext.hessian_operator(model, ce, (x, y)) @ torch.eye(15, dtype=torch.float64)
+
+
+def test_batch_statistics_hessian_over_the_batches_as_given():
+    """Without running statistics the examples of a batch interact: the per-example methods
+    refuse, the Hessian of the mean loss over the mini-batches AS GIVEN is defined and exact —
+    also with a budget small enough that the batches would otherwise be cut."""
+    torch.manual_seed(3)
+    model = nn.Sequential(
+        nn.Linear(4, 5), nn.BatchNorm1d(5, track_running_stats=False), nn.Tanh(), nn.Linear(5, 3)
+    )
+    model = model.double()
+    x, y, _ = data_for("mlp", 10)
+    batches = [(x[:6], y[:6]), (x[6:], y[6:])]
+    theta0, f = flat_fn(model)
+    # (6·mean_1 + 4·mean_2)/10 with each batch normalised by its own statistics
+    want = torch.autograd.functional.hessian(
+        lambda th: (ce(f(th, x[:6]), y[:6]).sum() + ce(f(th, x[6:]), y[6:]).sum()) / 10, theta0
+    )
+    H = hessext.hessian(model, ce, batches, memory_budget=1, progress=False)
+    assert "none split" in H.info["method"]
+    assert relative_error(H.dense(), want, "max") <= TOL
+    with pytest.raises(ValueError, match="no running statistics"):
+        hessext.ggn(model, ce, batches, progress=False)

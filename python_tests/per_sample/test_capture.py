@@ -158,3 +158,76 @@ def test_toolbox_cnn_with_l2(toolbox):
     # sanity against the published facts: 44/50 correct
     with torch.no_grad():
         assert int((model(x).argmax(1) == y).sum()) == 44
+
+
+# ---- which layers the kernels serve, and why not (issue 15) -------------------------------------
+
+
+def _routing(model, x, y):
+    want = cases.reference_grads(model, CE, x, y)
+    G = hessext.PerSampleGrads(model, CE, x, y)
+    assert relative_error(G.materialize(), want) <= 1e-10
+    return G
+
+
+def test_fallback_reasons_say_why_not_a_kernel():
+    torch.manual_seed(0)
+    x, y = torch.randn(6, 4, dtype=torch.float64), torch.randint(0, 3, (6,))
+    G = _routing(nn.Sequential(nn.Linear(4, 5), nn.Tanh(), cases.SineLinear(5, 3)).double(), x, y)
+    assert G.kernel_param_names == ["0.weight", "0.bias"]
+    assert "'2' (SineLinear): it is a subclass (SineLinear) of nn.Linear" in G.fallback_reasons["2.weight"]
+    assert G.fallback_method == "torch.func.vmap over examples"
+    model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).double()
+    model[0].register_forward_hook(lambda m, a, o: torch.sin(o))
+    G = _routing(model, x, y)
+    assert G.fallback_reasons == {
+        "0.weight": "'0' (Linear): it has a forward hook",
+        "0.bias": "'0' (Linear): it has a forward hook",
+    }
+    shared = nn.Linear(4, 4)
+    G = _routing(nn.Sequential(shared, nn.Tanh(), shared, nn.Tanh(), nn.Linear(4, 3)).double(), x, y)
+    assert "called 2 times" in G.fallback_reasons["0.weight"]
+    xt = torch.randn(6, 6, 2, dtype=torch.float64)  # T == N
+    G = _routing(cases.BatchOffDim0().double(), xt, y)
+    assert "is not the batch of 1 examples" in G.fallback_reasons["inner.weight"]
+    assert G.fallback_method is None or "head.weight" in G.kernel_param_names
+
+
+def test_inplace_relu_after_a_kernel_layer_stays_on_the_kernel_and_exact():
+    """nn.ReLU(inplace=True) writes the Linear's output: its gradient is captured from a copy
+    (per-sample gradients were 14-47 % off), and the kernels still serve the layer."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(inplace=True), nn.Linear(5, 3)).double()
+    x, y = torch.randn(7, 4, dtype=torch.float64), torch.randint(0, 3, (7,))
+    G = _routing(model, x, y)
+    assert G.fallback_param_names == []
+    conv = nn.Sequential(nn.Conv1d(1, 2, 3), nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(16, 3)).double()
+    xc = torch.randn(7, 1, 10, dtype=torch.float64)
+    assert _routing(conv, xc, y).fallback_param_names == []
+
+
+def test_examples_that_interact_are_refused():
+    class BatchMean(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.lin(x - x.mean(0))
+
+    x, y = torch.randn(5, 3, dtype=torch.float64), torch.randint(0, 2, (5,))
+    with pytest.raises(ValueError, match="depends on the other examples of its batch"):
+        hessext.per_sample_grads(BatchMean().double(), CE, x, y)
+
+
+def test_non_finite_losses_named_and_kept_on_request():
+    model = cases.LogFirstFeature(nn.Linear(2, 3)).double()
+    x = torch.rand(5, 2, dtype=torch.float64) + 0.1
+    x[3, 0] = -1.0
+    y = torch.randint(0, 3, (5,))
+    with pytest.raises(
+        ValueError, match=r"the loss is not finite \(nan or inf\) for 1 of 5 examples \(indices \[3\]\)"
+    ):
+        hessext.per_sample_grads(model, CE, x, y)
+    G = hessext.per_sample_grads(model, CE, x, y, check_finite=False)
+    assert torch.isnan(G[3]).all() and torch.isfinite(G[[0, 1, 2, 4]]).all()

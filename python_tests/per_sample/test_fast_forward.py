@@ -24,7 +24,7 @@ from hessext import _extension, ops
 from hessext.ops import _reference
 from hessext.per_sample import capture
 from hessext.per_sample import fast_forward as _fast_forward
-from hessext.per_sample.fast_forward import FastForward, small_conv, strided_max_pool
+from hessext.per_sample.fast_forward import FastForward, relus_before_pools, small_conv, strided_max_pool
 
 needs_ext = pytest.mark.skipif(not _extension.loaded, reason="compiled core not loaded")
 DTYPES = [torch.float32, torch.float64]
@@ -512,3 +512,23 @@ def test_per_sample_grads_of_a_long_signal_cnn(dtype, monkeypatch):
     )(theta, x, y)
     want = torch.cat([grads[k].reshape(7, -1) for k in theta], 1)
     assert float((with_mode - want).abs().max() / want.abs().max()) <= tol
+
+
+def test_relu_deferral_only_for_stock_modules():
+    """The deferred ReLU needs the stock nn.ReLU, pooling and Sequential (modules.not_stock):
+    a replaced forward or a hook on any of them keeps the model as written."""
+
+    def model():
+        return nn.Sequential(nn.Conv1d(1, 2, 3), nn.ReLU(), nn.MaxPool1d(2))
+
+    m = model()
+    assert list(relus_before_pools(m)) == [m[1]]
+    m = model()
+    m[1].forward = lambda x: x  # replaced on the instance
+    assert relus_before_pools(m) == {}
+    m = model()
+    m.register_forward_pre_hook(lambda mod, a: None)
+    assert relus_before_pools(m) == {}
+    m = model()
+    m[2].register_forward_hook(lambda mod, a, o: None)
+    assert relus_before_pools(m) == {}

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import hessext
@@ -17,6 +19,7 @@ from hessext.testing import (
     reference_output_grads,
     tiny_classifier,
 )
+from hessext.uncertainty.local_ensembles import RESOLUTION, removed_count
 
 
 def _subspace_regression(n=40, d=7, k=3, seed=0):
@@ -138,3 +141,78 @@ def test_cuda_matches_cpu():
     model.cuda()
     got = hessext.extrapolation_score(model, Xt.cuda(), hessian=H.cuda(), threshold=0.01)
     torch.testing.assert_close(got.cpu(), cpu, rtol=1e-9, atol=1e-12)
+
+
+# ---- one rule for the dense Hessian and the operator (issue 15) ---------------------------------
+
+
+def test_threshold_zero_same_removed_set_dense_and_operator():
+    """On a rank-deficient Hessian the zero eigenvalues come out as ±1e-17 rounding noise: at
+    threshold 0 the dense path counted the positive noise as curvature (removing arbitrary flat
+    directions) while Lanczos stopped elsewhere. One rule now: above t means above
+    t + 1e-8·λ_max, so both remove exactly the data span's directions."""
+    model, loss_fn, train, (Xt, yt), Q = _subspace_regression()
+    H = hessext.hessian(model, loss_fn, train)
+    dense = hessext.extrapolation_score(model, Xt, hessian=H, threshold=0.0, min_removed=0)
+    operator = hessext.extrapolation_score(model, Xt, hessian=H.operator(), threshold=0.0, min_removed=0)
+    assert dense.n_removed == operator.n_removed == Q.shape[1]
+    torch.testing.assert_close(operator.removed_eigenvalues, dense.removed_eigenvalues, rtol=1e-9, atol=0)
+    torch.testing.assert_close(operator, dense, rtol=1e-8, atol=1e-12)
+    outside = Xt - (Xt @ Q) @ Q.T
+    torch.testing.assert_close(dense, outside.norm(dim=1), rtol=1e-10, atol=0)
+    # min_removed beyond the data span would remove flat directions: refused on both
+    for h in (H, H.operator()):
+        with pytest.raises(ValueError, match="eigenvalues <= 0"):
+            hessext.extrapolation_score(model, Xt, hessian=h, threshold=0.0, min_removed=4)
+
+
+def test_tied_eigenvalues_removed_together_or_refused():
+    """A cluster of equal eigenvalues spans an eigenspace of which any basis is as good: the
+    threshold rule removes it whole (min_removed inside it completes it) and an explicit
+    n_removed that would split it is refused."""
+    P = 6
+    Q, _ = torch.linalg.qr(torch.randn(P, P, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
+    lam = torch.tensor([5.0, 3.0, 3.0, 3.0, 1.0, 0.5], dtype=torch.float64)
+    H = hessext.Hessian.from_matrix(Q @ torch.diag(lam) @ Q.T)
+    model = nn.Linear(P, 1, bias=False).double()
+    x = torch.randn(4, P, dtype=torch.float64)
+    got = hessext.extrapolation_score(model, x, hessian=H, threshold=4.0, min_removed=2)
+    assert got.n_removed == 4  # 5, then all three 3's
+    for h in (H, H.operator()):
+        with pytest.raises(ValueError, match="n_removed=2 splits tied eigenvalues"):
+            hessext.extrapolation_score(model, x, hessian=h, n_removed=2)
+    # the whole cluster on both paths (Lanczos restarts on the invariant subspace it exhausts,
+    # so at this P it finds every copy of the tied eigenvalue)
+    dense = hessext.extrapolation_score(model, x, hessian=H, threshold=2.0, min_removed=0)
+    lanczos = hessext.extrapolation_score(model, x, hessian=H.operator(), threshold=2.0, min_removed=0)
+    assert dense.n_removed == lanczos.n_removed == 4
+    torch.testing.assert_close(lanczos, dense, rtol=1e-9, atol=1e-12)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    values=st.lists(st.floats(-2.0, 5.0, allow_nan=False), min_size=1, max_size=12),
+    ties=st.lists(st.integers(0, 11), max_size=4),
+    threshold=st.sampled_from([0.0, 0.01, 0.5, 1.0, 3.0]),
+    min_removed=st.integers(0, 4),
+    noise=st.floats(0.0, 1.0),
+)
+def test_removed_count_is_stable_below_the_resolution(values, ties, threshold, min_removed, noise):
+    """Properties of the one rule on arbitrary spectra with ties: perturbing every eigenvalue by
+    less than a tenth of the resolution (what separates the dense eigendecomposition from
+    Lanczos) never changes the count; the count never splits a cluster; everything counted
+    above the threshold is above t + resolution unless min_removed forced it."""
+    v = sorted(values, reverse=True)
+    for i in ties:  # make ties: copy a neighbour's value
+        if 0 < i < len(v):
+            v[i] = v[i - 1]
+    v = torch.tensor(sorted(v, reverse=True), dtype=torch.float64)
+    res = RESOLUTION * max(float(v[0]), 0.0)
+    m = removed_count(v, threshold, min_removed, res)
+    jitter = torch.linspace(-0.1, 0.1, len(v), dtype=torch.float64) * noise * res
+    assert removed_count(torch.sort(v + jitter, descending=True).values, threshold, min_removed, res) == m
+    if 0 < m < len(v):
+        assert float(v[m - 1] - v[m]) > res  # never inside a cluster
+    if m > min_removed:
+        assert bool((v[:m] > threshold + res).all())
+    assert m >= min(min_removed, len(v))

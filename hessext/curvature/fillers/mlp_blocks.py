@@ -55,7 +55,7 @@ _ELEMENTWISE = (
 def blocker(prob) -> str | None:
     """Why the closed form does not apply to ``prob`` (None: it does). It applies to a stock
     nn.Sequential of stock nn.Linear layers and elementwise modules (exact types, no hooks, no
-    replaced forward: hessext/_internal/modules.py), each module used once and owning its
+    replaced forward: hessext/_internal/modules.py), each layer used once and owning its
     parameters (no tied weights), differentiated in all its parameters, on 2-D inputs."""
     model = prob.model
     if not isinstance(model, nn.Sequential) or len(model) == 0:
@@ -67,8 +67,9 @@ def blocker(prob) -> str | None:
         why = not_stock(m, (nn.Linear, *_ELEMENTWISE))
         if why is not None:
             return f"module {i} ({type(m).__name__}): {why}"
-    if len({id(m) for m in model}) != len(model):
-        return "a module is used more than once"
+    weighted = [m for m in model if any(True for _ in m.parameters())]
+    if len({id(m) for m in weighted}) != len(weighted):  # a stock activation may be reused
+        return "a layer with parameters is used more than once"
     if not any(isinstance(m, nn.Linear) for m in model):
         return "the model has no Linear layer"
     if prob.batches[0][0].dim() != 2:

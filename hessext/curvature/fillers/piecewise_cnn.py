@@ -110,10 +110,10 @@ def blocker(prob) -> str | None:
     (groups=1, zero padding), Linear, ReLU/LeakyReLU/Identity/Dropout, Max/AvgPool1d/2d, global
     average pools (AdaptiveAvgPool1d/2d(1)), BatchNorm1d/2d with running statistics (affine or
     not) and Flatten, all with their stock forward (exact types, no hooks, no replaced forward:
-    hessext/_internal/modules.py) and each used once, differentiated in all its parameters, on
-    which channels stay apart between weight layers (pools only on convolution outputs of their
-    own dimension; after a Linear, Flatten or global pool only elementwise modules and
-    BatchNorm1d), and whose output on an example is the model's."""
+    hessext/_internal/modules.py) and each layer with parameters used once, differentiated in
+    all its parameters, on which channels stay apart between weight layers (pools only on
+    convolution outputs of their own dimension; after a Linear, Flatten or global pool only
+    elementwise modules and BatchNorm1d), and whose output on an example is the model's."""
     model = prob.model
     mods = layer_chain(model)
     if not mods:
@@ -135,8 +135,9 @@ def blocker(prob) -> str | None:
         why = not_stock(m, allowed)
         if why is not None:
             return f"chain module {i} ({type(m).__name__}): {why}"
-    if len({id(m) for m in mods}) != len(mods):
-        return "a module is used more than once in the chain"
+    weighted = [m for m in mods if any(True for _ in m.parameters())]
+    if len({id(m) for m in weighted}) != len(weighted):  # a stock activation may be reused
+        return "a layer with parameters is used more than once in the chain"
     if not any(_is_weight_layer(m) for m in mods):
         return "the chain has no weight layer"
     all_names = [n for n, _ in model.named_parameters()]
