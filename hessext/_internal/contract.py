@@ -33,6 +33,12 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 _FLOAT_DTYPES = (torch.float32, torch.float64)
 
 
+def all_finite(t: torch.Tensor) -> bool:
+    """Whether every entry of a floating tensor is finite: one summing pass without a mask (nan
+    and inf reach the sum; only a sum that overflows takes the elementwise test)."""
+    return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
+
+
 def _embeds_indices(model: nn.Module | None) -> bool:
     return model is not None and any(isinstance(m, (nn.Embedding, nn.EmbeddingBag)) for m in model.modules())
 
@@ -57,7 +63,7 @@ def check_inputs(
             raise TypeError(
                 f"{who}: {name} has dtype {x.dtype}; use float32 or float64 (half precision is not supported)"
             )
-        if not bool(torch.isfinite(x).all()):
+        if not all_finite(x):
             bad = int((~torch.isfinite(x)).reshape(x.shape[0], -1).any(1).sum())
             raise ValueError(
                 f"{who}: {name} contains non-finite values (nan or inf) in {bad} of {x.shape[0]} samples"
@@ -83,7 +89,7 @@ def check_targets(y, n: int, who: str) -> torch.Tensor:
     if y.is_floating_point():
         if y.dtype not in _FLOAT_DTYPES:
             raise TypeError(f"{who}: targets has dtype {y.dtype}; use float32 or float64")
-        if not bool(torch.isfinite(y).all()):
+        if not all_finite(y):
             raise ValueError(f"{who}: targets contains non-finite values (nan or inf)")
     return y.clone() if y.is_inference() else y
 
@@ -144,7 +150,7 @@ def check_finite_parameters(model: nn.Module, who: str) -> None:
     """Non-finite parameters or buffers make every curvature and gradient NaN: refuse them."""
     for kind, items in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
         for name, t in items:
-            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            if t.is_floating_point() and not all_finite(t):
                 raise ValueError(f"{who}: {kind} {name!r} has non-finite values (nan or inf)")
 
 
@@ -216,6 +222,8 @@ def check_finite_rows(
 ) -> None:
     """Refuse non-finite rows of a per-example quantity ([rows, ...], examples first, first + 1,
     ... of n), naming the examples."""
+    if all_finite(values):
+        return
     bad = ~torch.isfinite(values.reshape(values.shape[0], -1)).all(1)
     if bool(bad.any()):
         idx = (bad.nonzero()[:, 0] + first).tolist()
@@ -238,6 +246,8 @@ NOT_FINITE_HINT = (
 
 def check_finite_result(values: torch.Tensor, who: str, what: str, hint: str = "") -> torch.Tensor:
     """Refuse a result with non-finite entries, saying what it is and how many; returns it."""
+    if all_finite(values):
+        return values
     finite = torch.isfinite(values)
     if not bool(finite.all()):
         bad = int((~finite).sum())

@@ -38,7 +38,7 @@ import torch
 import torch.distributed as dist
 from torch.func import grad, jvp, vmap
 
-from hessext._internal.contract import NOT_FINITE_HINT, check_finite_result
+from hessext._internal.contract import NOT_FINITE_HINT, all_finite, check_finite_result
 from hessext._internal.guard import check_model, grad_mode, preserved
 from hessext._internal.memory import available_bytes, empty_large
 from hessext._internal.progress import progress_bar
@@ -430,7 +430,7 @@ def hessian_operator(
                     out += prob.regularizer.hessian_diagonal(theta64).unsqueeze(1) * V
                 else:
                     out += vmap(lambda v: jvp(grad(prob.regularizer.value), (theta64,), (v,))[1])(V.T).T
-        if bool(torch.isfinite(V).all()):  # a finite V gives a finite H V, or the model is at fault
+        if all_finite(V):  # a finite V gives a finite H V, or the model is at fault
             check_finite_result(out, "hessian_operator", "the product H @ V", NOT_FINITE_HINT)
         return out
 

@@ -19,7 +19,10 @@ Conventions:
   ``unflatten_params(row, names, shapes)`` (or ``PerSampleGrads.unflatten``) splits a row back.
 - ``loss_fn(outputs, targets)`` must return one loss per example, shape [N]
   (e.g. ``nn.CrossEntropyLoss(reduction="none")``).
-- Kernel layers must see the batch on dim 0 (batch-first), as in BackPACK and Opacus.
+- A kernel layer is served by the kernels only with its stock forward (exact type, no hooks, no
+  replaced forward: hessext/_internal/modules.py), called once, owning its parameters, and seeing
+  the batch on dim 0 (checked by running one example alone); otherwise torch.func serves it and
+  ``PerSampleGrads.fallback_reasons`` says why. Examples must not interact (checked the same way).
 - ``regularizer`` (e.g. ``hessext.regularizers.L2.from_weight_decay(λ, n)``) adds ∇R(θ) to
   every row: the toolbox convention g_z = ∇ℓ(z; θ) + (λ/n)θ.
 - The model runs in eval mode inside ``preserved(model)``: its parameters, .grad, hooks and
