@@ -124,6 +124,121 @@ def test_ssh_mean_winding_margin_vanishes_at_critical_v(W):
     assert abs(margin.mean().item()) <= Z * margin.std().item() / math.sqrt(n)
 
 
+def test_ssh_data_carries_the_bonds_it_was_made_from():
+    data = ssh.make_ssh(np.linspace(0.1, 1.9, 7), W=1.5, seed=5)
+    assert data.intracell.shape == (7, 25) and data.intercell.shape == (7, 25)
+    # the label's margin, recomputed from the bonds
+    torch.testing.assert_close(
+        data.margin, data.intercell.abs().log().sum(1) - data.intracell.abs().log().sum(1), rtol=0, atol=0
+    )
+    # the open chain's Hamiltonian, rebuilt from the bonds (the seam bond intercell[:, 24] left
+    # out), has the images' eigenvector densities; the two middle states are excluded (near-
+    # degenerate edge modes come back as arbitrary mixtures)
+    for k in range(7):
+        H = np.zeros((50, 50))
+        H[np.arange(0, 50, 2), np.arange(1, 50, 2)] = data.intracell[k].numpy()
+        H[np.arange(1, 49, 2), np.arange(2, 50, 2)] = data.intercell[k, :24].numpy()
+        _, vecs = np.linalg.eigh(H + H.T)
+        bulk = list(range(24)) + list(range(26, 50))
+        np.testing.assert_allclose(data.x[k, 0].numpy()[:, bulk], np.square(vecs)[:, bulk], atol=1e-5)
+    part = data[2:5]
+    assert (
+        len(part) == 3
+        and torch.equal(part.intercell, data.intercell[2:5])
+        and torch.equal(part.x, data.x[2:5])
+    )
+    both = ssh.SSHData.cat([part, data[:1]])
+    assert len(both) == 4 and torch.equal(both.intracell[3], data.intracell[0])
+    with pytest.raises(ValueError, match="images"):
+        ssh.SSHData.cat([part, ssh.make_ssh([0.5], images=False)])
+
+
+def test_winding_integral_agrees_with_the_closed_form_on_every_test_sample():
+    """The numerical winding integral (the original's definition, independent of the closed
+    form) gives an integer on every sample of the study's test and OOD sets, and its |ν| is
+    the label. Near-critical chains (margin ±2.5e-3: a narrow peak in the integrand) included."""
+    splits = ssh.study_splits(seed=3, n_train=2, n_val=2, n_test=60, n_perturb=2)
+    near = ssh.make_ssh([0.9999, 1.0001, 0.99999], W=0.0, seed=0, images=False)
+    sets = [
+        splits.test,
+        *splits.ood.values(),
+        near,
+        ssh.make_ssh(np.full(60, 1.2), W=3.0, seed=9, images=False),
+    ]
+    intracell = torch.cat([d.intracell for d in sets])
+    intercell = torch.cat([d.intercell for d in sets])
+    labels = torch.cat([d.y for d in sets])
+    assert len(labels) == 60 * 6 + 3 and 0 < float(labels.double().mean()) < 1
+    nu = ssh.winding_number(intracell, intercell)
+    # quad_vec's absolute error target is 1e-10; the integral of a winding is an integer
+    assert np.abs(nu - np.rint(nu)).max() < 1e-6
+    np.testing.assert_array_equal(np.rint(np.abs(nu)).astype(int), labels.numpy())
+
+
+def test_winding_integral_bad_arguments():
+    with pytest.raises(ValueError, match=r"\[N, 25\]"):
+        ssh.winding_number(np.ones((3, 24)), np.ones((3, 24)))
+    with pytest.raises(ValueError, match="finite"):
+        ssh.winding_number(np.full((1, 25), np.nan), np.ones((1, 25)))
+
+
+def test_study_splits_design():
+    sp = ssh.study_splits(seed=0, n_train=20, n_val=10, n_test=8, n_perturb=6)
+    assert len(sp.train) == 20 + 2 * 6 and len(sp.val) == 10 + 2 * 6
+    assert sorted(set(sp.train.W.tolist())) == [0.0, 0.01, 0.05]
+    v = sp.train.v[sp.train.W == 0]
+    torch.testing.assert_close(v, torch.from_numpy(np.r_[np.linspace(0, 0.8, 10), np.linspace(1.2, 2, 10)]))
+    val_v = sp.val.v[sp.val.W == 0]
+    torch.testing.assert_close(
+        val_v, v[::2].new_tensor(np.r_[np.linspace(0.001, 0.801, 5), np.linspace(1.201, 2.001, 5)])
+    )
+    torch.testing.assert_close(sp.test.v, torch.linspace(0.002, 2.002, 8, dtype=torch.float64))
+    assert (sp.test.W == 0).all() and sorted(sp.ood) == [0.15, 0.5, 1.0, 2.0]
+    for w, d in sp.ood.items():
+        assert (d.W == w).all() and torch.equal(d.v, sp.test.v)
+    # every set its own disorder draw r = (v_c - v) / W
+    r1 = (sp.ood[1.0].intracell - sp.ood[1.0].v[:, None]) / 1.0
+    r2 = (sp.ood[2.0].intracell - sp.ood[2.0].v[:, None]) / 2.0
+    assert (r1 - r2).abs().max() > 0.1
+    again = ssh.study_splits(seed=0, n_train=20, n_val=10, n_test=8, n_perturb=6)
+    assert torch.equal(again.ood[2.0].x, sp.ood[2.0].x) and torch.equal(again.train.x, sp.train.x)
+
+
+def test_phase_diagram_is_the_label_fraction():
+    v = np.array([0.5, 0.99, 1.01, 1.5])
+    clean = ssh.phase_diagram(v, [0.0], n_realisations=3)
+    assert clean.tolist() == [[1.0, 1.0, 0.0, 0.0]]  # W = 0: topological ⇔ v < 1
+    n = 2000
+    W = 2.0
+    frac = ssh.phase_diagram([ssh.critical_v(W)], [W], n_realisations=n, seed=4)
+    assert abs(float(frac) - 0.5) <= Z * math.sqrt(0.25 / n)
+
+
+def _thermometer_as_the_original(x, levels):
+    """The original's construction: one-hot of k = ceil(x·(levels-1)), 1 - cumsum, levels
+    flattened into channels (src/thermometer_encoding.py)."""
+    n, c, h, w = x.shape
+    k = torch.ceil(x.unsqueeze(4) * (levels - 1)).long()
+    onehot = torch.zeros(n, c, h, w, levels).scatter_(4, k, 1)
+    therm = 1 - torch.cumsum(onehot, dim=4)
+    return therm.permute(0, 2, 3, 1, 4).flatten(start_dim=3).permute(0, 3, 1, 2)
+
+
+def test_thermometer_encoding_is_the_originals():
+    x = torch.rand(3, 2, 5, 4, generator=torch.Generator().manual_seed(0))
+    x[0, 0, 0, 0], x[0, 0, 0, 1] = 0.0, 1.0
+    for levels in (2, 15, 100):
+        t = ssh.thermometer(x, levels)
+        assert t.shape == (3, 2 * levels, 5, 4) and t.dtype == torch.float32
+        torch.testing.assert_close(t, _thermometer_as_the_original(x, levels), rtol=0, atol=0)
+    data = ssh.make_ssh([0.5], W=0.0)
+    assert ssh.thermometer(data.images, 15).shape == (1, 15, 50, 50)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        ssh.thermometer(x + 1, 5)
+    with pytest.raises(ValueError, match="levels"):
+        ssh.thermometer(x, 1)
+
+
 # ------------------------------------------------------------------------------ fermions
 
 
