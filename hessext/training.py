@@ -1,13 +1,20 @@
-"""A small, seeded training loop: enough for the demos and tests, not a framework.
+"""A small, seeded training loop: enough for the demos and studies, not a framework.
 
-Reproducibility: given the same model state, data and seed, :func:`train` gives the same final
-weights bit for bit on the same machine and thread count. The seed drives the per-epoch
-shuffling (its own torch.Generator) and every random op inside the model (dropout), run under
-a forked global RNG so that the caller's random state is left as it was.
+- :func:`train`: a fixed number of epochs of minibatch SGD (optionally with momentum) or Adam.
+- :func:`fit`: the same loop driven by a :class:`Recipe` (optimizer, learning rate, momentum,
+  weight decay, batch size, an epoch cap) with a validation set and an optional
+  :class:`PlateauStop` early-stopping rule; returns a :class:`TrainingLog`.
+
+Reproducibility: given the same model state, data and seed, both give the same final weights
+bit for bit on the same machine and thread count. The seed drives the per-epoch shuffling (its
+own torch.Generator) and every random op inside the model (dropout), run under a forked global
+RNG so that the caller's random state is left as it was.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Callable
 
 import torch
@@ -15,72 +22,126 @@ from torch import nn
 
 from hessext._internal.progress import progress_bar
 
-__all__ = ["train"]
+__all__ = ["train", "fit", "Recipe", "PlateauStop", "TrainingLog"]
 
 _OPTIMIZERS = ("sgd", "adam")
 _LOSSES = ("ce", "mse")
 _SCHEDULES = ("constant", "cosine")
 
 
-def _positive_int(value, name):
+def _positive_int(value, name, fn="train"):
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"train: {name} must be a positive int, got {value!r}")
+        raise ValueError(f"{fn}: {name} must be a positive int, got {value!r}")
 
 
-def train(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    epochs: int,
-    lr: float,
-    batch_size: int,
-    seed: int,
-    optimizer: str = "sgd",
-    weight_decay: float = 0.0,
-    loss: str = "ce",
-    lr_schedule: str = "constant",
-    progress: bool | None = False,
-):
-    """Minibatch training of ``model`` in place.
+@dataclasses.dataclass(frozen=True)
+class PlateauStop:
+    """Early stopping on a plateau of the validation loss (Cybiński et al.'s ``EarlyStopper``).
 
-    x: [N, ...] inputs; y: [N] int64 class labels for loss='ce' (mean cross-entropy on the
-    logits), or targets of the model's output shape for loss='mse' (mean squared error).
-    Each epoch visits every example once in a fresh seeded order; the last batch may be smaller.
-    optimizer: 'sgd' (plain, no momentum: the decision-boundary study's choice, lr 0.02,
-    batch 64) or 'adam'. weight_decay is the optimizer's (adds weight_decay·θ to the gradient,
-    i.e. a regulariser (weight_decay/2)‖θ‖²). lr_schedule: 'constant', or 'cosine' (annealed
-    from lr to 0 over all the steps, torch's CosineAnnealingLR).
-
-    Returns (model, history) with history a list of the mean training loss of each epoch
-    (averaged over the examples seen during that epoch). The model's train/eval mode is
-    restored at the end.
+    After the validation loss of epoch e (0-based) is known: if it is a new minimum, go on;
+    otherwise, once e >= warmup, stop when each of the last ``patience`` validation losses lies
+    within ``tolerance`` of the minimum so far. It does not restore the best weights (neither
+    did the original): the model is the one of the last epoch run.
     """
-    _positive_int(epochs, "epochs")
-    _positive_int(batch_size, "batch_size")
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise TypeError(f"train: seed must be an int, got {type(seed).__name__}")
+
+    patience: int = 10
+    tolerance: float = 0.005
+    warmup: int = 100
+
+    def __post_init__(self):
+        _positive_int(self.patience, "patience", "PlateauStop")
+        if not (self.tolerance >= 0 and math.isfinite(self.tolerance)):
+            raise ValueError(f"PlateauStop: tolerance must be finite and >= 0, got {self.tolerance!r}")
+        if not isinstance(self.warmup, int) or isinstance(self.warmup, bool) or self.warmup < 0:
+            raise ValueError(f"PlateauStop: warmup must be an int >= 0, got {self.warmup!r}")
+
+    def should_stop(self, val_losses: list[float]) -> bool:
+        """Whether to stop after the epoch whose validation loss is ``val_losses[-1]``."""
+        epoch = len(val_losses) - 1
+        best_before = min(val_losses[:-1], default=math.inf)
+        if val_losses[-1] < best_before or epoch < self.warmup:
+            return False
+        best = min(val_losses)
+        return all(loss - best <= self.tolerance for loss in val_losses[-self.patience :])
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """How to train: the optimizer and its settings, the batch size, at most ``max_epochs``
+    epochs, and an optional early-stopping rule (needs a validation set). weight_decay is the
+    optimizer's (adds weight_decay·θ to the gradient, i.e. a regulariser (weight_decay/2)‖θ‖²);
+    momentum is SGD's (heavy ball, PyTorch's convention, no dampening)."""
+
+    lr: float
+    batch_size: int
+    max_epochs: int
+    optimizer: str = "sgd"
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    loss: str = "ce"
+    early_stopping: PlateauStop | None = None
+
+    def __post_init__(self):
+        _check_settings(
+            "Recipe",
+            self.max_epochs,
+            self.batch_size,
+            self.lr,
+            self.weight_decay,
+            self.momentum,
+            self.optimizer,
+            self.loss,
+            epochs_name="max_epochs",
+        )
+
+    def replace(self, **changes) -> Recipe:
+        """A copy with some settings changed (e.g. a reduced protocol's max_epochs)."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclasses.dataclass
+class TrainingLog:
+    """What :func:`fit` did: per-epoch mean training loss (over the examples seen in the epoch)
+    and validation loss (exact mean over the validation set, eval mode), the epochs run, and
+    whether the early-stopping rule ended the run before max_epochs."""
+
+    train_loss: list[float]
+    val_loss: list[float]
+    epochs: int
+    stopped_early: bool
+
+
+def _check_settings(
+    fn, epochs, batch_size, lr, weight_decay, momentum, optimizer, loss, *, epochs_name="epochs"
+):
+    _positive_int(epochs, epochs_name, fn)
+    _positive_int(batch_size, "batch_size", fn)
     if not (lr > 0):
-        raise ValueError(f"train: lr must be > 0, got {lr}")
-    if weight_decay < 0:
-        raise ValueError(f"train: weight_decay must be >= 0, got {weight_decay}")
+        raise ValueError(f"{fn}: lr must be > 0, got {lr}")
+    if not (weight_decay >= 0):
+        raise ValueError(f"{fn}: weight_decay must be >= 0, got {weight_decay}")
     if optimizer not in _OPTIMIZERS:
-        raise ValueError(f"train: optimizer must be one of {_OPTIMIZERS}, got {optimizer!r}")
-    if lr_schedule not in _SCHEDULES:
-        raise ValueError(f"train: lr_schedule must be one of {_SCHEDULES}, got {lr_schedule!r}")
+        raise ValueError(f"{fn}: optimizer must be one of {_OPTIMIZERS}, got {optimizer!r}")
+    if not (0 <= momentum < 1):
+        raise ValueError(f"{fn}: momentum must be in [0, 1), got {momentum}")
+    if momentum and optimizer != "sgd":
+        raise ValueError(f"{fn}: momentum is SGD's; optimizer={optimizer!r} takes none")
     if loss not in _LOSSES:
-        raise ValueError(f"train: loss must be one of {_LOSSES}, got {loss!r}")
+        raise ValueError(f"{fn}: loss must be one of {_LOSSES}, got {loss!r}")
+
+
+def _prepare(fn, model, x, y, loss):
+    """(params, x, y, loss_fn) on the parameters' device, after checking the data."""
     x, y = torch.as_tensor(x), torch.as_tensor(y)
     if len(x) != len(y) or len(x) == 0:
-        raise ValueError(f"train: x and y must be non-empty with equal length, got {len(x)} and {len(y)}")
+        raise ValueError(f"{fn}: x and y must be non-empty with equal length, got {len(x)} and {len(y)}")
     if loss == "ce" and (y.dim() != 1 or y.dtype not in (torch.int64, torch.int32)):
         raise ValueError(
-            f"train: loss='ce' needs y of shape [N] with integer labels, got {y.dtype} {tuple(y.shape)}"
+            f"{fn}: loss='ce' needs y of shape [N] with integer labels, got {y.dtype} {tuple(y.shape)}"
         )
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
-        raise ValueError("train: the model has no trainable parameters")
-
+        raise ValueError(f"{fn}: the model has no trainable parameters")
     device = params[0].device
     x, y = x.to(device), y.to(device)
     if loss == "ce":
@@ -89,15 +150,40 @@ def train(
     else:
         y = y.to(params[0].dtype)
         loss_fn = nn.functional.mse_loss
+    return params, x, y, loss_fn
+
+
+def _run(
+    model,
+    x,
+    y,
+    *,
+    params,
+    loss_fn,
+    epochs,
+    lr,
+    batch_size,
+    seed,
+    optimizer,
+    momentum,
+    weight_decay,
+    progress,
+    lr_schedule="constant",
+    after_epoch=None,
+):
+    """The loop shared by train and fit: returns the per-epoch training losses. ``after_epoch``
+    (called with the model in train mode after each epoch) returns True to stop."""
     if optimizer == "sgd":
-        opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
+        opt: torch.optim.Optimizer = torch.optim.SGD(
+            params, lr=lr, momentum=momentum, weight_decay=weight_decay
+        )
     else:
         opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     n_steps = epochs * -(-len(y) // batch_size)
     sched = (
         torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=n_steps) if lr_schedule == "cosine" else None
     )
-
+    device = params[0].device
     order_gen = torch.Generator().manual_seed(seed)
     n = len(y)
     history: list[float] = []
@@ -124,7 +210,138 @@ def train(
                 history.append(float(total) / n)
                 bar.update(1)
                 bar.set_postfix(loss=f"{history[-1]:.4g}", refresh=False)
+                if after_epoch is not None and after_epoch():
+                    break
         finally:
             bar.close()
             model.train(was_training)
+    return history
+
+
+def train(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    optimizer: str = "sgd",
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+    loss: str = "ce",
+    lr_schedule: str = "constant",
+    progress: bool | None = False,
+):
+    """Minibatch training of ``model`` in place for exactly ``epochs`` epochs.
+
+    x: [N, ...] inputs; y: [N] int64 class labels for loss='ce' (mean cross-entropy on the
+    logits), or targets of the model's output shape for loss='mse' (mean squared error).
+    Each epoch visits every example once in a fresh seeded order; the last batch may be smaller.
+    optimizer: 'sgd' (plain by default: the decision-boundary study's choice, lr 0.02, batch 64;
+    ``momentum`` > 0 gives heavy-ball SGD) or 'adam'. weight_decay is the optimizer's (adds
+    weight_decay·θ to the gradient, i.e. a regulariser (weight_decay/2)‖θ‖²). lr_schedule:
+    'constant', or 'cosine' (annealed from lr to 0 over all the steps, torch's
+    CosineAnnealingLR).
+
+    Returns (model, history) with history a list of the mean training loss of each epoch
+    (averaged over the examples seen during that epoch). The model's train/eval mode is
+    restored at the end.
+    """
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"train: seed must be an int, got {type(seed).__name__}")
+    _check_settings("train", epochs, batch_size, lr, weight_decay, momentum, optimizer, loss)
+    if lr_schedule not in _SCHEDULES:
+        raise ValueError(f"train: lr_schedule must be one of {_SCHEDULES}, got {lr_schedule!r}")
+    params, x, y, loss_fn = _prepare("train", model, x, y, loss)
+    history = _run(
+        model,
+        x,
+        y,
+        params=params,
+        loss_fn=loss_fn,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        seed=seed,
+        optimizer=optimizer,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        progress=progress,
+        lr_schedule=lr_schedule,
+    )
     return model, history
+
+
+def _mean_loss(model, loss_fn, x, y, batch_size) -> float:
+    """The exact mean loss over (x, y) in eval mode (sum of per-example losses / N)."""
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    try:
+        with torch.no_grad():
+            for s in range(0, len(y), batch_size):
+                out = model(x[s : s + batch_size])
+                total += float(loss_fn(out, y[s : s + batch_size], reduction="sum"))
+    finally:
+        model.train(was_training)
+    return total / len(y)
+
+
+def fit(
+    model: nn.Module,
+    recipe: Recipe,
+    train_data: tuple[torch.Tensor, torch.Tensor],
+    val_data: tuple[torch.Tensor, torch.Tensor] | None = None,
+    *,
+    seed: int,
+    eval_batch_size: int = 1024,
+    progress: bool | None = False,
+) -> tuple[nn.Module, TrainingLog]:
+    """Train ``model`` in place by ``recipe``: at most recipe.max_epochs epochs, each followed by
+    the validation loss (when ``val_data`` is given) and the recipe's early-stopping rule.
+
+    train_data, val_data: (x [N, ...], y [N]) as for :func:`train`. A recipe with
+    early_stopping needs val_data. Returns (model, TrainingLog)."""
+    if not isinstance(recipe, Recipe):
+        raise TypeError(f"fit: recipe must be a hessext.training.Recipe, got {type(recipe).__name__}")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"fit: seed must be an int, got {type(seed).__name__}")
+    _positive_int(eval_batch_size, "eval_batch_size", "fit")
+    if recipe.early_stopping is not None and val_data is None:
+        raise ValueError("fit: the recipe's early stopping needs val_data")
+    params, x, y, loss_fn = _prepare("fit", model, *train_data, recipe.loss)
+    val_loss: list[float] = []
+    after_epoch = None
+    if val_data is not None:
+        _, xv, yv, _ = _prepare("fit: val_data", model, *val_data, recipe.loss)
+        stop = recipe.early_stopping
+
+        def after_epoch() -> bool:
+            val_loss.append(_mean_loss(model, loss_fn, xv, yv, eval_batch_size))
+            return stop is not None and stop.should_stop(val_loss)
+
+    history = _run(
+        model,
+        x,
+        y,
+        params=params,
+        loss_fn=loss_fn,
+        epochs=recipe.max_epochs,
+        lr=recipe.lr,
+        batch_size=recipe.batch_size,
+        seed=seed,
+        optimizer=recipe.optimizer,
+        momentum=recipe.momentum,
+        weight_decay=recipe.weight_decay,
+        progress=progress,
+        after_epoch=after_epoch,
+    )
+    log = TrainingLog(
+        train_loss=history,
+        val_loss=val_loss,
+        epochs=len(history),
+        stopped_early=len(history) < recipe.max_epochs,
+    )
+    return model, log

@@ -17,7 +17,7 @@ Each factory takes an optional ``seed``: given one, the parameters are initialis
 from hessext._internal.params import num_params as num_parameters
 from hessext.models.boundary import MNISTCNN3, mlp
 from hessext.models.siamese import SiameseNet, TwinNet
-from hessext.models.ssh import SSHCNN
+from hessext.models.ssh import SSH_RECIPE, SSHCNN
 from hessext.models.toolbox import Conv1DToolbox
 
-__all__ = ["Conv1DToolbox", "SSHCNN", "mlp", "MNISTCNN3", "SiameseNet", "TwinNet", "num_parameters"]
+__all__ = ["Conv1DToolbox", "SSHCNN", "SSH_RECIPE", "mlp", "MNISTCNN3", "SiameseNet", "TwinNet", "num_parameters"]

@@ -1,6 +1,7 @@
 """Architectures (parameter counts by hand, the published checkpoint) and the seeded trainer."""
 
 import copy
+import math
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ import torch
 from hessext import models
 from hessext.datasets import toy2d
 from hessext.testing import toolbox_dir
-from hessext.training import train
+from hessext.training import PlateauStop, Recipe, fit, train
 
 
 def _reference(name):
@@ -140,3 +141,181 @@ def test_cosine_schedule_is_torchs_annealing_step_by_step():
             w -= lr_t * 2 * x[i, 0].item() * (w * x[i, 0].item() - y[i, 0].item())
             t += 1
     assert model.weight.item() == pytest.approx(w, rel=1e-12)
+
+
+# ------------------------------------------------------------------ the SSH study's recipe
+
+
+def test_ssh_recipe_is_the_papers():
+    """The values of the paper's 100-CNN run (its parameters.txt: batch 64, lr 1e-04, momentum
+    0.9, weight decay 0.1, early stopping patience 10 / tolerance 0.005 / warmup 100, 1000
+    epochs), with cross-entropy on the logits (docs/ssh-study.md: BCE on a two-class softmax
+    is the same loss)."""
+    r = models.SSH_RECIPE
+    assert (r.optimizer, r.lr, r.momentum, r.weight_decay, r.batch_size, r.max_epochs, r.loss) == (
+        "sgd",
+        1e-4,
+        0.9,
+        0.1,
+        64,
+        1000,
+        "ce",
+    )
+    assert r.early_stopping == PlateauStop(patience=10, tolerance=0.005, warmup=100)
+
+
+def test_bce_on_softmax_is_cross_entropy():
+    """Why the recipe may use CE on logits: BCELoss(softmax(f), onehot) over two classes equals
+    the mean cross-entropy, value and gradient."""
+    g = torch.Generator().manual_seed(0)
+    f = torch.randn(9, 2, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 2, (9,), generator=g)
+    bce = torch.nn.BCELoss()(f.softmax(1), torch.nn.functional.one_hot(y, 2).double())
+    ce = torch.nn.functional.cross_entropy(f, y)
+    (gb,) = torch.autograd.grad(bce, f)
+    (gc,) = torch.autograd.grad(ce, f)
+    torch.testing.assert_close(bce, ce)
+    torch.testing.assert_close(gb, gc)
+
+
+def test_ssh_cnn_architecture_and_thermometer_width():
+    m = models.SSHCNN()
+    kinds = [type(x).__name__ for x in m.block1]
+    assert kinds == ["Conv2d", "BatchNorm2d", "LeakyReLU", "UniformDropout"]
+    assert all(
+        isinstance(x, torch.nn.Dropout) and x.p == 0.5 for b in (m.block1, m.block2, m.block3) for x in b[3:]
+    )
+    assert [m.block1[0].stride, m.block1[0].padding, m.block1[0].bias] == [(2, 2), (2, 2), None]
+    # the paper's thermometer network: every width times the number of levels
+    L = 3
+    t = models.SSHCNN(in_channels=L, width=L)
+    expected = (
+        5 * L * L * 16
+        + 2 * 5 * L
+        + 7 * L * 5 * L * 9
+        + 2 * 7 * L
+        + 9 * L * 7 * L * 9
+        + 2 * 9 * L
+        + 9 * L * 2
+        + 2
+    )
+    assert models.num_parameters(t) == expected
+    assert t(torch.rand(2, L, 50, 50)).shape == (2, 2)
+    with pytest.raises(ValueError, match="width"):
+        models.SSHCNN(width=0)
+
+
+def test_uniform_dropout_is_dropout_in_distribution():
+    from hessext.models.common import UniformDropout
+
+    d = UniformDropout(0.5)
+    x = torch.ones(200_000)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        out = d(x)
+    kept = (out != 0).double().mean().item()
+    assert set(torch.unique(out).tolist()) == {0.0, 2.0}
+    assert abs(kept - 0.5) <= 4 * (0.25 / x.numel()) ** 0.5  # 4 binomial standard errors
+    d.eval()
+    assert d(x) is x
+    d.train()
+    xg = torch.ones(10, requires_grad=True)
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        y = d(xg)
+    y.sum().backward()
+    assert torch.equal(xg.grad, y.detach())  # the gradient is the same mask and scale
+
+
+def _original_early_stopper(patience, min_delta, warmup):
+    """The original's EarlyStopper (src/training_utils.py), transcribed as the oracle."""
+    state = {"min": math.inf}
+
+    def early_stop(history, epoch):
+        validation_loss = history[-1]
+        if validation_loss < state["min"]:
+            state["min"] = validation_loss
+        elif epoch >= warmup:
+            if all(loss - state["min"] <= min_delta for loss in history[-patience:]):
+                return True
+        return False
+
+    return early_stop
+
+
+def test_plateau_stop_is_the_originals():
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        patience, warmup = int(rng.integers(1, 6)), int(rng.integers(0, 12))
+        tol = float(rng.choice([0.0, 0.005, 0.05]))
+        # decreasing, then noisy plateaus (the interesting case)
+        losses = (
+            np.exp(-np.arange(60) / rng.uniform(3, 20)) + rng.normal(0, rng.choice([1e-4, 1e-2]), 60)
+        ).tolist()
+        rule, oracle = PlateauStop(patience, tol, warmup), _original_early_stopper(patience, tol, warmup)
+        ours = next((e for e in range(60) if rule.should_stop(losses[: e + 1])), None)
+        theirs = next((e for e in range(60) if oracle(losses[: e + 1], e)), None)
+        assert ours == theirs, (trial, patience, tol, warmup)
+
+
+def _heavy_ball_reference(model, x, y, *, epochs, lr, momentum, wd, batch, seed):
+    """SGD with momentum written out: buf = μ·buf + (g + λθ), θ -= lr·buf (PyTorch's
+    convention, no dampening), on the same seeded batch order as train/fit."""
+    params = list(model.parameters())
+    bufs = [None] * len(params)
+    order = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        perm = torch.randperm(len(y), generator=order)
+        for s in range(0, len(y), batch):
+            idx = perm[s : s + batch]
+            grads = torch.autograd.grad(torch.nn.functional.cross_entropy(model(x[idx]), y[idx]), params)
+            with torch.no_grad():
+                for k, (p, g) in enumerate(zip(params, grads)):
+                    d = g + wd * p
+                    bufs[k] = d.clone() if bufs[k] is None else momentum * bufs[k] + d
+                    p -= lr * bufs[k]
+    return model
+
+
+def test_fit_is_heavy_ball_sgd():
+    x, y = _gaussians()
+    x = x.double()
+    start = models.mlp(2, 16, 3, seed=1).double()
+    recipe = Recipe(lr=0.05, momentum=0.9, weight_decay=0.1, batch_size=32, max_epochs=3)
+    model, log = fit(copy.deepcopy(start), recipe, (x, y), seed=2)
+    ref = _heavy_ball_reference(
+        copy.deepcopy(start), x, y, epochs=3, lr=0.05, momentum=0.9, wd=0.1, batch=32, seed=2
+    )
+    for a, b in zip(model.parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert log.epochs == 3 and not log.stopped_early and log.val_loss == []
+    # train() with momentum is the same loop
+    same, hist = train(copy.deepcopy(start), x, y, epochs=3, lr=0.05, momentum=0.9, weight_decay=0.1,
+                       batch_size=32, seed=2)  # fmt: skip
+    assert hist == log.train_loss
+    assert all(torch.equal(a, b) for a, b in zip(same.parameters(), model.parameters()))
+
+
+def test_fit_validation_loss_and_early_stop():
+    x, y = _gaussians()
+    # validation labels shifted by one class: learning the training set raises the validation
+    # loss, so after the warm-up the first epoch that is not a new minimum stops the run
+    xv, yv = x[:100], (y[:100] + 1) % 3
+    model = models.mlp(2, 16, 3, seed=1)
+    recipe = Recipe(lr=0.02, batch_size=64, max_epochs=50, early_stopping=PlateauStop(2, 10.0, 3))
+    model, log = fit(model, recipe, (x, y), (xv, yv), seed=0)
+    assert log.stopped_early and log.epochs < 50 and len(log.val_loss) == log.epochs
+    assert PlateauStop(2, 10.0, 3).should_stop(log.val_loss)
+    assert not any(PlateauStop(2, 10.0, 3).should_stop(log.val_loss[:e]) for e in range(1, log.epochs))
+    model.eval()
+    with torch.no_grad():
+        exact = torch.nn.functional.cross_entropy(model(xv), yv).item()
+    assert log.val_loss[-1] == pytest.approx(exact, rel=1e-6)
+    with pytest.raises(ValueError, match="val_data"):
+        fit(model, recipe, (x, y), seed=0)
+    with pytest.raises(ValueError, match="momentum"):
+        Recipe(lr=0.1, batch_size=8, max_epochs=1, optimizer="adam", momentum=0.5)
+    with pytest.raises(ValueError, match="momentum"):
+        train(model, x, y, epochs=1, lr=0.1, batch_size=8, seed=0, momentum=1.0)
+    with pytest.raises(ValueError, match="patience"):
+        PlateauStop(patience=0)
