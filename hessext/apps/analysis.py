@@ -89,9 +89,33 @@ def influence_scores(model, train, test, H, damping, *, progress):
     return inf, rel
 
 
-def rue_and_score(model, train, sets: dict, H, settings, *, seed, n_bootstrap, progress):
-    """Per set: RUE (variance over bootstrap models of the class probabilities, summed over
-    classes) and the extrapolation score (gradient of the predicted-class logit)."""
+def logit_margin(output: torch.Tensor) -> torch.Tensor:
+    """One example's logits [C] → its margin: f_1 - f_0 for two classes (signed), else the top
+    logit minus the runner-up.
+
+    The quantity RUE should be taken of for a confident classifier: its softmax saturates
+    (p = 1 - O(e^{-margin})), so the variance of p over bootstrap models is of order
+    e^{-2·margin}·Var(margin) — 1e-10 and below for clean inputs, which ranks inputs by their
+    margin rather than by their uncertainty. The margin is what decides the class, it is
+    unbounded, and its bootstrap variance says how firmly the training sample fixes the
+    decision."""
+    if output.shape[-1] == 2:
+        return output[..., 1] - output[..., 0]
+    top2 = output.topk(2, dim=-1).values
+    return top2[..., 0] - top2[..., 1]
+
+
+def softmax_probabilities(output: torch.Tensor) -> torch.Tensor:
+    """One example's logits → class probabilities (RUE's output as the toolbox took it)."""
+    return output.softmax(-1)
+
+
+def rue_and_score(
+    model, train, sets: dict, H, settings, *, seed, n_bootstrap, progress, output_fn=softmax_probabilities
+):
+    """Per set: RUE (variance over bootstrap models of output_fn of the logits, summed over its
+    components: by default the class probabilities; logit_margin for confident classifiers) and
+    the extrapolation score (gradient of the predicted-class logit)."""
     loss = nn.CrossEntropyLoss()
     x_all = torch.cat([x for x, _ in sets.values()])
     var = rue(
@@ -104,11 +128,14 @@ def rue_and_score(model, train, sets: dict, H, settings, *, seed, n_bootstrap, p
         method="eigh",
         n_bootstrap=n_bootstrap,
         seed=seed,
-        output_fn=lambda o: o.softmax(-1),
+        output_fn=output_fn,
+        # one bootstrap model per forward: for the SSH CNN on 1,000 inputs, B = 30, 2.5x less
+        # CPU time and 2.2 GB less memory than all 30 in one vmapped forward (measured)
+        bootstrap_batch=1,
         progress=progress,
     )
     solver = var.solver
-    var = var.sum(dim=1)
+    var = var.reshape(var.shape[0], -1).sum(dim=1)
     score = extrapolation_score(
         model, x_all, hessian=H, threshold=settings["score_threshold"], min_removed=settings["min_removed"]
     )

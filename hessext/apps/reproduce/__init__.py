@@ -19,4 +19,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-PIPELINES: dict[str, ModuleType] = {}
+from hessext.apps.reproduce import ssh
+
+PIPELINES: dict[str, ModuleType] = {module.NAME: module for module in (ssh,)}
