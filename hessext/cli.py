@@ -67,7 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="problem size (small: a quick check in seconds)",
     )
     demo.add_argument("--quick", action="store_true", help="same as --size small")
-    demo.add_argument("--seed", type=_int_at_least(0), default=0)
+    demo.add_argument(
+        "--seed", type=_int_at_least(0), default=0, help="first seed (the ssh demo runs seeds S, S+1, ...)"
+    )
+    demo.add_argument(
+        "--seeds",
+        type=_int_at_least(1),
+        default=None,
+        help="how many seeds the ssh demo repeats the analysis for (default 3)",
+    )
     demo.add_argument("--threads", type=_int_at_least(1), default=1, help="torch threads (default 1)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -151,7 +159,11 @@ def _run(args) -> int:
                 )
             else:
                 path, timer = demo_ssh.run_ssh_demo(
-                    args.out or "hessext-report", size=size, seed=args.seed, progress=progress
+                    args.out or "hessext-report",
+                    size=size,
+                    seed=args.seed,
+                    n_seeds=args.seeds or demo_ssh.N_SEEDS,
+                    progress=progress,
                 )
         elif args.command == "reproduce":
             path = PIPELINES[args.pipeline].run(args)
