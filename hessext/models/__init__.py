@@ -20,4 +20,13 @@ from hessext.models.siamese import SiameseNet, TwinNet
 from hessext.models.ssh import SSH_RECIPE, SSHCNN
 from hessext.models.toolbox import Conv1DToolbox
 
-__all__ = ["Conv1DToolbox", "SSHCNN", "SSH_RECIPE", "mlp", "MNISTCNN3", "SiameseNet", "TwinNet", "num_parameters"]
+__all__ = [
+    "Conv1DToolbox",
+    "SSHCNN",
+    "SSH_RECIPE",
+    "mlp",
+    "MNISTCNN3",
+    "SiameseNet",
+    "TwinNet",
+    "num_parameters",
+]
