@@ -56,6 +56,7 @@ LAZY = {
     "torch.distributed": "only when a test joins a process group",
     "sklearn.linear_model": "1-3 s of `import hessext` otherwise, needed only by sparse_polynomial_fit",
     "hessext._C": "the compiled core: optional, loaded once by hessext._extension",
+    "sklearn.datasets": "~1 s of import, only for the bundled digits of the SmoothHess study",
 }
 
 

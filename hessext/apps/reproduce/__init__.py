@@ -19,4 +19,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-PIPELINES: dict[str, ModuleType] = {}
+from hessext.apps.reproduce import smoothhess, toolbox
+
+PIPELINES: dict[str, ModuleType] = {smoothhess.NAME: smoothhess, toolbox.NAME: toolbox}
