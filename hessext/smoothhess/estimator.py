@@ -505,8 +505,9 @@ def vanilla_hessian(
             finally:
                 if mode is not None:
                     mode.__exit__(None, None, None)
-    hess = torch.stack(hs).double()
-    grad = torch.stack(gs).double()
+    # detached: the values depend on the parameters, but the results are numbers, not graphs
+    hess = torch.stack(hs).detach().double()
+    grad = torch.stack(gs).detach().double()
     if single:
         hess, grad = hess[0], grad[0]
     return SmoothHessResult(hess, grad, None, None, 1, None)

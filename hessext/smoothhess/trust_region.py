@@ -112,13 +112,14 @@ class SubspaceStep(NamedTuple):
 def spectral_truncation(eigenvalues: torch.Tensor, energy: float, extra: int) -> torch.Tensor:
     """The SmoothHess attack's subspace size: with |λ| sorted in descending order, k = (the first
     index where the cumulative |λ| exceeds energy·Σ|λ|) + extra, at most D (the original's rule,
-    whose eigenpairs came unsorted from a general eigensolver: here they are sorted by |λ|).
+    whose eigenpairs came unsorted from a general eigensolver: here they are sorted by |λ|), at
+    least 1.
     eigenvalues: [B, D] (any order); returns k [B] int64. A zero spectrum keeps ``extra``."""
     mag = eigenvalues.abs().sort(dim=-1, descending=True).values
     cum = mag.cumsum(-1)
     over = cum > energy * cum[..., -1:]
     first = torch.where(over.any(-1), over.int().argmax(-1), torch.zeros_like(over[..., 0], dtype=torch.long))
-    return (first + extra).clamp(max=eigenvalues.shape[-1]).long()
+    return (first + extra).clamp(min=1, max=eigenvalues.shape[-1]).long()
 
 
 def subspace_second_order_step(
