@@ -22,6 +22,7 @@ import argparse
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,11 +52,12 @@ THRESHOLDS = ("1", "0.1", "0.01", "0.001")
 VERSIONS = {"true": "truever", "predicted": "minver"}
 LAMBDA = 0.05
 N_TRAIN = 1000
+PAPER_BOOTSTRAP = 50
 REFERENCE_MODEL = "Conv1D_original_l005_12site.pt"
 REFERENCE_HESSIAN = "Conv1D_original_l005_12site_hessian.npy"
 
 # The paper's numbers (docs/toolbox-paper.md; its notebook's outputs and the stored Hessian).
-PAPER = {
+PAPER: dict[str, Any] = {
     "test_accuracy": 0.88,
     "misclassified": [21, 22, 23, 24, 25, 26],
     "lambda_top": [68.603, 0.5504, 0.2243, 0.1869, 0.1839],
@@ -137,8 +139,8 @@ class RUEResults:
     test loss with the true label ('true'), with each model's own prediction ('minimal': the
     toolbox's two versions, all B rows kept: its published values kept only the first), and of
     the class probabilities ('prediction', Schulam & Saria's, summed over classes).
-    published_formula: what the original code returned, (B−1)/B²·L(x)² with L the true-label
-    loss of the trained model (one stored row, see docs/toolbox-paper.md)."""
+    published_formula: what the original code returned, (B−1)/B²·L(x)² with its B = 50 and L the
+    true-label loss of the trained model (it kept one bootstrap row: docs/toolbox-paper.md)."""
 
     damping: float
     n_bootstrap: int
@@ -387,10 +389,10 @@ def rue_study(prob: Problem, H, damping: float, cfg: Config, *, progress) -> RUE
         theta_sq = sum(float(p.double().pow(2).sum()) for p in prob.model.parameters())
         L = nn.functional.cross_entropy(prob.model(prob.test[0]), prob.test[1], reduction="none").double()
         L = L + LAMBDA / (2 * N_TRAIN) * theta_sq
-    B = cfg.n_bootstrap
+    B = PAPER_BOOTSTRAP
     return RUEResults(
         damping=damping,
-        n_bootstrap=B,
+        n_bootstrap=cfg.n_bootstrap,
         true=true.tolist(),
         minimal=minimal.tolist(),
         prediction=pred.sum(dim=1).tolist(),
@@ -417,7 +419,7 @@ def extrapolation_study(prob: Problem, H) -> ExtrapolationResults:
                 regularizer=_regularizer(),
             )
             scores[version][t] = s.tolist()
-            n_removed[t] = int(s.n_removed)
+            n_removed[t] = int(getattr(s, "n_removed"))  # noqa: B009 - set on the tensor
     res = ExtrapolationResults(n_removed, scores)
     if prob.published is not None:
         ours = np.array([scores[v][t] for v in VERSIONS for t in THRESHOLDS])
