@@ -33,7 +33,9 @@ def _quadrature_hessian(c, sigma):
 @pytest.mark.parametrize("c", [fq.PAPER_C, (1.0, 2.0, -3.0, 0.5)])
 @pytest.mark.parametrize("sigma", [1e-3, 1.0])
 def test_closed_form_equals_quadrature(c, sigma):
-    np.testing.assert_allclose(fq.smoothed_hessian_at_origin(c).numpy(), _quadrature_hessian(c, sigma), atol=1e-12)
+    np.testing.assert_allclose(
+        fq.smoothed_hessian_at_origin(c).numpy(), _quadrature_hessian(c, sigma), atol=1e-12
+    )
 
 
 def test_paper_values():

@@ -48,7 +48,13 @@ def test_user_file_errors(tmp_path):
     with pytest.raises(ValueError, match="missing x_test, y_test"):
         load_images(bad)
     wrong = tmp_path / "wrong.npz"
-    np.savez(wrong, x_train=np.full((3, 4), 2.0), y_train=np.zeros(3, dtype=int), x_test=np.zeros((1, 4)), y_test=[0])
+    np.savez(
+        wrong,
+        x_train=np.full((3, 4), 2.0),
+        y_train=np.zeros(3, dtype=int),
+        x_test=np.zeros((1, 4)),
+        y_test=[0],
+    )
     with pytest.raises(ValueError, match="in \\[0, 1\\]"):
         load_images(wrong)
     with pytest.raises(ValueError, match="suffix"):

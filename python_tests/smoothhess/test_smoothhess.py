@@ -328,7 +328,9 @@ def test_sigma_sweep_of_a_homogeneous_function_is_flat_and_exact():
     from hessext.datasets.four_quadrant import four_quadrant, smoothed_hessian_at_origin
 
     sigmas = torch.logspace(-3, 0, 6, dtype=torch.float64)
-    r = hessext.smooth_hessian(four_quadrant, torch.zeros(2, dtype=torch.float64), sigma=sigmas, n_samples=2**15)
+    r = hessext.smooth_hessian(
+        four_quadrant, torch.zeros(2, dtype=torch.float64), sigma=sigmas, n_samples=2**15
+    )
     assert r.hessian.shape == (6, 2, 2)
     # 2-homogeneous: ∇f(√σ z) = √σ ∇f(z), so with shared z every σ gives the same estimate
     torch.testing.assert_close(r.hessian, r.hessian[:1].expand(6, 2, 2), rtol=1e-10, atol=1e-12)

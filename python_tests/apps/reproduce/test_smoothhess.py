@@ -51,7 +51,13 @@ def test_results_json_contract(tiny_run):
     assert len(fq["sigma"]) == len(fq["h01"]) >= 20 and len(fq["softplus_beta"]) >= 50
     assert set(fq["sigma"]) <= set(sh.paper_sigmas().tolist())
     methods = res["pmse"]["methods"]
-    for needle in ("smoothhess+smoothgrad", "smoothgrad", "softplus hessian+gradient", "softplus gradient", "vanilla"):
+    for needle in (
+        "smoothhess+smoothgrad",
+        "smoothgrad",
+        "softplus hessian+gradient",
+        "softplus gradient",
+        "vanilla",
+    ):
         assert any(needle in name for name in methods)
     assert all(v > 0 and math.isfinite(v) for v in methods.values())
     assert set(res["pmse"]["second_beats_first"]) == {"smoothhess+smoothgrad", "softplus hessian+gradient"}
@@ -86,7 +92,9 @@ def test_paper_grids():
 
 def test_registered_and_usage_errors(tmp_path, capsys):
     assert PIPELINES["smoothhess"] is sh
-    code = cli.main(["reproduce", "smoothhess", "--quick", "--out", str(tmp_path / "w"), "--data", "absent.npz"])
+    code = cli.main(
+        ["reproduce", "smoothhess", "--quick", "--out", str(tmp_path / "w"), "--data", "absent.npz"]
+    )
     assert code == 2 and "--data absent.npz" in capsys.readouterr().err
     foreign = tmp_path / "mine"
     foreign.mkdir()

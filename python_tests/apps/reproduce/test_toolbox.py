@@ -5,7 +5,6 @@ data is absent), and usage errors."""
 import json
 
 import numpy as np
-import pytest
 
 from hessext import cli
 from hessext.apps.reproduce import toolbox as tb
