@@ -83,7 +83,7 @@ class Config:
 
     quick: bool
     seed: int
-    epochs: int = 1000
+    epochs: int = 600
     lr: float = 0.05
     final_lr: float = 0.002
     momentum: float = 0.9
@@ -93,7 +93,7 @@ class Config:
     @classmethod
     def make(cls, quick: bool, seed: int) -> Config:
         """The full protocol, or the reduced one when ``quick``."""
-        return cls(quick=quick, seed=seed, epochs=400 if quick else 1000, n_bootstrap=20 if quick else 50)
+        return cls(quick=quick, seed=seed, epochs=400 if quick else 600, n_bootstrap=20 if quick else 50)
 
 
 # ---- results ---------------------------------------------------------------------------------

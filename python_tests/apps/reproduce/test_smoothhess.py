@@ -33,6 +33,9 @@ TINY = sh.Config(
 )
 
 
+pytestmark = pytest.mark.slow  # an end-to-end run of the pipeline (~30 s on 2 quiet cores)
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("smoothhess") / "work"

@@ -5,10 +5,13 @@ data is absent), and usage errors."""
 import json
 
 import numpy as np
+import pytest
 
 from hessext import cli
 from hessext.apps.reproduce import toolbox as tb
 from hessext.testing import toolbox_dir
+
+pytestmark = pytest.mark.slow  # end-to-end runs of the pipeline (~30 s on 2 quiet cores)
 
 TINY = tb.Config(quick=True, seed=0, epochs=5, n_bootstrap=3)
 
