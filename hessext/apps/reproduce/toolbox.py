@@ -239,9 +239,10 @@ def _load_state(path, what: str) -> nn.Module:
 
 def generated_problem(cfg: Config, work: WorkDir, checkpoint, *, progress) -> Problem:
     """The built-in data (cached) and the CNN trained on it (cached), or the given checkpoint."""
+    # a bad checkpoint is the user's error: found before the data are generated
+    model = _load_state(checkpoint, "--checkpoint") if checkpoint is not None else None
     splits = work.cached("data", fingerprint_of("toolbox-data", __version__), fermions.make_toolbox_splits)
-    if checkpoint is not None:
-        model = _load_state(checkpoint, "--checkpoint")
+    if model is not None:
         how = f"checkpoint {Path(checkpoint).name}"
     else:
         key = fingerprint_of("toolbox-cnn", __version__, dataclasses.asdict(cfg) | {"n_bootstrap": None})
