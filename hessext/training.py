@@ -81,7 +81,9 @@ def train(
     if lr_schedule not in _SCHEDULES:
         raise ValueError(f"train: lr_schedule must be one of {_SCHEDULES}, got {lr_schedule!r}")
     if final_lr is not None and lr_schedule != "constant":
-        raise ValueError(f"train: final_lr is a schedule of its own; it needs lr_schedule='constant', got {lr_schedule!r}")
+        raise ValueError(
+            f"train: final_lr is a schedule of its own; it needs lr_schedule='constant', got {lr_schedule!r}"
+        )
     if loss not in _LOSSES:
         raise ValueError(f"train: loss must be one of {_LOSSES}, got {loss!r}")
     x, y = torch.as_tensor(x), torch.as_tensor(y)
