@@ -21,13 +21,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from hessext.datasets.fermions import load_reference_data
 from hessext.models import Conv1DToolbox
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -819,17 +819,12 @@ def toolbox_model() -> Conv1DToolbox:
 
 
 def toolbox_data(split: str = "test"):
-    """(inputs [N, 1, 924] float32, labels [N] int64), min-max normalised with the global min
-    and max over the validation and test rows together (reproduces the training normalisation
-    to ~1e-5). split: "test" (50 rows) or "validation" (200 rows)."""
-    base = toolbox_dir()
-    test = np.loadtxt(base / "ED_size12_full_even_more_test.csv", delimiter=",")
-    val = np.loadtxt(base / "ED_size12_full_validation.csv", delimiter=",")
-    both = np.concatenate([val[:, 1:], test[:, 1:]])
-    lo, hi = both.min(), both.max()
-    rows = test if split == "test" else val
-    x = torch.tensor((rows[:, 1:] - lo) / (hi - lo), dtype=torch.float32).unsqueeze(1)
-    return x, torch.tensor(rows[:, 0], dtype=torch.int64)
+    """(inputs [N, 1, 924] float32, labels [N] int64), min-max normalised as the toolbox did
+    (hessext.datasets.fermions.load_reference_data: with the training CSV absent, the global min
+    and max over the validation and test rows together, which reproduces the training
+    normalisation to ~1e-5). split: "test" (50 rows) or "validation" (200 rows)."""
+    ref = load_reference_data(toolbox_dir())
+    return ref.test if split == "test" else ref.validation
 
 
 # ---------------------------------------------------------------------------------------------

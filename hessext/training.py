@@ -126,16 +126,20 @@ def _check_settings(
         raise ValueError(f"{fn}: momentum must be in [0, 1), got {momentum}")
     if momentum and optimizer != "sgd":
         raise ValueError(f"{fn}: momentum is SGD's; optimizer={optimizer!r} takes none")
-    if loss not in _LOSSES:
-        raise ValueError(f"{fn}: loss must be one of {_LOSSES}, got {loss!r}")
+    if not callable(loss) and loss not in _LOSSES:
+        allowed = f"{_LOSSES} or a callable loss(model, x, y)" if fn == "train" else str(_LOSSES)
+        raise ValueError(f"{fn}: loss must be one of {allowed}, got {loss!r}")
+    if callable(loss) and fn != "train":
+        raise ValueError(f"{fn}: loss must be one of {_LOSSES}, got a callable")
 
 
 def _prepare(fn, model, x, y, loss):
-    """(params, x, y, loss_fn) on the parameters' device, after checking the data."""
+    """(params, x, y, loss_fn) on the parameters' device, after checking the data. loss_fn is
+    the torch loss (it takes ``reduction=``), or the caller's loss(model, x, y) itself."""
     x, y = torch.as_tensor(x), torch.as_tensor(y)
     if len(x) != len(y) or len(x) == 0:
         raise ValueError(f"{fn}: x and y must be non-empty with equal length, got {len(x)} and {len(y)}")
-    if loss == "ce" and (y.dim() != 1 or y.dtype not in (torch.int64, torch.int32)):
+    if isinstance(loss, str) and loss == "ce" and (y.dim() != 1 or y.dtype not in (torch.int64, torch.int32)):
         raise ValueError(
             f"{fn}: loss='ce' needs y of shape [N] with integer labels, got {y.dtype} {tuple(y.shape)}"
         )
@@ -144,9 +148,12 @@ def _prepare(fn, model, x, y, loss):
         raise ValueError(f"{fn}: the model has no trainable parameters")
     device = params[0].device
     x, y = x.to(device), y.to(device)
-    if loss == "ce":
+    loss_fn: Callable[..., torch.Tensor]
+    if callable(loss):
+        loss_fn = loss
+    elif loss == "ce":
         y = y.long()
-        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = nn.functional.cross_entropy
+        loss_fn = nn.functional.cross_entropy
     else:
         y = y.to(params[0].dtype)
         loss_fn = nn.functional.mse_loss
@@ -155,11 +162,10 @@ def _prepare(fn, model, x, y, loss):
 
 def _run(
     model,
-    x,
-    y,
+    n,
     *,
     params,
-    loss_fn,
+    batch_loss,
     epochs,
     lr,
     batch_size,
@@ -169,23 +175,26 @@ def _run(
     weight_decay,
     progress,
     lr_schedule="constant",
+    final_lr=None,
     after_epoch=None,
 ):
-    """The loop shared by train and fit: returns the per-epoch training losses. ``after_epoch``
-    (called with the model in train mode after each epoch) returns True to stop."""
+    """The loop shared by train and fit over n examples: ``batch_loss(idx)`` is the scalar loss
+    of the examples idx [b]. Returns the per-epoch training losses. ``after_epoch`` (called with
+    the model in train mode after each epoch) returns True to stop."""
     if optimizer == "sgd":
         opt: torch.optim.Optimizer = torch.optim.SGD(
             params, lr=lr, momentum=momentum, weight_decay=weight_decay
         )
     else:
         opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    n_steps = epochs * -(-len(y) // batch_size)
+    n_steps = epochs * -(-n // batch_size)
     sched = (
         torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=n_steps) if lr_schedule == "cosine" else None
     )
+    # geometric decay per epoch: lr · γ^e with γ^(epochs-1) = final_lr / lr
+    gamma = (final_lr / lr) ** (1.0 / max(epochs - 1, 1)) if final_lr is not None else None
     device = params[0].device
     order_gen = torch.Generator().manual_seed(seed)
-    n = len(y)
     history: list[float] = []
     was_training = model.training
     bar = progress_bar(total=epochs, desc="train", unit="epoch", progress=progress)
@@ -195,18 +204,21 @@ def _run(
         torch.manual_seed(seed)
         model.train()
         try:
-            for _ in range(epochs):
+            for epoch in range(epochs):
+                if gamma is not None:
+                    for group in opt.param_groups:
+                        group["lr"] = lr * gamma**epoch
                 perm = torch.randperm(n, generator=order_gen).to(device)
                 total = torch.zeros((), dtype=torch.float64, device=device)
                 for start in range(0, n, batch_size):
                     idx = perm[start : start + batch_size]
                     opt.zero_grad(set_to_none=True)
-                    batch_loss = loss_fn(model(x[idx]), y[idx])
-                    batch_loss.backward()
+                    loss = batch_loss(idx)
+                    loss.backward()
                     opt.step()
                     if sched is not None:
                         sched.step()
-                    total += batch_loss.detach().double() * len(idx)
+                    total += loss.detach().double() * len(idx)
                 history.append(float(total) / n)
                 bar.update(1)
                 bar.set_postfix(loss=f"{history[-1]:.4g}", refresh=False)
@@ -230,20 +242,27 @@ def train(
     optimizer: str = "sgd",
     momentum: float = 0.0,
     weight_decay: float = 0.0,
-    loss: str = "ce",
+    loss: str | Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] = "ce",
     lr_schedule: str = "constant",
+    final_lr: float | None = None,
+    sample_weight: torch.Tensor | None = None,
     progress: bool | None = False,
 ):
     """Minibatch training of ``model`` in place for exactly ``epochs`` epochs.
 
     x: [N, ...] inputs; y: [N] int64 class labels for loss='ce' (mean cross-entropy on the
-    logits), or targets of the model's output shape for loss='mse' (mean squared error).
+    logits), or targets of the model's output shape for loss='mse' (mean squared error), or
+    whatever a callable loss(model, x_batch, y_batch) -> scalar needs (e.g. a VAE's ELBO).
     Each epoch visits every example once in a fresh seeded order; the last batch may be smaller.
     optimizer: 'sgd' (plain by default: the decision-boundary study's choice, lr 0.02, batch 64;
     ``momentum`` > 0 gives heavy-ball SGD) or 'adam'. weight_decay is the optimizer's (adds
     weight_decay·θ to the gradient, i.e. a regulariser (weight_decay/2)‖θ‖²). lr_schedule:
     'constant', or 'cosine' (annealed from lr to 0 over all the steps, torch's
-    CosineAnnealingLR).
+    CosineAnnealingLR). final_lr: the learning rate decays geometrically, epoch by epoch, from lr
+    (first epoch) to final_lr (last epoch), with lr_schedule='constant'; None: no decay.
+    sample_weight: [N] non-negative weights w of the examples (loss 'ce' or 'mse'): each batch's
+    loss is then Σ w_i ℓ_i / Σ w_i over its examples (a weighted mean; e.g. 1/scale⁴ for a
+    regression whose relative error matters at every scale). None: the plain mean.
 
     Returns (model, history) with history a list of the mean training loss of each epoch
     (averaged over the examples seen during that epoch). The model's train/eval mode is
@@ -254,13 +273,38 @@ def train(
     _check_settings("train", epochs, batch_size, lr, weight_decay, momentum, optimizer, loss)
     if lr_schedule not in _SCHEDULES:
         raise ValueError(f"train: lr_schedule must be one of {_SCHEDULES}, got {lr_schedule!r}")
+    if final_lr is not None and not (final_lr > 0):
+        raise ValueError(f"train: final_lr must be > 0 or None, got {final_lr}")
+    if final_lr is not None and lr_schedule != "constant":
+        raise ValueError(
+            f"train: final_lr is a schedule of its own; it needs lr_schedule='constant', got {lr_schedule!r}"
+        )
     params, x, y, loss_fn = _prepare("train", model, x, y, loss)
+    if sample_weight is not None:
+        if callable(loss):
+            raise ValueError("train: sample_weight needs loss 'ce' or 'mse', got a callable loss")
+        sample_weight = torch.as_tensor(sample_weight)
+        if sample_weight.shape != (len(x),) or not bool((sample_weight >= 0).all()):
+            raise ValueError(
+                f"train: sample_weight must be [{len(x)}] and non-negative, got shape "
+                f"{tuple(sample_weight.shape)}"
+            )
+        weights = sample_weight.to(device=x.device, dtype=params[0].dtype)
+
+        def batch_loss(idx):
+            per_example = loss_fn(model(x[idx]), y[idx], reduction="none").reshape(len(idx), -1).mean(1)
+            w = weights[idx]
+            return (w * per_example).sum() / w.sum().clamp_min(torch.finfo(w.dtype).tiny)
+
+    elif callable(loss):
+        batch_loss = lambda idx: loss_fn(model, x[idx], y[idx])
+    else:
+        batch_loss = lambda idx: loss_fn(model(x[idx]), y[idx])
     history = _run(
         model,
-        x,
-        y,
+        len(y),
         params=params,
-        loss_fn=loss_fn,
+        batch_loss=batch_loss,
         epochs=epochs,
         lr=lr,
         batch_size=batch_size,
@@ -270,6 +314,7 @@ def train(
         weight_decay=weight_decay,
         progress=progress,
         lr_schedule=lr_schedule,
+        final_lr=final_lr,
     )
     return model, history
 
@@ -324,10 +369,9 @@ def fit(
 
     history = _run(
         model,
-        x,
-        y,
+        len(y),
         params=params,
-        loss_fn=loss_fn,
+        batch_loss=lambda idx: loss_fn(model(x[idx]), y[idx]),
         epochs=recipe.max_epochs,
         lr=recipe.lr,
         batch_size=recipe.batch_size,

@@ -8,9 +8,13 @@
 - :mod:`hessext.datasets.lorentz`: electromagnetic fields under Lorentz transformations, pairs
   of one field seen from two frames.
 - :mod:`hessext.datasets.regression1d`: a 1-D regression problem with an extrapolation region.
+- :mod:`hessext.datasets.four_quadrant`: SmoothHess's four-quadrant function and its
+  smoothed Hessian at the origin in closed form.
+- :mod:`hessext.datasets.images`: 8×8 digits (bundled with scikit-learn) or the user's
+  MNIST/FMNIST file, for the SmoothHess P-MSE and attack.
 """
 
-from . import fermions, kepler, lorentz, regression1d, ssh, toy2d
+from . import fermions, four_quadrant, images, kepler, lorentz, regression1d, ssh, toy2d
 from .fermions import ground_states, make_ll_cdw, minmax_normalise
 from .kepler import central_potential_pairs, integrate_kepler, kepler_invariants
 from .lorentz import field_invariants, lorentz_pairs
@@ -20,6 +24,8 @@ from .toy2d import checkerboard, circles, hierarchical, moons, split, three_gaus
 
 __all__ = [
     "fermions",
+    "four_quadrant",
+    "images",
     "ssh",
     "toy2d",
     "kepler",

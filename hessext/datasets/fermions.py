@@ -54,6 +54,7 @@ Inputs of the reference model were min-max normalised with one global minimum an
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -70,6 +71,13 @@ __all__ = [
     "LLCDWData",
     "make_ll_cdw",
     "minmax_normalise",
+    "PAPER_V1_SCALE",
+    "toolbox_grids",
+    "ToolboxSplits",
+    "make_toolbox_splits",
+    "ReferenceData",
+    "reference_file",
+    "load_reference_data",
 ]
 
 N_SITES = 12
@@ -214,3 +222,116 @@ def minmax_normalise(x: torch.Tensor, lo: float | None = None, hi: float | None 
     if not hi > lo:
         raise ValueError(f"minmax_normalise: need hi > lo, got lo={lo}, hi={hi}")
     return (x - lo) / (hi - lo), lo, hi
+
+
+# ---- the toolbox's data sets -------------------------------------------------------------------
+
+PAPER_V1_SCALE = 2.0
+"""The generator's V1 (hopping t = 1, transition at V1 = 2) per unit of the toolbox paper's
+V1/J (transition at 1): fitting V1 to the reference rows gives exactly twice the paper's grid
+values (validation rows: 0.04 … 1.996 and 2.06 + 0.787·k, the paper's 0.02 … 0.998 and
+1.03 … 40)."""
+
+
+def toolbox_grids() -> dict[str, np.ndarray]:
+    """The toolbox paper's V1/J grids (its units): 'train' (1000: the notebook's
+    linspace(0, 1, 500) ∪ linspace(1.01, 40, 500)), 'validation' (200: linspace(0.02, 0.998,
+    100) ∪ linspace(1.03, 40, 100)) and 'test' (50: linspace(0.01, 0.999, 20, endpoint=False) ∪
+    geomspace(1.02, 39, 30)); validation and test as fitted to the reference rows (the
+    notebook's own test array, 20 + 10 + 20 points, does not match its data)."""
+    return {
+        "train": np.concatenate([np.linspace(0, 1, 500), np.linspace(1.01, 40, 500)]),
+        "validation": np.concatenate([np.linspace(0.02, 0.998, 100), np.linspace(1.03, 40, 100)]),
+        "test": np.concatenate([np.linspace(0.01, 0.999, 20, endpoint=False), np.geomspace(1.02, 39, 30)]),
+    }
+
+
+class ToolboxSplits(NamedTuple):
+    """train / validation / test: (x [N, 1, 924] float32, min-max normalised with the training
+    matrix's lo and hi, y [N] int64); V1: {split: [N] paper V1/J}; lo, hi: the normalisation."""
+
+    train: tuple[torch.Tensor, torch.Tensor]
+    validation: tuple[torch.Tensor, torch.Tensor]
+    test: tuple[torch.Tensor, torch.Tensor]
+    V1: dict[str, np.ndarray]
+    lo: float
+    hi: float
+
+
+def make_toolbox_splits() -> ToolboxSplits:
+    """The toolbox's three splits generated on its grids (:func:`toolbox_grids`), labelled
+    CDW-I for paper V1/J > 1 (the generator's V1 > 2), normalised as the toolbox did (one global
+    min and max of the training matrix). The training rows stay in V1 order (the original
+    shuffled them once with a stored permutation)."""
+    grids = toolbox_grids()
+    raw = {k: make_ll_cdw(v * PAPER_V1_SCALE, v1_critical=2.0) for k, v in grids.items()}
+    _, lo, hi = minmax_normalise(raw["train"].x)
+    out = {k: (minmax_normalise(d.x, lo, hi)[0], d.y) for k, d in raw.items()}
+    return ToolboxSplits(out["train"], out["validation"], out["test"], grids, lo, hi)
+
+
+class ReferenceData(NamedTuple):
+    """The original toolbox's stored data: test / validation (x [N, 1, 924] float32, y [N]
+    int64); train: the same for the 1000 training rows in V1 order when their CSV is present,
+    else None; lo, hi: the min-max normalisation used, and normalisation saying where it came
+    from ('training rows', or 'validation and test rows' when the training CSV is absent: that
+    reproduces the training extremes to ~1e-5)."""
+
+    test: tuple[torch.Tensor, torch.Tensor]
+    validation: tuple[torch.Tensor, torch.Tensor]
+    train: tuple[torch.Tensor, torch.Tensor] | None
+    lo: float
+    hi: float
+    normalisation: str
+
+
+_REFERENCE_SUBFOLDERS = ("", "data", "model", "published_extrapolation_scores", "toolbox_output/LEs")
+
+
+def reference_file(directory, name: str) -> Path | None:
+    """``name`` inside ``directory`` or one of the subfolders the original repository used
+    (data/, model/, toolbox_output/LEs/) or hessext's copy (published_extrapolation_scores/);
+    None when absent."""
+    for sub in _REFERENCE_SUBFOLDERS:
+        path = Path(directory) / sub / name
+        if path.is_file():
+            return path
+    return None
+
+
+def _read_rows(path: Path) -> np.ndarray:
+    rows = np.loadtxt(path, delimiter=",", ndmin=2)
+    if rows.shape[1] != 925:
+        raise ValueError(f"{path}: expected 925 columns (label, 924 amplitudes), got {rows.shape[1]}")
+    return rows
+
+
+def load_reference_data(directory) -> ReferenceData:
+    """Read the toolbox's CSVs from ``directory`` (ED_size12_full_even_more_test.csv,
+    ED_size12_full_validation.csv, and ED_size12_full_training.csv if present: column 0 the
+    label, columns 1-924 the amplitudes, no header) and normalise them as the toolbox did.
+    The training rows, when present, are the CSV's (V1-ordered, unshuffled) rows."""
+    names = {
+        "test": "ED_size12_full_even_more_test.csv",
+        "validation": "ED_size12_full_validation.csv",
+        "train": "ED_size12_full_training.csv",
+    }
+    paths = {k: reference_file(directory, v) for k, v in names.items()}
+    for k in ("test", "validation"):
+        if paths[k] is None:
+            raise FileNotFoundError(f"{directory}: {names[k]} not found (nor under data/)")
+    rows = {k: _read_rows(p) for k, p in paths.items() if p is not None}
+    if "train" in rows:
+        lo, hi = rows["train"][:, 1:].min(), rows["train"][:, 1:].max()
+        how = "training rows"
+    else:
+        both = np.concatenate([rows["validation"][:, 1:], rows["test"][:, 1:]])
+        lo, hi = both.min(), both.max()
+        how = "validation and test rows (training CSV absent)"
+
+    def split(r):
+        x = torch.tensor((r[:, 1:] - lo) / (hi - lo), dtype=torch.float32).unsqueeze(1)
+        return x, torch.tensor(r[:, 0], dtype=torch.int64)
+
+    train = split(rows["train"]) if "train" in rows else None
+    return ReferenceData(split(rows["test"]), split(rows["validation"]), train, float(lo), float(hi), how)

@@ -71,12 +71,16 @@ def pyplot():
 
 
 class StageTimer:
-    """Numbered stages printed to stderr as they start and end ("[2/6] train ... 12.3 s")."""
+    """Numbered stages printed to stderr as they start and end ("[2/6] train ... 12.3 s").
+    ``timings`` holds each stage's wall time, ``cpu_timings`` the process CPU time it used (all
+    threads: on a shared machine the wall time alone says little)."""
 
     def __init__(self, n_stages: int, *, quiet: bool = False):
         self.n, self.k, self.quiet = n_stages, 0, quiet
         self.timings: dict[str, float] = {}
+        self.cpu_timings: dict[str, float] = {}
         self.t0 = time.perf_counter()
+        self.cpu0 = time.process_time()
 
     def stage(self, name: str):
         timer = self
@@ -85,6 +89,7 @@ class StageTimer:
             def __enter__(self):
                 timer.k += 1
                 self.t = time.perf_counter()
+                self.cpu = time.process_time()
                 if not timer.quiet:
                     print(f"[{timer.k}/{timer.n}] {name} ...", file=sys.stderr, flush=True)
                 return self
@@ -92,8 +97,13 @@ class StageTimer:
             def __exit__(self, exc_type, *_):
                 dt = time.perf_counter() - self.t
                 timer.timings[name] = dt
+                timer.cpu_timings[name] = time.process_time() - self.cpu
                 if exc_type is None and not timer.quiet:
-                    print(f"      {name}: {dt:.1f} s", file=sys.stderr, flush=True)
+                    print(
+                        f"      {name}: {dt:.1f} s (CPU {timer.cpu_timings[name]:.1f} s)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 return False
 
         return _Stage()
@@ -101,6 +111,11 @@ class StageTimer:
     @property
     def total(self) -> float:
         return time.perf_counter() - self.t0
+
+    @property
+    def cpu_total(self) -> float:
+        """Process CPU time since the timer started, seconds."""
+        return time.process_time() - self.cpu0
 
     def table(self) -> list[list[str]]:
         rows = [[name, f"{dt:.1f}"] for name, dt in self.timings.items()]

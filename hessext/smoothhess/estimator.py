@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
@@ -25,7 +25,15 @@ from hessext import ops
 from hessext._internal.guard import preserved
 from hessext._internal.progress import progress_bar
 
-__all__ = ["smooth_hessian", "softplus_hessian", "vanilla_hessian", "pmse", "SmoothHessResult", "PMSEResult"]
+__all__ = [
+    "smooth_hessian",
+    "softplus_hessian",
+    "vanilla_hessian",
+    "pmse",
+    "ball_perturbations",
+    "SmoothHessResult",
+    "PMSEResult",
+]
 
 Output = str | int | Callable[[torch.Tensor], torch.Tensor]
 
@@ -35,7 +43,8 @@ _MAX_TILE_PAIRS = 512
 
 
 class SmoothHessResult(NamedTuple):
-    """hessian: [B, D, D] (or [D, D] for a single point), symmetric, float64.
+    """hessian: [B, D, D] (or [D, D] for a single point), symmetric, float64; for a sweep over
+    S values of sigma a leading axis: [S, B, D, D] (or [S, D, D]), likewise for the others.
     grad: [B, D] SmoothGrad (None unless requested). hessian_stderr / grad_stderr: Monte-Carlo
     standard errors of each entry (batch means over STDERR_GROUPS = 8 groups of directions, so
     7 degrees of freedom: the standard error itself is uncertain by about ±27%, use a Student-t
@@ -47,7 +56,7 @@ class SmoothHessResult(NamedTuple):
     hessian_stderr: torch.Tensor | None
     grad_stderr: torch.Tensor | None
     n_samples: int
-    sigma: float | None
+    sigma: float | tuple[float, ...] | None
 
 
 def _tile_pairs(n_pairs: int) -> int:
@@ -138,7 +147,7 @@ def smooth_hessian(
     model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
     x: torch.Tensor,
     *,
-    sigma: float,
+    sigma: float | Sequence[float] | torch.Tensor,
     n_samples: int,
     output: Output = "logit",
     antithetic: bool = True,
@@ -153,7 +162,11 @@ def smooth_hessian(
     model: an nn.Module (run in eval mode; its parameters, .grad, hooks and mode are left as
         they were, also on error) or a function f(x [n, ...]) -> [n] or [n, C].
     x: one point [D] or a batch [B, ...] (Hessians are over the flattened features, D = prod).
-    sigma: the VARIANCE of the Gaussian smoothing, σ > 0 (perturbations are √σ z).
+    sigma: the VARIANCE of the Gaussian smoothing, σ > 0 (perturbations are √σ z); or a
+        sweep, a sequence [S] of variances: one call estimates every σ from the same
+        directions z (common random numbers: the curves over σ are smooth, and for a
+        2-homogeneous f, whose ∇f(√σ z) = √σ ∇f(z), identical), with the S copies of each
+        chunk evaluated in one forward/backward; results get a leading axis [S, ...].
     n_samples: gradient evaluations per point; even with antithetic pairs (z and -z).
     output: 'logit' (of the class predicted at x), 'prob' (its softmax probability), a class
         index, or a callable out [n, C] -> [n].
@@ -181,9 +194,10 @@ def smooth_hessian(
     _check_common(x, output)
     if not callable(model):
         raise TypeError(f"model must be an nn.Module or a callable, got {type(model).__name__}")
-    sigma = float(sigma)
-    if not (sigma > 0 and math.isfinite(sigma)):
-        raise ValueError(f"smooth_hessian: sigma (a variance) must be finite and > 0, got {sigma}")
+    sweep = not isinstance(sigma, (int, float)) or isinstance(sigma, bool)
+    if sweep and isinstance(sigma, torch.Tensor) and sigma.dim() == 0:
+        sweep, sigma = False, float(sigma)
+    sigmas = _check_sigmas(sigma if sweep else [sigma])
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
         raise ValueError(f"smooth_hessian: n_samples must be a positive int, got {n_samples!r}")
     if antithetic and n_samples % 2:
@@ -207,18 +221,22 @@ def smooth_hessian(
             split = None
         K = split[0].out_features if split is not None else D
         W = split[0].weight.detach() if split is not None else None
-        rows = batch_size or 4096
+        S = len(sigmas)
+        # the S copies of a chunk (one per σ) share the row budget
+        rows = max(1, (batch_size or 4096) // S)
         # pairs per chunk (whole tiles, so chunking never changes a tile); several points per
         # chunk only when all of a point's pairs fit in one, so the float64 group accumulators
-        # [b, M, D, K] exist for one block of points at a time
+        # [S, b, M, D, K] exist for one block of points at a time
         pairs = tile * max(1, rows // (A * tile))
         pairs = min(pairs, tile * math.ceil(n_pairs / tile))
         pts = max(1, min(B, rows // (A * pairs))) if pairs >= n_pairs else 1
-        hess = torch.empty(B, D, D, dtype=torch.float64, device=x.device)
-        grad = torch.empty(B, D, dtype=torch.float64, device=x.device) if return_grad else None
+        hess = torch.empty(S, B, D, D, dtype=torch.float64, device=x.device)
+        grad = torch.empty(S, B, D, dtype=torch.float64, device=x.device) if return_grad else None
         hess_se = torch.empty_like(hess) if return_stderr else None
         grad_se = (
-            torch.empty(B, D, dtype=torch.float64, device=x.device) if return_stderr and return_grad else None
+            torch.empty(S, B, D, dtype=torch.float64, device=x.device)
+            if return_stderr and return_grad
+            else None
         )
         blocks = [(p0, min(B, p0 + pts)) for p0 in range(0, B, pts)]
         bar = progress_bar(
@@ -229,31 +247,33 @@ def smooth_hessian(
         )
         try:
             for p0, p1 in blocks:
-                hess_acc = torch.zeros(p1 - p0, M, D, K, dtype=torch.float64, device=x.device)
-                grad_acc = torch.zeros(p1 - p0, M, K, dtype=torch.float64, device=x.device)
+                hess_acc = torch.zeros(S, p1 - p0, M, D, K, dtype=torch.float64, device=x.device)
+                grad_acc = torch.zeros(S, p1 - p0, M, K, dtype=torch.float64, device=x.device)
                 for j0 in range(0, n_pairs, pairs):
                     np_ = min(pairs, n_pairs - j0)
                     h, z = _chunk_gradients(
-                        model, split, select, x_flat[p0:p1], feat_shape, sigma, seed, p0, j0, np_, antithetic
+                        model, split, select, x_flat[p0:p1], feat_shape, sigmas, seed, p0, j0, np_, antithetic
                     )
-                    ops.stein_accumulate(h, hess_acc, grad_acc, seed, p0, j0, tile, z)
+                    for s in range(S):
+                        ops.stein_accumulate(h[s], hess_acc[s], grad_acc[s], seed, p0, j0, tile, z)
                     bar.update(1)
-                g, g_se = _finish(
-                    hess_acc,
-                    grad_acc,
-                    n_pairs,
-                    tile,
-                    A,
-                    sigma,
-                    W,
-                    hess[p0:p1],
-                    hess_se[p0:p1] if hess_se is not None else None,
-                    return_grad,
-                )
+                for s in range(S):
+                    g, g_se = _finish(
+                        hess_acc[s],
+                        grad_acc[s],
+                        n_pairs,
+                        tile,
+                        A,
+                        sigmas[s],
+                        W,
+                        hess[s, p0:p1],
+                        hess_se[s, p0:p1] if hess_se is not None else None,
+                        return_grad,
+                    )
+                    for dst, val in ((grad, g), (grad_se, g_se)):
+                        if dst is not None:
+                            dst[s, p0:p1] = val
                 del hess_acc, grad_acc
-                for dst, val in ((grad, g), (grad_se, g_se)):
-                    if dst is not None:
-                        dst[p0:p1] = val
         finally:
             bar.close()
     if return_stderr and _groups_used(n_pairs, tile) < 2:
@@ -263,39 +283,81 @@ def smooth_hessian(
             RuntimeWarning,
             stacklevel=2,
         )
-    if single:
+    if not sweep:
         hess, grad = hess[0], (grad[0] if grad is not None else None)
         hess_se = hess_se[0] if hess_se is not None else None
         grad_se = grad_se[0] if grad_se is not None else None
-    return SmoothHessResult(hess, grad, hess_se, grad_se, n_samples, sigma)
+    if single:
+        hess, grad = hess[..., 0, :, :], (grad[..., 0, :] if grad is not None else None)
+        hess_se = hess_se[..., 0, :, :] if hess_se is not None else None
+        grad_se = grad_se[..., 0, :] if grad_se is not None else None
+    return SmoothHessResult(hess, grad, hess_se, grad_se, n_samples, tuple(sigmas) if sweep else sigmas[0])
 
 
-def _chunk_gradients(model, split, select, xc, feat_shape, sigma, seed, p0, j0, n_pairs, antithetic):
-    """Gradients h [b, A, P, K] of the selected outputs at the chunk's perturbed copies, from
-    one backward of their sum, w.r.t. the inputs only (parameters are never differentiated),
-    and the directions z [b, P, D] when they were formed anyway (else None: regenerated)."""
+def _check_sigmas(values) -> list[float]:
+    """The variances of a call as a list of floats, each finite and > 0."""
+    try:
+        sigmas = [
+            float(v) for v in (values.reshape(-1).tolist() if isinstance(values, torch.Tensor) else values)
+        ]
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"smooth_hessian: sigma must be a variance > 0 or a sequence of them, got {values!r}"
+        ) from None
+    if not sigmas:
+        raise ValueError("smooth_hessian: sigma is an empty sequence")
+    for v in sigmas:
+        if not (v > 0 and math.isfinite(v)):
+            raise ValueError(f"smooth_hessian: sigma (a variance) must be finite and > 0, got {v}")
+    return sigmas
+
+
+def _chunk_gradients(model, split, select, xc, feat_shape, sigmas, seed, p0, j0, n_pairs, antithetic):
+    """Gradients h [S, b, A, P, K] of the selected outputs at the chunk's perturbed copies, one
+    set per variance in sigmas [S] (all from the same directions), from one backward of their
+    sum, w.r.t. the inputs only (parameters are never differentiated), and the directions
+    z [b, P, D] when they were formed anyway (else None: regenerated)."""
     b, D = xc.shape
+    S = len(sigmas)
     A = 2 if antithetic else 1
-    point_rows = torch.arange(p0, p0 + b, device=xc.device).repeat_interleave(A * n_pairs)
+    point_rows = torch.arange(p0, p0 + b, device=xc.device).repeat_interleave(A * n_pairs).repeat(S)
     if split is None:
-        xp = ops.stein_perturb(xc, sigma, seed, p0, j0, n_pairs, antithetic)
+        z = None
+        if S == 1:
+            xp = ops.stein_perturb(xc, sigmas[0], seed, p0, j0, n_pairs, antithetic)[None]
+        else:
+            # 0 + 1·z is z exactly; x ± √σ z per σ, as stein_perturb forms it
+            z = ops.stein_perturb(torch.zeros_like(xc), 1.0, seed, p0, j0, n_pairs, False)[:, 0]
+            copies = []
+            for sigma in sigmas:
+                step = torch.tensor(math.sqrt(sigma), dtype=xc.dtype, device=xc.device) * z
+                plus = xc[:, None, :] + step
+                copies.append(
+                    torch.stack([plus, xc[:, None, :] + (-step)], 1) if antithetic else plus[:, None]
+                )
+            xp = torch.stack(copies)
         inp = xp.reshape(-1, *feat_shape).requires_grad_(True)
         with torch.enable_grad():
             s = select(model(inp), point_rows)
             (g,) = torch.autograd.grad(s.sum(), inp)
-        return g.reshape(b, A, n_pairs, D), None
+        return g.reshape(S, b, A, n_pairs, D), z
     first, rest = split
     # The first layer is linear: W(x ± √σz) + c = (Wx + c) ± W(√σz), one GEMM per pair instead
-    # of one per sample; the accumulation then needs h = ∂f/∂(first layer output) only.
+    # of one per sample (and one for all σ of a sweep); the accumulation then needs
+    # h = ∂f/∂(first layer output) only.
     with torch.no_grad():
         # 0 + 1·z is z exactly: the accumulation reads these instead of regenerating them
         z = ops.stein_perturb(torch.zeros_like(xc), 1.0, seed, p0, j0, n_pairs, False)[:, 0]
-        Y = (z.reshape(-1, D) @ first.weight.T).mul_(math.sqrt(sigma)).reshape(b, 1, n_pairs, -1)
+        Wz = z.reshape(-1, D) @ first.weight.T
         c = nn.functional.linear(xc, first.weight, first.bias)[:, None, None, :]
-        a = torch.cat([c + Y, c - Y], dim=1) if antithetic else c + Y
+        copies = []
+        for sigma in sigmas:
+            Y = (Wz * math.sqrt(sigma)).reshape(b, 1, n_pairs, -1)
+            copies.append(torch.cat([c + Y, c - Y], dim=1) if antithetic else c + Y)
+        a = torch.stack(copies)
     a = a.requires_grad_(True)
     with torch.enable_grad():
-        s = select(rest(a.reshape(b * A * n_pairs, -1)), point_rows)
+        s = select(rest(a.reshape(S * b * A * n_pairs, -1)), point_rows)
         (h,) = torch.autograd.grad(s.sum(), a)
     return h, z
 
@@ -443,8 +505,9 @@ def vanilla_hessian(
             finally:
                 if mode is not None:
                     mode.__exit__(None, None, None)
-    hess = torch.stack(hs).double()
-    grad = torch.stack(gs).double()
+    # detached: the values depend on the parameters, but the results are numbers, not graphs
+    hess = torch.stack(hs).detach().double()
+    grad = torch.stack(gs).detach().double()
     if single:
         hess, grad = hess[0], grad[0]
     return SmoothHessResult(hess, grad, None, None, 1, None)
@@ -466,19 +529,38 @@ def softplus_hessian(model, x: torch.Tensor, *, beta: float, output: Output = "l
 
 class PMSEResult(NamedTuple):
     """Perturbation mean-squared errors of the Taylor models, mean over samples then points
-    (first_order, second_order: scalars) and per point ([B])."""
+    (first_order, second_order: scalars, or [M] for M stacked models), per point ([B] or
+    [M, B]), and second_better: the fraction of points where the second-order model's error is
+    below the first-order one's (scalar or [M])."""
 
     first_order: torch.Tensor
     second_order: torch.Tensor
     first_order_per_point: torch.Tensor
     second_order_per_point: torch.Tensor
+    second_better: torch.Tensor
+
+
+def ball_perturbations(
+    point: int, start: int, count: int, D: int, *, radius: float, sampling: str, seed: int, device=None
+) -> torch.Tensor:
+    """Perturbations δ_j = ρ_j u_j, j = start .. start + count - 1, of point index ``point``:
+    [count, D] float64. u_j uniform on the unit sphere (a normalised Philox normal vector),
+    ρ_j = radius·U_j ('radius-uniform', the original's) or radius·U_j^{1/D} ('volume-uniform'),
+    U_j = Φ(an extra normal coordinate), uniform on (0, 1). Counter-based, like the SmoothHess
+    sampler: δ_j depends on (seed, point, j) only, never on how the samples are chunked."""
+    zeros = torch.zeros(1, D + 1, dtype=torch.float64, device=device)
+    z = ops.stein_perturb(zeros, 1.0, seed, point, start, count, False)[0, 0]
+    u = z[:, :D] / z[:, :D].norm(dim=1, keepdim=True)
+    U = 0.5 * torch.erfc(-z[:, D:] / math.sqrt(2.0))
+    rho = radius * (U if sampling == "radius-uniform" else U ** (1.0 / D))
+    return rho * u
 
 
 def pmse(
     model,
     x: torch.Tensor,
     grad: torch.Tensor,
-    hess: torch.Tensor,
+    hess: torch.Tensor | None,
     *,
     radius: float,
     n_samples: int,
@@ -486,52 +568,76 @@ def pmse(
     seed: int = 0,
     output: Output = "logit",
     batch_size: int = 4096,
+    progress: bool | None = None,
 ) -> PMSEResult:
     """P-MSE of f(x) + δᵀg (first order) and f(x) + δᵀg + ½δᵀHδ (second order) against
     f(x + δ), δ = ρu with u uniform on the unit sphere and ρ ~ U[0, radius] ('radius-uniform',
-    the original's) or ρ = radius·U^{1/D} ('volume-uniform', uniform in the ball).
+    the original's) or ρ = radius·U^{1/D} ('volume-uniform', uniform in the ball); see
+    :func:`ball_perturbations`. The Taylor models are anchored at the unsmoothed f(x), as in the
+    original.
 
-    x: [D] or [B, D]; grad: [B, D]; hess: [B, D, D] (matching). The output class for 'logit' /
-    'prob' is the one predicted at x, as in smooth_hessian."""
+    x: [D] or [B, D]; grad: [B, D], or [M, B, D] for M Taylor models judged on the same
+    perturbations (the network is evaluated once for all of them); hess: [B, D, D] or
+    [M, B, D, D] matching, or None (first order only: second_order equals first_order). The
+    output class for 'logit' / 'prob' is the one predicted at x, as in smooth_hessian.
+    Memory: one chunk of batch_size perturbations of one point at a time, whatever n_samples."""
     _check_common(x, output)
     if sampling not in ("radius-uniform", "volume-uniform"):
         raise ValueError(f"pmse: sampling must be 'radius-uniform' or 'volume-uniform', got {sampling!r}")
     if not (radius > 0 and math.isfinite(radius)):
         raise ValueError(f"pmse: radius must be finite and > 0, got {radius}")
-    if not isinstance(n_samples, int) or n_samples < 1:
+    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
         raise ValueError(f"pmse: n_samples must be a positive int, got {n_samples!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"pmse: batch_size must be a positive int, got {batch_size!r}")
     xb = (x[None] if x.dim() == 1 else x).detach()
     B, feat_shape = xb.shape[0], tuple(xb.shape[1:])
     D = math.prod(feat_shape)
     x_flat = xb.reshape(B, D)
-    g = (grad[None] if grad.dim() == 1 else grad).reshape(B, D).to(torch.float64)
-    H = (hess[None] if hess.dim() == 2 else hess).to(torch.float64)
-    if H.shape != (B, D, D):
-        raise ValueError(f"pmse: hess must be [{B}, {D}, {D}], got {tuple(hess.shape)}")
-    gen = torch.Generator(device="cpu").manual_seed(int(seed))
-    u = torch.randn(B, n_samples, D, generator=gen, dtype=torch.float64)
-    u = u / u.norm(dim=-1, keepdim=True)
-    U = torch.rand(B, n_samples, 1, generator=gen, dtype=torch.float64)
-    rho = radius * (U if sampling == "radius-uniform" else U ** (1.0 / D))
-    delta = (rho * u).to(x.device)
-    with _guard(model), torch.no_grad():
-        select = _selector(model, x_flat, feat_shape, output)
-        f0 = select(model(xb), torch.arange(B, device=x.device)).double()
-        inp = (x_flat[:, None, :] + delta.to(x.dtype)).reshape(B * n_samples, D)
-        rows = torch.arange(B, device=x.device).repeat_interleave(n_samples)
-        f = (
-            torch.cat(
-                [
-                    select(model(inp[i : i + batch_size].reshape(-1, *feat_shape)), rows[i : i + batch_size])
-                    for i in range(0, B * n_samples, batch_size)
-                ]
-            )
-            .double()
-            .reshape(B, n_samples)
-        )
-    first = torch.einsum("bsd,bd->bs", delta, g.to(delta.device))
-    second = first + 0.5 * torch.einsum("bsd,bde,bse->bs", delta, H.to(delta.device), delta)
-    target = f - f0[:, None]
-    e1 = ((target - first) ** 2).mean(1)
-    e2 = ((target - second) ** 2).mean(1)
-    return PMSEResult(e1.mean(), e2.mean(), e1, e2)
+    stacked = grad.dim() == 3
+    g = (grad if stacked else grad.reshape(1, -1, D)).to(torch.float64)
+    if g.shape[1:] != (B, D):
+        raise ValueError(f"pmse: grad must be [{B}, {D}] or [M, {B}, {D}], got {tuple(grad.shape)}")
+    M = g.shape[0]
+    H = None
+    if hess is not None:
+        H = hess.to(torch.float64)
+        if not stacked:
+            H = (H[None] if H.dim() == 2 else H)[None]
+        if H.shape != (M, B, D, D):
+            want = f"[{M}, {B}, {D}, {D}]" if stacked else f"[{B}, {D}, {D}]"
+            raise ValueError(f"pmse: hess must be {want}, got {tuple(hess.shape)}")
+    e1 = torch.zeros(M, B, dtype=torch.float64)
+    e2 = torch.zeros(M, B, dtype=torch.float64)
+    bar = progress_bar(total=B, desc="pmse", unit="point", progress=progress)
+    try:
+        with _guard(model), torch.no_grad():
+            select = _selector(model, x_flat, feat_shape, output)
+            f0 = select(model(xb), torch.arange(B, device=x.device)).double()
+            for b in range(B):
+                rows = torch.tensor([b], device=x.device)
+                gb = g[:, b].to(x.device)
+                Hb = H[:, b].to(x.device) if H is not None else None
+                for j0 in range(0, n_samples, batch_size):
+                    n = min(batch_size, n_samples - j0)
+                    delta = ball_perturbations(
+                        b, j0, n, D, radius=radius, sampling=sampling, seed=seed, device=x.device
+                    )
+                    inp = (x_flat[b] + delta.to(x.dtype)).reshape(n, *feat_shape)
+                    target = select(model(inp), rows.expand(n)).double() - f0[b]
+                    first = delta @ gb.T  # [n, M]
+                    r1 = target[:, None] - first
+                    e1[:, b] += r1.square().sum(0).cpu()
+                    if Hb is not None:
+                        quad = torch.einsum("nd,mde,ne->nm", delta, Hb, delta)
+                        e2[:, b] += (r1 - 0.5 * quad).square().sum(0).cpu()
+                bar.update(1)
+    finally:
+        bar.close()
+    e1 /= n_samples
+    e2 = e2 / n_samples if H is not None else e1.clone()
+    better = (e2 < e1).double().mean(1)
+    first_mean, second_mean = e1.mean(1), e2.mean(1)
+    if not stacked:
+        return PMSEResult(first_mean[0], second_mean[0], e1[0], e2[0], better[0])
+    return PMSEResult(first_mean, second_mean, e1, e2, better)

@@ -187,6 +187,7 @@ def test_softplus_and_vanilla_baselines():
     want = torch.einsum("nj,jd,je->nde", a * beta * s * (1 - s), W, W)
     assert torch.allclose(r.hessian, want.detach(), rtol=1e-10, atol=1e-12)
     assert torch.allclose(r.grad, (s * a) @ W.detach(), rtol=1e-10, atol=1e-12)
+    assert not r.hessian.requires_grad and not r.grad.requires_grad  # numbers, not graphs
     assert isinstance(net[1], nn.ReLU)  # the model was not edited
     assert torch.allclose(net(x), torch.relu(u) @ net[2].weight.T + net[2].bias)
     v = vanilla_hessian(net, x)
@@ -302,3 +303,158 @@ def test_stderr_contrasts_equal_naive_batch_means(with_weight):
     G_g = grad_acc @ Wm / n_g[:, None] / A
     var_g = (n_g[:, None] * (G_g - grad[:, None]) ** 2).sum(1) / (M - 1)
     assert torch.allclose(grad_se, (var_g / n_pairs).sqrt(), rtol=1e-10)
+
+
+# ---- σ sweeps in one call ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("generic", [False, True])
+def test_sigma_sweep_equals_separate_calls(generic):
+    net = mlp()
+    model = (lambda v: net(v)) if generic else net  # a plain function hides the first Linear
+    x = torch.randn(2, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    sigmas = [0.01, 0.2, 1.5]
+    sweep = hessext.smooth_hessian(model, x, sigma=sigmas, n_samples=512, seed=7, batch_size=300)
+    assert sweep.hessian.shape == (3, 2, 12, 12) and sweep.grad.shape == (3, 2, 12)
+    assert sweep.sigma == tuple(sigmas)
+    for k, s in enumerate(sigmas):
+        alone = hessext.smooth_hessian(model, x, sigma=s, n_samples=512, seed=7)
+        # the same directions, the same copies: equal up to the rounding of batched GEMMs
+        for a, b in zip(sweep[:4], alone[:4]):
+            torch.testing.assert_close(a[k], b, rtol=1e-9, atol=1e-12)
+
+
+def test_sigma_sweep_of_a_homogeneous_function_is_flat_and_exact():
+    from hessext.datasets.four_quadrant import four_quadrant, smoothed_hessian_at_origin
+
+    sigmas = torch.logspace(-3, 0, 6, dtype=torch.float64)
+    r = hessext.smooth_hessian(
+        four_quadrant, torch.zeros(2, dtype=torch.float64), sigma=sigmas, n_samples=2**15
+    )
+    assert r.hessian.shape == (6, 2, 2)
+    # 2-homogeneous: ∇f(√σ z) = √σ ∇f(z), so with shared z every σ gives the same estimate
+    torch.testing.assert_close(r.hessian, r.hessian[:1].expand(6, 2, 2), rtol=1e-10, atol=1e-12)
+    assert ((r.hessian - smoothed_hessian_at_origin()).abs() <= 5 * r.hessian_stderr).all()
+
+
+def test_sigma_sweep_bad_values():
+    f = lambda x: (x**2).sum(1)  # noqa: E731
+    x = torch.zeros(3, dtype=torch.float64)
+    for bad in ([], [0.1, 0.0], [float("inf")], ["a"]):
+        with pytest.raises(ValueError, match="sigma"):
+            hessext.smooth_hessian(f, x, sigma=bad, n_samples=4)
+
+
+# ---- P-MSE ---------------------------------------------------------------------------------------
+
+
+def test_ball_perturbations_distribution():
+    from hessext.smoothhess import ball_perturbations
+
+    n, D, r = 20000, 5, 0.7
+    d = ball_perturbations(0, 0, n, D, radius=r, sampling="radius-uniform", seed=1)
+    rho = d.norm(dim=1)
+    assert rho.max() <= r
+    # ρ ~ U[0, r]: mean r/2 with standard error r/√(12 n); directions: mean 0 per coordinate
+    assert abs(rho.mean() - r / 2) < 5 * r / math.sqrt(12 * n)
+    u = d / rho[:, None]
+    assert (u.mean(0).abs() < 5 / math.sqrt(D * n)).all()
+    v = ball_perturbations(0, 0, n, D, radius=r, sampling="volume-uniform", seed=1).norm(dim=1)
+    # uniform in the ball: P(ρ ≤ r/2) = 2^-D
+    frac = float((v <= r / 2).double().mean())
+    assert abs(frac - 2.0**-D) < 5 * math.sqrt(2.0**-D / n)
+    # counter-based: a chunk is the same whatever the start of the call that drew it
+    part = ball_perturbations(0, 100, 50, D, radius=r, sampling="radius-uniform", seed=1)
+    torch.testing.assert_close(part, d[100:150], rtol=0, atol=0)
+
+
+def test_pmse_stacked_models_and_chunking():
+    net = mlp()
+    x = torch.randn(3, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    g = torch.randn(2, 3, 12, dtype=torch.float64)
+    H = torch.randn(2, 3, 12, 12, dtype=torch.float64)
+    both = hessext.pmse(net, x, g, H, radius=0.4, n_samples=700, batch_size=128, seed=2)
+    assert both.first_order.shape == (2,) and both.second_order_per_point.shape == (2, 3)
+    for m in range(2):
+        one = hessext.pmse(net, x, g[m], H[m], radius=0.4, n_samples=700, batch_size=1000, seed=2)
+        torch.testing.assert_close(one.first_order, both.first_order[m], rtol=1e-12, atol=0)
+        torch.testing.assert_close(one.second_order, both.second_order[m], rtol=1e-12, atol=0)
+        assert float(one.second_better) == float(both.second_better[m])
+    # by hand for one point: the same perturbations, the errors written out
+    from hessext.smoothhess import ball_perturbations
+
+    d = ball_perturbations(1, 0, 700, 12, radius=0.4, sampling="radius-uniform", seed=2)
+    with torch.no_grad():
+        cls = net(x[1:2]).argmax(1)
+        f = net(x[1] + d)[:, cls[0]] - net(x[1:2])[0, cls[0]]
+    e1 = (f - d @ g[0, 1]).square().mean()
+    e2 = (f - d @ g[0, 1] - 0.5 * ((d @ H[0, 1]) * d).sum(1)).square().mean()
+    torch.testing.assert_close(both.first_order_per_point[0, 1], e1, rtol=1e-10, atol=0)
+    torch.testing.assert_close(both.second_order_per_point[0, 1], e2, rtol=1e-10, atol=0)
+    first_only = hessext.pmse(net, x, g[0], None, radius=0.4, n_samples=700, seed=2)
+    assert torch.equal(first_only.second_order, first_only.first_order)
+
+
+# ---- trust region: optimality conditions, the attack's subspace ---------------------------------
+
+
+def _assert_more_sorensen(g, H, delta, r, tol=1e-8):
+    """δ solves min gᵀδ + ½δᵀHδ, ‖δ‖ ≤ r iff some μ ≥ 0 gives (H + μI)δ = -g, H + μI ⪰ 0 and
+    μ(r - ‖δ‖) = 0 (Moré & Sorensen 1983)."""
+    n = delta.norm()
+    assert n <= r * (1 + 1e-12)
+    scale = float(g.norm() + torch.linalg.matrix_norm(H, 2) * r)
+    if n < 1e-14:
+        mu = 0.0
+    else:
+        mu = float(-(delta @ (g + H @ delta)) / n**2)
+    lam_min = float(torch.linalg.eigvalsh(H)[0])
+    assert mu >= -tol * scale
+    assert (H @ delta + mu * delta + g).norm() <= tol * scale
+    assert lam_min + mu >= -tol * scale
+    assert abs(mu * (r - float(n))) <= tol * scale * r
+
+
+@pytest.mark.parametrize("D", [2, 5, 9])
+def test_trust_region_optimality_conditions(D):
+    gen = torch.Generator().manual_seed(10 + D)
+    for trial in range(8):
+        A = torch.randn(D, D, generator=gen, dtype=torch.float64)
+        H = A + A.T if trial % 2 else A @ A.T + 0.1 * torch.eye(D, dtype=torch.float64)
+        g = torch.randn(D, generator=gen, dtype=torch.float64) * (0.01 if trial == 3 else 1.0)
+        r = [0.05, 0.5, 5.0, 50.0][trial % 4]
+        step = hessext.second_order_step(g, H, r)
+        _assert_more_sorensen(g, H, step.delta, r)
+
+
+def test_spectral_truncation_rule():
+    from hessext.smoothhess.trust_region import spectral_truncation
+
+    lam = torch.tensor([[0.5, -6.0, 3.0, 0.2, 0.3]], dtype=torch.float64)
+    # |λ| sorted: 6, 3, 0.5, 0.3, 0.2 (sum 10); cumulative 6, 9, 9.5, 9.8, 10: > 0.9·10 first at
+    # index 2 (9.5), so k = 2 + extra
+    assert spectral_truncation(lam, 0.9, 1).tolist() == [3]
+    assert spectral_truncation(lam, 0.5, 0).tolist() == [1]  # index 0, but at least one direction
+    assert spectral_truncation(lam, 0.98, 10).tolist() == [5]  # at most D
+    assert spectral_truncation(torch.zeros(1, 4), 0.98, 2).tolist() == [2]
+
+
+def test_subspace_step_solves_the_reduced_problem():
+    gen = torch.Generator().manual_seed(4)
+    D = 12
+    Q, _ = torch.linalg.qr(torch.randn(D, D, generator=gen, dtype=torch.float64))
+    lam = torch.tensor([9.0, -7.0, 3.0, -1.0] + [0.01] * 8, dtype=torch.float64)
+    H = Q @ torch.diag(lam) @ Q.T
+    g = torch.randn(D, generator=gen, dtype=torch.float64)
+    step = hessext.smoothhess.subspace_second_order_step(g, H, 0.8, energy=0.9, extra=1)
+    # |λ|: 9, 7, 3, 1, 0.01·8 (sum 20.08): cumulative > 18.07 first at index 2, k = 3
+    assert int(step.n_kept) == 3
+    Vk = Q[:, :3]  # the eigenvectors of 9, -7, 3
+    # δ lies in span V_k and solves the reduced trust-region problem there
+    torch.testing.assert_close(Vk @ (Vk.T @ step.delta), step.delta, rtol=0, atol=1e-12)
+    _assert_more_sorensen(Vk.T @ g, torch.diag(lam[:3]), Vk.T @ step.delta, 0.8)
+    # all directions kept: the full exact step
+    full = hessext.smoothhess.subspace_second_order_step(g, H, 0.8, energy=1.0, extra=D)
+    torch.testing.assert_close(full.delta, hessext.second_order_step(g, H, 0.8).delta, rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="energy"):
+        hessext.smoothhess.subspace_second_order_step(g, H, 0.8, energy=0.0)
