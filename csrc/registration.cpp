@@ -1,7 +1,7 @@
 // The hessext operator library: every schema in one place, and the small pybind11 module whose
 // import runs these static registrations. Implementations register per dispatch key in
-// cpu/*.cpp and cuda/*.cpp; fake (meta) implementations and autograd formulas are registered in
-// Python (hessext/ops/_registration.py).
+// cpu/<op>.cpp, cuda/<op>.cpp (+ <op>.cu) and autograd/<op>.cpp; fake (meta) implementations
+// and the other autograd formulas are registered in Python (hessext/ops/_registration.py).
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 #include <pybind11/pybind11.h>
@@ -50,7 +50,7 @@ TORCH_LIBRARY(hessext, m) {
   m.def("max_pool_forward(Tensor x, int[2] kernel) -> (Tensor, Tensor)");
   // Direct 2-D convolution (Conv1d as H = 1) for few terms per output (kernels/conv_forward.h),
   // for the same forward pass. x: [N, C, H, W], weight: [O, C/groups, kH, kW] -> [N, O, Ho, Wo].
-  // Differentiable (autograd in conv_forward_autograd.cpp: torch's convolution_backward, for
+  // Differentiable (autograd in autograd/conv_forward.cpp: torch's convolution_backward, for
   // the inputs the backward pass needs).
   m.def("conv_forward(Tensor x, Tensor weight, Tensor? bias, int[2] stride, int[2] padding, "
         "int[2] dilation, int groups) -> Tensor");
