@@ -67,6 +67,16 @@ TORCH_LIBRARY(hessext, m) {
   // sharing a), qa: [I', I'], qs: [O, O] in a's dtype.
   m.def("ekfac_correction(Tensor a, Tensor g, Tensor qa, Tensor qs, Tensor(a!) lam, "
         "bool append_one) -> ()");
+
+  // 2-D Ising Monte Carlo, J = 1, periodic (kernels/ising.h): n_sweeps Metropolis sweeps
+  // (checkerboard order) or Wolff sweeps (clusters_per_sweep cluster flips each) of every chain.
+  // spins: [B, L, L] int8 (+-1); thresholds: [B, 3] int64, floor(p 2^32) of p = exp(-4 beta),
+  // exp(-8 beta), 1 - exp(-2 beta) per chain (computed once by the caller, so that every path
+  // compares the same integers). Random words from Philox keyed by seed, counted by (site,
+  // sweep_offset + t, chain b, stream). Returns the new spins [B, L, L] and, with record, the
+  // observables after every sweep [B, n_sweeps, 2] float64 (m, e per site; [B, 0, 2] without).
+  m.def("ising_sweeps(Tensor spins, Tensor thresholds, int n_sweeps, int seed, int sweep_offset, "
+        "bool wolff, int clusters_per_sweep, bool record) -> (Tensor, Tensor)");
 }
 
 namespace py = pybind11;
