@@ -8,10 +8,13 @@
 - :mod:`hessext.datasets.lorentz`: electromagnetic fields under Lorentz transformations, pairs
   of one field seen from two frames.
 - :mod:`hessext.datasets.regression1d`: a 1-D regression problem with an extrapolation region.
+- :mod:`hessext.datasets.ising2d` (:func:`ising`): 2-D Ising Monte Carlo configurations and
+  Onsager's exact results.
 """
 
-from . import fermions, kepler, lorentz, regression1d, ssh, toy2d
+from . import fermions, ising2d, kepler, lorentz, regression1d, ssh, toy2d
 from .fermions import ground_states, make_ll_cdw, minmax_normalise
+from .ising2d import IsingSamples, ising
 from .kepler import central_potential_pairs, integrate_kepler, kepler_invariants
 from .lorentz import field_invariants, lorentz_pairs
 from .regression1d import regression_1d, regression_1d_function
@@ -32,6 +35,9 @@ __all__ = [
     "field_invariants",
     "regression_1d",
     "regression_1d_function",
+    "ising2d",
+    "ising",
+    "IsingSamples",
     "ground_states",
     "make_ll_cdw",
     "minmax_normalise",
