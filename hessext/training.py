@@ -38,7 +38,7 @@ def train(
     seed: int,
     optimizer: str = "sgd",
     weight_decay: float = 0.0,
-    loss: str = "ce",
+    loss: str | Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] = "ce",
     lr_schedule: str = "constant",
     progress: bool | None = False,
 ):
@@ -68,8 +68,8 @@ def train(
         raise ValueError(f"train: optimizer must be one of {_OPTIMIZERS}, got {optimizer!r}")
     if lr_schedule not in _SCHEDULES:
         raise ValueError(f"train: lr_schedule must be one of {_SCHEDULES}, got {lr_schedule!r}")
-    if loss not in _LOSSES:
-        raise ValueError(f"train: loss must be one of {_LOSSES}, got {loss!r}")
+    if not callable(loss) and loss not in _LOSSES:
+        raise ValueError(f"train: loss must be one of {_LOSSES} or a callable, got {loss!r}")
     x, y = torch.as_tensor(x), torch.as_tensor(y)
     if len(x) != len(y) or len(x) == 0:
         raise ValueError(f"train: x and y must be non-empty with equal length, got {len(x)} and {len(y)}")
@@ -83,12 +83,16 @@ def train(
 
     device = params[0].device
     x, y = x.to(device), y.to(device)
-    if loss == "ce":
+    batch_loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    if callable(loss):
+        model_loss = loss
+        batch_loss_of = lambda xb, yb: model_loss(model, xb, yb)
+    elif loss == "ce":
         y = y.long()
-        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = nn.functional.cross_entropy
+        batch_loss_of = lambda xb, yb: nn.functional.cross_entropy(model(xb), yb)
     else:
         y = y.to(params[0].dtype)
-        loss_fn = nn.functional.mse_loss
+        batch_loss_of = lambda xb, yb: nn.functional.mse_loss(model(xb), yb)
     if optimizer == "sgd":
         opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
     else:
@@ -115,7 +119,7 @@ def train(
                 for start in range(0, n, batch_size):
                     idx = perm[start : start + batch_size]
                     opt.zero_grad(set_to_none=True)
-                    batch_loss = loss_fn(model(x[idx]), y[idx])
+                    batch_loss = batch_loss_of(x[idx], y[idx])
                     batch_loss.backward()
                     opt.step()
                     if sched is not None:
