@@ -30,8 +30,10 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import torch
+
+import hessext
+from hessext.datasets.ising2d import integrated_autocorrelation_time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _machine import describe  # noqa: E402
@@ -67,8 +69,6 @@ def _timed(fn):
 
 def worker(task: dict) -> dict:
     torch.set_num_threads(THREADS)
-    import hessext  # noqa: F401  (timed below; imported before the clock starts)
-
     B, L, sweeps = task["B"], task["L"], task["sweeps"]
     g = torch.Generator().manual_seed(0)
     start = (torch.randint(0, 2, (B, L, L), generator=g) * 2 - 1).to(torch.int8)
@@ -87,8 +87,6 @@ def worker(task: dict) -> dict:
         (s, m, _), wall, cpu, _ = _timed(
             lambda: hessext.ising_sweeps(s, BETA_C, sweeps, seed=3, algorithm=alg, clusters_per_sweep=clusters, observables=True)
         )
-        from hessext.datasets.ising2d import integrated_autocorrelation_time
-
         tau = integrated_autocorrelation_time(m.abs().numpy())
         result.update(algorithm=alg, clusters_per_sweep=clusters, tau=tau, wall=wall, cpu=cpu)
         result["effective_per_s"] = B * sweeps / (2 * tau) / wall

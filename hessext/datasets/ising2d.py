@@ -1,4 +1,4 @@
-"""The 2-D Ising model: Monte Carlo configurations and Onsager's exact results (docs/wetzel.md).
+"""The 2-D Ising model: Monte Carlo configurations and Onsager's exact results (docs/wetzel-ising.md).
 
 H = -J Σ_⟨ij⟩ s_i s_j with J = 1, k_B = 1, on a periodic L×L lattice. Per site, for one
 configuration: energy e = -(1/N) Σ_i s_i (s_right(i) + s_down(i)) (every bond once), signed

@@ -1,4 +1,4 @@
-"""Reading a bottleneck: which candidate quantity does one neuron carry? (docs/wetzel.md)
+"""Reading a bottleneck: which candidate quantity does one neuron carry? (docs/wetzel-ising.md)
 
 If a network decides through one number Q(S) and Q carries a physical quantity X(S), then
 Q = f(X) with f bijective, hence monotone: a monotone fit of Q against X explains all of Q's

@@ -1,4 +1,4 @@
-"""Locating a phase transition from what a network outputs or carries (docs/wetzel.md).
+"""Locating a phase transition from what a network outputs or carries (docs/wetzel-ising.md).
 
 Three estimators of a critical point from curves measured on several system sizes L:
 

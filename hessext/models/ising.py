@@ -1,4 +1,4 @@
-"""The networks of the Ising interpretation study (docs/wetzel.md).
+"""The networks of the Ising interpretation study (docs/wetzel-ising.md).
 
 All take spins as float tensors [N, 1, L, L] (±1; :func:`spins_to_input` converts the int8
 configurations of :func:`hessext.datasets.ising`) and are ordinary nn.Modules, so the whole
@@ -49,7 +49,7 @@ class _TwoLogits(nn.Module):
 
 class PhaseCNN(nn.Module):
     """Phase classifier: Conv2d(1 → C, 3×3, circular padding) → ReLU → global average →
-    Linear(C → 1) → [0, z]. x [N, 1, L, L] → logits [N, 2] (class 1: ordered). P = 12C + 1,
+    Linear(C → 1) → [0, z]. x [N, 1, L, L] → logits [N, 2] (class 1: ordered). P = 11C + 1,
     independent of L."""
 
     def __init__(self, channels: int = 8, *, seed: int | None = None):

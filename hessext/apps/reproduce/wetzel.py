@@ -1,4 +1,4 @@
-"""``hessext reproduce wetzel``: Wetzel's interpretation programme end to end (docs/wetzel.md).
+"""``hessext reproduce wetzel``: Wetzel's interpretation programme end to end (docs/wetzel-ising.md).
 
 Stages, each cached in the work folder under the fingerprint of its settings and seed, so an
 interrupted run resumes after the last finished piece:
@@ -37,6 +37,7 @@ import torch
 from scipy.optimize import curve_fit
 from torch import nn
 
+from hessext.apps.reproduce import wetzel_invariants as invariants_stage
 from hessext.attribution import influence
 from hessext.curvature import hessian
 from hessext.datasets import ising
@@ -54,10 +55,6 @@ from hessext.reporting.results import write_json
 from hessext.reporting.workdir import WorkDir, fingerprint_of
 from hessext.training import train
 
-try:  # the invariants stage (another part of the pipeline); reported as absent until it exists
-    from hessext.apps.reproduce import wetzel_invariants as invariants_stage
-except ImportError:  # pragma: no cover - depends on the installed version
-    invariants_stage = None  # type: ignore[assignment]
 
 NAME = "wetzel"
 HELP = (
@@ -292,9 +289,9 @@ class WetzelResults:
     correlation_probe: CorrelationProbeResults
     autoencoder: AutoencoderResults
     influence: InfluenceResults
-    siamese_central: object | None
-    siamese_lorentz: object | None
-    tnn: object | None
+    siamese_central: invariants_stage.SiameseResult
+    siamese_lorentz: invariants_stage.SiameseResult
+    tnn: invariants_stage.TwinResult
     timings: list[StageTime]
     threads: int
     load_average: list[float]
@@ -703,9 +700,18 @@ def _collapse_with_errors(z: dict, T: dict, sizes, tc0: float, n_boot: int, seed
     return tab, fit, _nanstd(tcs), _nanstd(nus), cross, cross_err
 
 
-def compute(wd: WorkDir, proto: Protocol, seed: int, progress, timer: StageTimer, clock: list[StageTime]):
+def compute(
+    wd: WorkDir,
+    proto: Protocol,
+    seed: int,
+    progress,
+    timer: StageTimer,
+    clock: list[StageTime],
+    invariants: invariants_stage.InvariantsConfig | None = None,
+):
     """Every stage of the pipeline (module docstring); returns the results and what the figures
-    need beyond them."""
+    need beyond them. invariants: the invariants stage's settings (default: its --quick
+    protocol with ``proto == Protocol.quick()``, else its full one)."""
     sizes, Lmax = proto.sizes, proto.sizes[-1]
     extra: dict = {}
     with _timed(timer, clock, "Monte Carlo: broad scan"):
@@ -877,12 +883,10 @@ def compute(wd: WorkDir, proto: Protocol, seed: int, progress, timer: StageTimer
                 cnn, broad[Li], classifiers[Li]["train_index"], window[Li], t_test, proto, progress
             ),
         )
-    inv = None
-    if invariants_stage is not None:
-        with _timed(timer, clock, "invariants: Siamese networks and twin regression"):
-            inv = invariants_stage.run_invariants(
-                wd, quick=proto == Protocol.quick(), seed=seed, progress=progress
-            )
+    with _timed(timer, clock, "invariants: Siamese networks and twin regression"):
+        inv = invariants_stage.run_invariants(
+            wd, quick=proto == Protocol.quick(), seed=seed, progress=progress, config=invariants
+        )
     extra.update(
         broad=broad,
         window=window,
@@ -904,9 +908,9 @@ def compute(wd: WorkDir, proto: Protocol, seed: int, progress, timer: StageTimer
         correlation_probe=probe_results,
         autoencoder=ae_results,
         influence=infl,
-        siamese_central=None if inv is None else inv.siamese_central,
-        siamese_lorentz=None if inv is None else inv.siamese_lorentz,
-        tnn=None if inv is None else inv.tnn,
+        siamese_central=inv.siamese_central,
+        siamese_lorentz=inv.siamese_lorentz,
+        tnn=inv.tnn,
         timings=clock,
         threads=torch.get_num_threads(),
         load_average=list(os.getloadavg()),
@@ -1062,7 +1066,7 @@ def write_report(rep: Report, res: WetzelResults, extra: dict, proto: Protocol) 
     rep.text(
         f"Protocol: {'--quick' if res.quick else 'full'}, seed {res.seed}, sizes L = "
         f"{', '.join(map(str, sizes))}, {res.threads} threads. Everything below is recomputed by "
-        "`hessext reproduce wetzel`; docs/wetzel.md explains the methods."
+        "`hessext reproduce wetzel`; docs/wetzel-ising.md explains the methods."
     )
     rep.heading("T_c of the 2-D Ising model")
     rep.text(
@@ -1227,11 +1231,7 @@ def write_report(rep: Report, res: WetzelResults, extra: dict, proto: Protocol) 
         "Influence of each training configuration on the loss of the CNN's predictions at T_c (positive: removing it would raise that loss), by its temperature.",
     )
 
-    if extra["invariants"] is not None:
-        invariants_stage.write_invariants(rep, extra["invariants"])
-    else:
-        rep.heading("Invariants and twin regression")
-        rep.text("The invariants stage (hessext/apps/reproduce/wetzel_invariants.py) is not installed.")
+    invariants_stage.write_invariants(rep, extra["invariants"])
 
     rep.heading("Time")
     rep.table(
@@ -1257,7 +1257,7 @@ def run(args):
     progress = False if args.no_progress else None
     wd = WorkDir(args.out, NAME)
     proto = Protocol.quick() if quick else Protocol.full()
-    timer = StageTimer(8 + (invariants_stage is not None))
+    timer = StageTimer(9)
     clock: list[StageTime] = []
     with wd.report("hessext reproduce wetzel: interpreting networks trained on physics data") as rep:
         res, extra = compute(wd, proto, seed, progress, timer, clock)
