@@ -85,7 +85,9 @@ def worker(task: dict) -> dict:
         clusters = max(1, round(1 / float((m * m).mean()))) if alg == "wolff" else 1
         s = hessext.ising_sweeps(s, BETA_C, 200, seed=2, algorithm=alg, clusters_per_sweep=clusters)
         (s, m, _), wall, cpu, _ = _timed(
-            lambda: hessext.ising_sweeps(s, BETA_C, sweeps, seed=3, algorithm=alg, clusters_per_sweep=clusters, observables=True)
+            lambda: hessext.ising_sweeps(
+                s, BETA_C, sweeps, seed=3, algorithm=alg, clusters_per_sweep=clusters, observables=True
+            )
         )
         tau = integrated_autocorrelation_time(m.abs().numpy())
         result.update(algorithm=alg, clusters_per_sweep=clusters, tau=tau, wall=wall, cpu=cpu)
@@ -123,15 +125,22 @@ def _fresh(task: dict) -> dict:
 def main() -> None:
     print(f"# Ising Monte Carlo, {THREADS} threads; {describe()}")
     print("\n## spin updates per second (checkerboard Metropolis at β_c)\n")
-    print("| B × L² | method | first call s | steady wall s | steady CPU s | M updates/s | per CPU s | peak MiB | vs torch |")
+    print(
+        "| B × L² | method | first call s | steady wall s | steady CPU s | M updates/s | per CPU s | peak "
+        "MiB | vs torch |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for B, L, sweeps in ((64, 32, 20), (16, 128, 10)):
-        rows = [_fresh({"method": m, "B": B, "L": L, "sweeps": sweeps}) for m in ("torch checkerboard", "hessext metropolis")]
+        rows = [
+            _fresh({"method": m, "B": B, "L": L, "sweeps": sweeps})
+            for m in ("torch checkerboard", "hessext metropolis")
+        ]
         base = rows[0]["updates_per_s"]
         for r in rows:
             print(
                 f"| {B} × {L}² | {r['method']} | {r['first']:.3f} | {r['wall']:.3f} | {r['cpu']:.3f} | "
-                f"{r['updates_per_s'] / 1e6:.1f} | {r['updates_per_cpu_s'] / 1e6:.1f} | {r['peak_mib']:.0f} | "
+                f"{r['updates_per_s'] / 1e6:.1f} | {r['updates_per_cpu_s'] / 1e6:.1f} | "
+                f"{r['peak_mib']:.0f} | "
                 f"{r['updates_per_s'] / base:.1f}x |"
             )
     print("\n## effective independent samples per second at T_c (|m|, 2 τ_int apart)\n")

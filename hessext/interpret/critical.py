@@ -50,7 +50,7 @@ def crossing(T, y, level=None, *, y2=None, direction: str = "down") -> float:
         raise ValueError("crossing: give exactly one of level and y2")
     d = np.asarray(y2, dtype=np.float64) - np.asarray(y, dtype=np.float64) if y2 is not None else None
     if d is None:
-        d = np.asarray(y, dtype=np.float64) - float(level)  # type: ignore[arg-type]
+        d = np.asarray(y, dtype=np.float64) - float(level)
     if direction not in ("down", "up"):
         raise ValueError(f"crossing: direction must be 'down' or 'up', got {direction!r}")
     if direction == "up":

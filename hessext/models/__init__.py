@@ -15,7 +15,7 @@ Each factory takes an optional ``seed``: given one, the parameters are initialis
 | PhaseCNN | Ising phases (Wetzel; docs/wetzel-ising.md) | [N, 1, L, L] | 11C + 1 (89 for C = 8) |
 | PhaseMLP | Ising phases | [N, 1, L, L] | (L² + 2) H + 1 |
 | CorrelationProbe | Ising, receptive field → one bottleneck neuron | [N, 1, L, L] | C (kh kw + 2) + 3 |
-| IsingAutoencoder | Ising, (variational) autoencoder, one latent | [N, 1, L, L] | L² (H + 2) + 2H (VAE: + L² + 1) |
+| IsingAutoencoder | Ising, (variational) autoencoder | [N, 1, L, L] | L² (H + 2) + 2H (VAE: + L² + 1) |
 """
 
 from hessext._internal.params import num_params as num_parameters

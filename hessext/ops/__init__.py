@@ -274,8 +274,8 @@ def ising_sweeps(
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"ising_sweeps: {name} must be an int >= {low}, got {value!r}")
     if seed >= 2**63 or clusters_per_sweep >= 2**32 - 1:
-        got = f"{seed}, {clusters_per_sweep}"
-        raise ValueError(f"ising_sweeps: need seed < 2^63 and clusters_per_sweep < 2^32 - 1, got {got}")
+        pair = f"{seed}, {clusters_per_sweep}"
+        raise ValueError(f"ising_sweeps: need seed < 2^63 and clusters_per_sweep < 2^32 - 1, got {pair}")
     if sweep_offset + n_sweeps > 2**32:
         total = sweep_offset + n_sweeps
         raise ValueError(f"ising_sweeps: sweep_offset + n_sweeps must be <= 2^32, got {total}")

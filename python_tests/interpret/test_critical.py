@@ -17,7 +17,9 @@ def test_crossing_of_a_level_and_of_two_curves():
     # (y1, y3 its first and third derivatives; 4 points over h = ±0.15, width 0.3)
     y = 0.5 - 0.5 * np.tanh((T - 2.27) / 0.3)  # falls through ½ at 2.27 (off the grid)
     assert crossing(T, y, level=0.5) == pytest.approx(2.27, abs=1e-2)
-    assert crossing(T, 1 - y, level=0.5, direction="up") == pytest.approx(crossing(T, y, level=0.5), abs=1e-12)
+    assert crossing(T, 1 - y, level=0.5, direction="up") == pytest.approx(
+        crossing(T, y, level=0.5), abs=1e-12
+    )
     small, large = 0.3 - 0.5 * (T - 2.2), 0.3 - 1.5 * (T - 2.2)  # cross at 2.2 exactly (lines)
     assert crossing(T, small, y2=large) == pytest.approx(2.2, abs=1e-12)
     assert np.isnan(crossing(T, y, level=2.0))

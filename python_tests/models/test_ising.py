@@ -5,7 +5,14 @@ autoencoder's odd latent, bad input."""
 import pytest
 import torch
 
-from hessext.models import CorrelationProbe, IsingAutoencoder, PhaseCNN, PhaseMLP, num_parameters, spins_to_input
+from hessext.models import (
+    CorrelationProbe,
+    IsingAutoencoder,
+    PhaseCNN,
+    PhaseMLP,
+    num_parameters,
+    spins_to_input,
+)
 
 
 def _spins(n, L, seed=0):

@@ -100,7 +100,12 @@ def test_chains_sample_the_boltzmann_distribution(L, algorithm):
     )
     for name, per_chain in (("abs_m", m.abs().mean(1)), ("e", e.mean(1)), ("m2", (m * m).mean(1))):
         se = float(per_chain.std()) / math.sqrt(B)
-        assert abs(float(per_chain.mean()) - exact[name]) < 5 * se, (name, float(per_chain.mean()), exact[name], se)
+        assert abs(float(per_chain.mean()) - exact[name]) < 5 * se, (
+            name,
+            float(per_chain.mean()),
+            exact[name],
+            se,
+        )
 
 
 def test_stopping_a_wolff_sweep_at_a_fixed_cluster_count_is_unbiased_where_a_size_rule_is_not():

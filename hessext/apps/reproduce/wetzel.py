@@ -43,6 +43,7 @@ from hessext.curvature import hessian
 from hessext.datasets import ising
 from hessext.datasets.ising2d import T_C, IsingSamples, onsager_energy, onsager_magnetization
 from hessext.interpret import (
+    BinderCollapse,
     binder_collapse,
     binder_cumulant,
     crossing,
@@ -54,7 +55,6 @@ from hessext.reporting.report import Report, StageTimer, pyplot
 from hessext.reporting.results import write_json
 from hessext.reporting.workdir import WorkDir, fingerprint_of
 from hessext.training import train
-
 
 NAME = "wetzel"
 HELP = (
@@ -423,7 +423,7 @@ def _train_classifiers(data: IsingSamples, proto: Protocol, seed: int, progress)
     tr, va = idx[:n_tr], idx[n_tr:]
     x = spins_to_input(data.spins)
     y = (T <= proto.ordered_below).long()
-    out = {"train_index": tr, "val_index": va}
+    out: dict[str, object] = {"train_index": tr, "val_index": va}
     for name, make in (("cnn", lambda s: PhaseCNN(seed=s)), ("dense", lambda s: PhaseMLP(data.L, seed=s))):
         s = _sub_seed(seed, f"{name}-{data.L}")
         model = make(s)
@@ -681,7 +681,12 @@ def _cached_model(wd: WorkDir, key: str, parts, compute):
 
 def _collapse_with_errors(z: dict, T: dict, sizes, tc0: float, n_boot: int, seed: int):
     tab = _binder_table(z, T)
-    fit = binder_collapse(tab[:, 0], tab[:, 1], tab[:, 2], tc0=tc0)
+    try:
+        fit = binder_collapse(tab[:, 0], tab[:, 1], tab[:, 2], tc0=tc0)
+    except ValueError:  # too few points near tc0 to fit: reported as NaN, not guessed
+        fit = BinderCollapse(float("nan"), float("nan"), np.zeros(0), 0, float("nan"))
+        cross = _binder_crossings(tab, sizes)
+        return tab, fit, float("nan"), float("nan"), cross, {k: float("nan") for k in cross}
     cross = _binder_crossings(tab, sizes)
     rng = np.random.default_rng(seed)
     groups = {L: [np.nonzero(T[L] == t)[0] for t in np.unique(T[L])] for L in sizes}
@@ -751,7 +756,10 @@ def compute(
         # first guess: where the largest system's ⟨|z|⟩ falls most steeply (low noise, a
         # little above T_c), looked for around the middle of the gap the labels leave open
         Ts, mz = _per_temperature(np.abs(zb[Lmax][0]), broad[Lmax].temperature.numpy())
-        t0 = _steepest(Ts, mz / mz.max(), 0.5 * (proto.ordered_below + proto.disordered_above))
+        middle = 0.5 * (proto.ordered_below + proto.disordered_above)
+        t0 = _steepest(Ts, mz / mz.max(), middle)
+        if not math.isfinite(t0):  # no steep change found (an untrained latent): the gap's middle
+            t0 = middle
     with _timed(timer, clock, "Monte Carlo: window around the first guess"):
         # the window follows the estimate once if it lands far from the window's centre
         first_guess = t0
@@ -939,7 +947,8 @@ def _figure_classifiers(r: IsingResults):
         ax.axhline(0.5, color="0.6", lw=0.6)
         ax.set_xlabel("T")
         ax.set_title(
-            f"{'CNN' if name == 'cnn' else 'dense net'}: 1/L extrapolation {r.classifier_extrapolation[name]:.3f}"
+            f"{'CNN' if name == 'cnn' else 'dense net'}: 1/L extrapolation "
+            f"{r.classifier_extrapolation[name]:.3f}"
         )
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
@@ -986,7 +995,8 @@ def _figure_probe(p: CorrelationProbeResults, data: IsingSamples, q: np.ndarray)
         label = "|m|" if name == "magnetization" else "energy per site e"
         ax.set_xlabel(label)
         ax.set_title(
-            f"R² = {p.r2_by_quantity[name]:.4f} (within T: {p.r2_within_temperature.get(name, float('nan')):.3f})"
+            f"R² = {p.r2_by_quantity[name]:.4f} (within T: "
+            f"{p.r2_within_temperature.get(name, float('nan')):.3f})"
         )
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("1×2 bottleneck Q(S)")
@@ -1120,12 +1130,14 @@ def write_report(rep: Report, res: WetzelResults, extra: dict, proto: Protocol) 
     rep.figure(
         _figure_binder(r, extra["tab"], sizes),
         "binder",
-        "Binder cumulant U = 1 − ⟨z⁴⟩/(3⟨z²⟩²) of the autoencoder latent z in the window, per L, and its finite-size-scaling collapse.",
+        "Binder cumulant U = 1 − ⟨z⁴⟩/(3⟨z²⟩²) of the autoencoder latent z in the window, per L, and its "
+        "finite-size-scaling collapse.",
     )
     rep.figure(
         _figure_classifiers(r),
         "classifiers",
-        f"Mean prediction P(ordered) of the classifiers trained at T ≤ {proto.ordered_below} (ordered) and T ≥ {proto.disordered_above} (disordered), per L; dotted: their ½ crossings.",
+        f"Mean prediction P(ordered) of the classifiers trained at T ≤ {proto.ordered_below} (ordered) and "
+        f"T ≥ {proto.disordered_above} (disordered), per L; dotted: their ½ crossings.",
     )
 
     rep.heading("Monte Carlo data")
@@ -1133,7 +1145,8 @@ def write_report(rep: Report, res: WetzelResults, extra: dict, proto: Protocol) 
     worst_m = max(abs(o.abs_m_z) for o in r.onsager if o.abs_m_z is not None)
     rep.text(
         f"Against Onsager's exact energy and Yang's spontaneous magnetisation at the {len(r.onsager)} (L, T) "
-        f"far from T_c: the largest deviation is {worst_e:.2f} standard errors in the energy and {worst_m:.2f} "
+        f"far from T_c: the largest deviation is {worst_e:.2f} standard errors in the energy and "
+        f"{worst_m:.2f} "
         "in ⟨|m|⟩. Each temperature measured Metropolis's τ_int and ran Wolff clusters where it exceeded "
         "4 sweeps; samples are ⌈2 τ_int⌉ sweeps apart."
     )
@@ -1180,12 +1193,14 @@ def write_report(rep: Report, res: WetzelResults, extra: dict, proto: Protocol) 
         f"within one temperature (where |m| and e no longer move together) a straight line explains "
         f"{', '.join(f'{k} {v:.3f}' for k, v in p.r2_within_temperature.items())} of its variance. "
         f"Against the bond energy along the field alone (all a 1×2 field can see): R² = "
-        f"{p.r2_bond_energy_along_field:.4f}. The full-field net's bottleneck reads as {p.full_field_quantity}."
+        f"{p.r2_bond_energy_along_field:.4f}. The full-field net's bottleneck reads as "
+        f"{p.full_field_quantity}."
     )
     rep.figure(
         _figure_probe(p, extra["broad"][p.L], extra["probe_q"][(1, 2)]),
         "bottleneck",
-        "The 1×2 net's bottleneck Q(S) against |m| and the energy per site, coloured by temperature; the line is the fitted monotone map.",
+        "The 1×2 net's bottleneck Q(S) against |m| and the energy per site, coloured by temperature; the "
+        "line is the fitted monotone map.",
     )
 
     rep.heading("Autoencoders")
@@ -1199,14 +1214,16 @@ def write_report(rep: Report, res: WetzelResults, extra: dict, proto: Protocol) 
     rep.figure(
         _figure_autoencoder(extra, r, a, sizes),
         "autoencoder",
-        "Left: the latent against the signed magnetisation. Middle, right: ⟨|z|⟩ and the reconstruction loss against T per L; dashed: exact T_c.",
+        "Left: the latent against the signed magnetisation. Middle, right: ⟨|z|⟩ and the reconstruction "
+        "loss against T per L; dashed: exact T_c.",
     )
 
     rep.heading("Influence of training configurations on the prediction at T_c")
     rep.text(
         f"The CNN classifier at L = {i.L} (P = {i.n_parameters}) is an ordinary nn.Module, so "
         f"hessext.influence applies: the exact Hessian of its mean training loss over the {i.n_train} "
-        f"training configurations (λ from {i.lambda_min:.3g} to {i.lambda_max:.3g}, damping δ = {i.damping:.3g}), "
+        f"training configurations (λ from {i.lambda_min:.3g} to {i.lambda_max:.3g}, damping δ = "
+        f"{i.damping:.3g}), "
         f"the test loss of its own decisions on {i.n_test} configurations at T = {i.test_temperature:.3f}. "
         f"Correlation of the influence with |m|: {i.corr_influence_abs_m_ordered:+.2f} among the ordered "
         f"training configurations, {i.corr_influence_abs_m_disordered:+.2f} among the disordered ones."
@@ -1228,7 +1245,8 @@ def write_report(rep: Report, res: WetzelResults, extra: dict, proto: Protocol) 
     rep.figure(
         _figure_influence(i, extra["per_train"], extra["T_tr"]),
         "influence",
-        "Influence of each training configuration on the loss of the CNN's predictions at T_c (positive: removing it would raise that loss), by its temperature.",
+        "Influence of each training configuration on the loss of the CNN's predictions at T_c (positive: "
+        "removing it would raise that loss), by its temperature.",
     )
 
     invariants_stage.write_invariants(rep, extra["invariants"])
