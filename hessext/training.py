@@ -45,7 +45,8 @@ def train(
     """Minibatch training of ``model`` in place.
 
     x: [N, ...] inputs; y: [N] int64 class labels for loss='ce' (mean cross-entropy on the
-    logits), or targets of the model's output shape for loss='mse' (mean squared error).
+    logits), or targets of the model's output shape for loss='mse' (mean squared error), or
+    whatever a callable loss(model, x_batch, y_batch) -> scalar needs (e.g. a VAE's ELBO).
     Each epoch visits every example once in a fresh seeded order; the last batch may be smaller.
     optimizer: 'sgd' (plain, no momentum: the decision-boundary study's choice, lr 0.02,
     batch 64) or 'adam'. weight_decay is the optimizer's (adds weight_decay·θ to the gradient,
