@@ -300,6 +300,39 @@ inline void check_stein_directions_arg(const at::Tensor& h, const at::Tensor& he
               z.device());
 }
 
+// ---- 2-D Ising Monte Carlo (kernels/ising.h) --------------------------------------------------
+
+// spins [B, L, L] int8 with 2 <= L and L*L < 2^31; thresholds [B, 3] int64 in [0, 2^32);
+// n_sweeps >= 0; the sweep counters sweep_offset .. sweep_offset + n_sweeps fit in 32 bits;
+// 1 <= clusters_per_sweep < 2^32. (The values +-1 are the caller's promise: hessext.ops
+// checks them.)
+inline void check_ising_sweeps_args(const at::Tensor& spins, const at::Tensor& thresholds,
+                                    int64_t n_sweeps, int64_t sweep_offset,
+                                    int64_t clusters_per_sweep) {
+  TORCH_CHECK(spins.dim() == 3 && spins.size(1) == spins.size(2),
+              "ising_sweeps: spins must be [B, L, L], got ", spins.sizes());
+  TORCH_CHECK(spins.scalar_type() == at::kChar, "ising_sweeps: spins must be int8, got ",
+              spins.scalar_type());
+  TORCH_CHECK(spins.size(1) >= 2 && spins.size(1) * spins.size(1) < (int64_t(1) << 31),
+              "ising_sweeps: L must be >= 2 and L*L < 2^31, got L = ", spins.size(1));
+  TORCH_CHECK(spins.size(0) < (int64_t(1) << 32), "ising_sweeps: at most 2^32 chains, got ",
+              spins.size(0));
+  TORCH_CHECK(thresholds.dim() == 2 && thresholds.size(0) == spins.size(0) &&
+                  thresholds.size(1) == 3,
+              "ising_sweeps: thresholds must be [B, 3] = [", spins.size(0), ", 3], got ",
+              thresholds.sizes());
+  TORCH_CHECK(thresholds.scalar_type() == at::kLong, "ising_sweeps: thresholds must be int64, got ",
+              thresholds.scalar_type());
+  TORCH_CHECK(thresholds.device() == spins.device(), "ising_sweeps: thresholds on ",
+              thresholds.device(), ", spins on ", spins.device());
+  TORCH_CHECK(n_sweeps >= 0 && sweep_offset >= 0 &&
+                  sweep_offset + n_sweeps <= (int64_t(1) << 32),
+              "ising_sweeps: need n_sweeps >= 0, sweep_offset >= 0 and sweep_offset + n_sweeps "
+              "<= 2^32, got ", n_sweeps, " and ", sweep_offset);
+  TORCH_CHECK(clusters_per_sweep >= 1 && clusters_per_sweep < (int64_t(1) << 32) - 1,
+              "ising_sweeps: clusters_per_sweep must be in [1, 2^32 - 1), got ", clusters_per_sweep);
+}
+
 }  // namespace hessext
 
 // ---- K-FAC factors and the EK-FAC eigenvalue correction (kernels/kfac.h) ---------------------

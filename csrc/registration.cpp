@@ -1,7 +1,7 @@
 // The hessext operator library: every schema in one place, and the small pybind11 module whose
 // import runs these static registrations. Implementations register per dispatch key in
-// cpu/*.cpp and cuda/*.cpp; fake (meta) implementations and autograd formulas are registered in
-// Python (hessext/ops/_registration.py).
+// cpu/<op>.cpp, cuda/<op>.cpp (+ <op>.cu) and autograd/<op>.cpp; fake (meta) implementations
+// and the other autograd formulas are registered in Python (hessext/ops/_registration.py).
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 #include <pybind11/pybind11.h>
@@ -50,7 +50,7 @@ TORCH_LIBRARY(hessext, m) {
   m.def("max_pool_forward(Tensor x, int[2] kernel) -> (Tensor, Tensor)");
   // Direct 2-D convolution (Conv1d as H = 1) for few terms per output (kernels/conv_forward.h),
   // for the same forward pass. x: [N, C, H, W], weight: [O, C/groups, kH, kW] -> [N, O, Ho, Wo].
-  // Differentiable (autograd in conv_forward_autograd.cpp: torch's convolution_backward, for
+  // Differentiable (autograd in autograd/conv_forward.cpp: torch's convolution_backward, for
   // the inputs the backward pass needs).
   m.def("conv_forward(Tensor x, Tensor weight, Tensor? bias, int[2] stride, int[2] padding, "
         "int[2] dilation, int groups) -> Tensor");
@@ -67,6 +67,16 @@ TORCH_LIBRARY(hessext, m) {
   // sharing a), qa: [I', I'], qs: [O, O] in a's dtype.
   m.def("ekfac_correction(Tensor a, Tensor g, Tensor qa, Tensor qs, Tensor(a!) lam, "
         "bool append_one) -> ()");
+
+  // 2-D Ising Monte Carlo, J = 1, periodic (kernels/ising.h): n_sweeps Metropolis sweeps
+  // (checkerboard order) or Wolff sweeps (clusters_per_sweep cluster flips each) of every chain.
+  // spins: [B, L, L] int8 (+-1); thresholds: [B, 3] int64, floor(p 2^32) of p = exp(-4 beta),
+  // exp(-8 beta), 1 - exp(-2 beta) per chain (computed once by the caller, so that every path
+  // compares the same integers). Random words from Philox keyed by seed, counted by (site,
+  // sweep_offset + t, chain b, stream). Returns the new spins [B, L, L] and, with record, the
+  // observables after every sweep [B, n_sweeps, 2] float64 (m, e per site; [B, 0, 2] without).
+  m.def("ising_sweeps(Tensor spins, Tensor thresholds, int n_sweeps, int seed, int sweep_offset, "
+        "bool wolff, int clusters_per_sweep, bool record) -> (Tensor, Tensor)");
 }
 
 namespace py = pybind11;

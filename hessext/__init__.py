@@ -49,6 +49,7 @@ from hessext.curvature import (
     last_layer,
     spectral_density,
 )
+from hessext.ops import ising_sweeps
 from hessext.per_sample import PerSampleGrads, kernel_layers, per_sample_grads, unflatten_params
 from hessext.smoothhess import pmse, second_order_step, smooth_hessian, softplus_hessian
 from hessext.uncertainty import extrapolation_score, rue
@@ -95,6 +96,8 @@ __all__ = [
     "softplus_hessian",
     "pmse",
     "second_order_step",
+    # physics data
+    "ising_sweeps",
     # submodules
     "ops",
     "regularizers",

@@ -78,6 +78,13 @@ template <typename scalar_t>
 void launch_linear_ghost_gram(const scalar_t* a, const scalar_t* d, scalar_t* out, int64_t N,
                               int64_t O, int64_t I, cudaStream_t stream);
 
+// 2-D Ising Metropolis (kernels/ising.h): n_sweeps checkerboard sweeps in place of spins
+// [B, L, L] int8 (contiguous), thresholds [B, 3] int64 on the device; series [B, n_sweeps, 2]
+// (m, e after each sweep) unless null.
+void launch_ising_metropolis(int8_t* spins, const int64_t* thresholds, int64_t B, int64_t L,
+                             int64_t n_sweeps, uint64_t seed, int64_t sweep_offset,
+                             double* series, cudaStream_t stream);
+
 }  // namespace hessext
 
 namespace hessext {

@@ -12,10 +12,13 @@
   smoothed Hessian at the origin in closed form.
 - :mod:`hessext.datasets.images`: 8×8 digits (bundled with scikit-learn) or the user's
   MNIST/FMNIST file, for the SmoothHess P-MSE and attack.
+- :mod:`hessext.datasets.ising2d` (:func:`ising`): 2-D Ising Monte Carlo configurations and
+  Onsager's exact results.
 """
 
-from . import fermions, four_quadrant, images, kepler, lorentz, regression1d, ssh, toy2d
+from . import fermions, four_quadrant, images, ising2d, kepler, lorentz, regression1d, ssh, toy2d
 from .fermions import ground_states, make_ll_cdw, minmax_normalise
+from .ising2d import IsingSamples, ising
 from .kepler import central_potential_pairs, integrate_kepler, kepler_invariants
 from .lorentz import field_invariants, lorentz_pairs
 from .regression1d import regression_1d, regression_1d_function
@@ -38,6 +41,9 @@ __all__ = [
     "field_invariants",
     "regression_1d",
     "regression_1d_function",
+    "ising2d",
+    "ising",
+    "IsingSamples",
     "ground_states",
     "make_ll_cdw",
     "minmax_normalise",

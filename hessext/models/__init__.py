@@ -12,10 +12,15 @@ Each factory takes an optional ``seed``: given one, the parameters are initialis
 | MNISTCNN3 | decision boundary, 3-class MNIST | [N, 1, 28, 28] | 7,203 |
 | SiameseNet(4, 1) | invariants, Kepler pairs (Wetzel et al. 2020) | a, b [N, 4] | 4,547 |
 | TwinNet(1) | twin regression (Wetzel et al. 2022) | x1, x2 [N, 1] | 4,417 |
+| PhaseCNN | Ising phases (Wetzel; docs/wetzel-ising.md) | [N, 1, L, L] | 11C + 1 (89 for C = 8) |
+| PhaseMLP | Ising phases | [N, 1, L, L] | (L² + 2) H + 1 |
+| CorrelationProbe | Ising, receptive field → one bottleneck neuron | [N, 1, L, L] | C (kh kw + 2) + 3 |
+| IsingAutoencoder | Ising, (variational) autoencoder | [N, 1, L, L] | L² (H + 2) + 2H (VAE: + L² + 1) |
 """
 
 from hessext._internal.params import num_params as num_parameters
 from hessext.models.boundary import MNISTCNN3, mlp
+from hessext.models.ising import CorrelationProbe, IsingAutoencoder, PhaseCNN, PhaseMLP, spins_to_input
 from hessext.models.siamese import SiameseNet, TwinNet
 from hessext.models.ssh import SSH_RECIPE, SSHCNN
 from hessext.models.toolbox import Conv1DToolbox
@@ -28,5 +33,10 @@ __all__ = [
     "MNISTCNN3",
     "SiameseNet",
     "TwinNet",
+    "PhaseCNN",
+    "PhaseMLP",
+    "CorrelationProbe",
+    "IsingAutoencoder",
+    "spins_to_input",
     "num_parameters",
 ]

@@ -225,3 +225,74 @@ def ekfac_correction(
         torch.ops.hessext.ekfac_correction(a, g, qa, qs, lam, bool(append_one))
     else:
         _reference.ekfac_correction(a, g, qa, qs, lam, bool(append_one))
+
+
+_ISING_ALGORITHMS = ("metropolis", "wolff")
+
+
+def ising_sweeps(
+    spins: torch.Tensor,
+    beta,
+    n_sweeps: int,
+    *,
+    seed: int,
+    algorithm: str = "metropolis",
+    sweep_offset: int = 0,
+    clusters_per_sweep: int = 1,
+    observables: bool = False,
+):
+    """Run ``n_sweeps`` Monte Carlo sweeps of independent 2-D Ising chains; returns the new spins.
+
+    H = -Σ_⟨ij⟩ s_i s_j (J = 1, k_B = 1) on periodic L×L lattices. spins: [B, L, L] int8 of ±1
+    (L >= 2); beta: [B] inverse temperatures 1/T > 0 (or one number for all chains).
+    ``algorithm="metropolis"``: single-spin Metropolis in checkerboard order (one sweep = every
+    site once); ``"wolff"``: Wolff cluster flips, the cure for critical slowing down near T_c
+    (one sweep = ``clusters_per_sweep`` flips; a mean cluster holds N⟨m²⟩ spins, so about
+    1/⟨m²⟩ of them flip L² spins. The count is fixed on purpose: stopping a sweep once L² spins
+    flipped would make the sampling time depend on the state and bias it). Random numbers are Philox words of
+    (seed, chain index b, sweep_offset + t, site) (csrc/kernels/ising.h): the result does not
+    depend on the thread count or the device, and continuing a chain with ``sweep_offset`` equal
+    to the sweeps already run gives exactly the longer run. With ``observables=True`` it returns
+    (spins, m, e): the signed magnetisation and the energy per site after every sweep, float64
+    [B, n_sweeps] each (for autocorrelation times). The compiled CPU kernel runs the chains in
+    parallel; CUDA has a Metropolis kernel (Wolff on CUDA runs the torch path)."""
+    if not isinstance(spins, torch.Tensor) or spins.dtype != torch.int8:
+        got = spins.dtype if isinstance(spins, torch.Tensor) else type(spins).__name__
+        raise TypeError(f"ising_sweeps: spins must be an int8 tensor [B, L, L] of ±1, got {got}")
+    if spins.dim() != 3 or spins.shape[1] != spins.shape[2] or spins.shape[1] < 2:
+        raise ValueError(f"ising_sweeps: spins must be [B, L, L] with L >= 2, got {tuple(spins.shape)}")
+    if spins.numel() and not bool((spins.abs() == 1).all()):
+        raise ValueError("ising_sweeps: spins must hold only +1 and -1")
+    if algorithm not in _ISING_ALGORITHMS:
+        raise ValueError(f"ising_sweeps: algorithm must be one of {_ISING_ALGORITHMS}, got {algorithm!r}")
+    for name, value, low in (
+        ("n_sweeps", n_sweeps, 0),
+        ("sweep_offset", sweep_offset, 0),
+        ("seed", seed, 0),
+        ("clusters_per_sweep", clusters_per_sweep, 1),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"ising_sweeps: {name} must be an int >= {low}, got {value!r}")
+    if seed >= 2**63 or clusters_per_sweep >= 2**32 - 1:
+        pair = f"{seed}, {clusters_per_sweep}"
+        raise ValueError(f"ising_sweeps: need seed < 2^63 and clusters_per_sweep < 2^32 - 1, got {pair}")
+    if sweep_offset + n_sweeps > 2**32:
+        total = sweep_offset + n_sweeps
+        raise ValueError(f"ising_sweeps: sweep_offset + n_sweeps must be <= 2^32, got {total}")
+    B = spins.shape[0]
+    b = torch.as_tensor(beta, dtype=torch.float64).detach().cpu()
+    if b.dim() == 0:
+        b = b.expand(B)
+    if b.shape != (B,):
+        raise ValueError(f"ising_sweeps: beta must be one number or [B] = [{B}], got {tuple(b.shape)}")
+    if B and not bool(((b > 0) & torch.isfinite(b)).all()):
+        raise ValueError(f"ising_sweeps: beta = 1/T must be finite and > 0, got min {b.min().item():.4g}")
+    thresholds = _reference.ising_thresholds(b).to(spins.device)
+    wolff = algorithm == "wolff"
+    args = (spins, thresholds, n_sweeps, seed, sweep_offset, wolff, clusters_per_sweep, bool(observables))
+    on_kernel = _extension.has_kernel("ising_sweeps", spins.device.type)
+    if on_kernel and not (wolff and spins.device.type != "cpu"):  # Wolff: CPU kernel only
+        new, series = torch.ops.hessext.ising_sweeps(*args)
+    else:
+        new, series = _reference.ising_sweeps(*args)
+    return (new, series[..., 0], series[..., 1]) if observables else new

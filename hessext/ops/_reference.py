@@ -277,3 +277,127 @@ def ekfac_correction(
     G = torch.einsum("rnto,nti->rnoi", g.to(torch.float64).reshape(R, N, *g.shape[1:]), a64)
     rotated = qs.to(torch.float64).T @ G @ qa.to(torch.float64)
     lam += rotated.square().sum((0, 1))
+
+
+# ---- 2-D Ising Monte Carlo (csrc/kernels/ising.h): the same sets, counters and integer
+# comparisons as the compiled kernels, vectorised over chains and over each independent set.
+
+
+def ising_thresholds(beta: torch.Tensor) -> torch.Tensor:
+    """[B, 3] int64: floor(p 2^32) of p = exp(-4β), exp(-8β) (Metropolis) and 1 - exp(-2β)
+    (Wolff bond) for beta [B] (float64, > 0). Every path compares its random words with these."""
+    b = beta.to(torch.float64)
+    p = torch.stack([torch.exp(-4.0 * b), torch.exp(-8.0 * b), -torch.expm1(-2.0 * b)], dim=1)
+    return torch.floor(p * 2.0**32).to(torch.int64)
+
+
+def ising_phase_masks(L: int, device=None) -> list[torch.Tensor]:
+    """The independent sets of a Metropolis sweep in sweep order, as bool [L, L] masks."""
+    i = torch.arange(L, device=device).view(-1, 1)
+    j = torch.arange(L, device=device).view(1, -1)
+    colour = (i + j) % 2
+    rank = ((i == L - 1).long() + (j == L - 1).long()) if L % 2 else torch.zeros_like(colour)
+    phase = 3 * colour + rank
+    return [phase == p for p in ((0, 1, 2, 3, 4, 5) if L % 2 else (0, 3))]
+
+
+def _neighbour_sum(s: torch.Tensor) -> torch.Tensor:
+    return s.roll(1, 1) + s.roll(-1, 1) + s.roll(1, 2) + s.roll(-1, 2)
+
+
+def _ising_words(seed: int, c0: torch.Tensor, sweep: int, chains: torch.Tensor, stream):
+    """Philox words of counters (c0, sweep, chain, stream): c0 [..., K], chains [B] → 4 × [B, K]."""
+    seed = int(seed) & 0xFFFFFFFFFFFFFFFF
+    c2 = chains.to(torch.int64).view(-1, 1)
+    c3 = stream if isinstance(stream, torch.Tensor) else torch.tensor(int(stream), device=c2.device)
+    c1 = torch.tensor(int(sweep) & _MASK32, device=c2.device)
+    words = philox4x32_10(c0.view(1, -1), c1, c2, c3, seed & _MASK32, seed >> 32)
+    shape = (c2.shape[0], c0.numel())
+    return [w.expand(shape) for w in words]
+
+
+def _metropolis_sweep(s: torch.Tensor, thr: torch.Tensor, seed: int, sweep: int, masks) -> torch.Tensor:
+    B, L, _ = s.shape
+    N = L * L
+    k = torch.arange(N, device=s.device)
+    words = _ising_words(seed, k // 4, sweep, torch.arange(B, device=s.device), 0)
+    w = torch.stack(words, dim=-1).gather(-1, (k % 4).view(1, N, 1).expand(B, N, 1)).view(B, L, L)
+    t4, t8 = thr[:, 0].view(B, 1, 1), thr[:, 1].view(B, 1, 1)
+    for mask in masks:
+        x = s * _neighbour_sum(s)
+        flip = mask & ((x <= 0) | (w < torch.where(x == 2, t4, t8)))
+        s = torch.where(flip, -s, s)
+    return s
+
+
+def _wolff_sweep(s: torch.Tensor, thr: torch.Tensor, seed: int, sweep: int, clusters: int) -> torch.Tensor:
+    """``clusters`` cluster flips in each chain; each cluster is the connected component of its
+    seed over the open bonds, found by repeated dilation (the kernel grows it by a stack)."""
+    B, L, _ = s.shape
+    N = L * L
+    dev = s.device
+    chains = torch.arange(B, device=dev)
+    sites = torch.arange(N, device=dev)
+    tw = thr[:, 2].view(B, 1, 1)
+    for m in range(clusters):
+        stream = torch.tensor(1 + m, device=dev)
+        w0, w1, _, _ = _ising_words(seed, torch.tensor([_MASK32], device=dev), sweep, chains, stream)
+        start = (((w0[:, 0] >> 1) << 32) | w1[:, 0]) % N
+        b0, b1, _, _ = _ising_words(seed, sites, sweep, chains, stream)
+        right = (s == s.roll(-1, 2)) & (b0.view(B, L, L) < tw)  # bond (i, j) - (i, j+1)
+        down = (s == s.roll(-1, 1)) & (b1.view(B, L, L) < tw)  # bond (i, j) - (i+1, j)
+        cluster = torch.zeros(B, N, dtype=torch.bool, device=dev)
+        cluster[chains, start] = True
+        cluster = cluster.view(B, L, L)
+        while True:
+            grown = (
+                cluster
+                | (cluster & right).roll(1, 2)
+                | (cluster.roll(-1, 2) & right)
+                | (cluster & down).roll(1, 1)
+                | (cluster.roll(-1, 1) & down)
+            )
+            if bool((grown == cluster).all()):
+                break
+            cluster = grown
+        s = torch.where(cluster, -s, s)
+    return s
+
+
+def ising_observables(s: torch.Tensor) -> torch.Tensor:
+    """[B, 2] float64 (m, e) per site of chains [B, L, L], from exact integer sums."""
+    s = s.to(torch.int64)
+    N = s.shape[1] * s.shape[2]
+    total = s.sum(dim=(1, 2))
+    bonds = (s * (s.roll(-1, 2) + s.roll(-1, 1))).sum(dim=(1, 2))
+    return torch.stack([total.double() / N, -bonds.double() / N], dim=1)
+
+
+def ising_sweeps(
+    spins: torch.Tensor,
+    thresholds: torch.Tensor,
+    n_sweeps: int,
+    seed: int,
+    sweep_offset: int,
+    wolff: bool,
+    clusters_per_sweep: int,
+    record: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """n_sweeps Metropolis (checkerboard order) or Wolff sweeps (clusters_per_sweep cluster flips)
+    of each chain of spins [B, L, L] int8, with thresholds [B, 3] from ising_thresholds. Returns
+    the new spins and, with record, (m, e) after every sweep [B, n_sweeps, 2] float64 ([B, 0, 2]
+    without)."""
+    s = spins.to(torch.int64)
+    thr = thresholds.to(device=s.device)
+    masks = ising_phase_masks(s.shape[1], s.device)
+    series = []
+    for t in range(n_sweeps):
+        sweep = sweep_offset + t
+        if wolff:
+            s = _wolff_sweep(s, thr, seed, sweep, clusters_per_sweep)
+        else:
+            s = _metropolis_sweep(s, thr, seed, sweep, masks)
+        if record:
+            series.append(ising_observables(s))
+    out = torch.stack(series, dim=1) if series else s.new_empty((s.shape[0], 0, 2), dtype=torch.float64)
+    return s.to(torch.int8), out

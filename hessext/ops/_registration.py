@@ -131,3 +131,9 @@ def _kfac_factors_fake(a, g, A, S, append_one):
 @torch.library.register_fake("hessext::ekfac_correction")
 def _ekfac_correction_fake(a, g, qa, qs, lam, append_one):
     return None
+
+
+@torch.library.register_fake("hessext::ising_sweeps")
+def _ising_sweeps_fake(spins, thresholds, n_sweeps, seed, sweep_offset, wolff, clusters_per_sweep, record):
+    series = spins.new_empty((spins.shape[0], n_sweeps if record else 0, 2), dtype=torch.float64)
+    return torch.empty_like(spins), series

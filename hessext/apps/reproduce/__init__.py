@@ -19,6 +19,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from hessext.apps.reproduce import smoothhess, ssh, toolbox
+from hessext.apps.reproduce import smoothhess, ssh, toolbox, wetzel
 
-PIPELINES: dict[str, ModuleType] = {module.NAME: module for module in (smoothhess, ssh, toolbox)}
+PIPELINES: dict[str, ModuleType] = {module.NAME: module for module in (smoothhess, ssh, toolbox, wetzel)}

@@ -1,4 +1,4 @@
-// CUDA glue for the per-sample gradient ops: checks (shared with the CPU kernels), tensor
+// CUDA glue for the linear_ghost_* ops: checks (shared with the CPU kernels), tensor
 // unpacking, current stream.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -9,39 +9,9 @@
 
 #include "checks.h"
 #include "cuda/launchers.h"
-#include "kernels/conv_weight_grad.h"
 
 namespace hessext {
 namespace {
-
-void conv_weight_grad_cuda(const at::Tensor& x_in, const at::Tensor& d_in, at::Tensor out,
-                           at::IntArrayRef stride, at::IntArrayRef padding,
-                           at::IntArrayRef dilation, int64_t groups) {
-  check_conv_weight_grad_args(x_in, d_in, out, stride, padding, dilation, groups);
-  const c10::cuda::CUDAGuard guard(x_in.device());
-  const auto x = x_in.contiguous();
-  const auto d = d_in.contiguous();
-  ConvGeometry g{x.size(1), x.size(2), x.size(3), d.size(1), d.size(2), d.size(3),
-                 x.size(1) / groups, d.size(1) / groups, out.size(3), out.size(4),
-                 stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1]};
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv_weight_grad_cuda", [&] {
-    launch_conv_weight_grad<scalar_t>(x.data_ptr<scalar_t>(), d.data_ptr<scalar_t>(),
-                                      out.data_ptr<scalar_t>(), out.stride(0), x.size(0), g,
-                                      c10::cuda::getCurrentCUDAStream());
-  });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-}
-
-void bias_grad_cuda(const at::Tensor& d, at::Tensor out) {
-  check_bias_grad_args(d, out);
-  const c10::cuda::CUDAGuard guard(d.device());
-  AT_DISPATCH_FLOATING_TYPES(d.scalar_type(), "bias_grad_cuda", [&] {
-    launch_bias_grad<scalar_t>(d.data_ptr<scalar_t>(), d.stride(0), d.stride(1), d.stride(2),
-                               out.data_ptr<scalar_t>(), out.stride(0), d.size(0), d.size(1),
-                               d.size(2), c10::cuda::getCurrentCUDAStream());
-  });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-}
 
 at::Tensor linear_ghost_matvec_cuda(const at::Tensor& a_in, const at::Tensor& d_in,
                                     const at::Tensor& v_in) {
@@ -106,8 +76,6 @@ at::Tensor linear_ghost_gram_cuda(const at::Tensor& a_in, const at::Tensor& d_in
 }  // namespace
 
 TORCH_LIBRARY_IMPL(hessext, CUDA, m) {
-  m.impl("conv_weight_grad", &conv_weight_grad_cuda);
-  m.impl("bias_grad", &bias_grad_cuda);
   m.impl("linear_ghost_matvec", &linear_ghost_matvec_cuda);
   m.impl("linear_ghost_rmatvec", &linear_ghost_rmatvec_cuda);
   m.impl("linear_ghost_sqnorms", &linear_ghost_sqnorms_cuda);
