@@ -410,7 +410,9 @@ def generalisation_measure(
     outside = float((1 - inside[kept]).clamp_min(0).sqrt().max()) if bool(kept.any()) else 0.0
     epsilon = float(random_maxima.mean())
     n_aligned = int((max_alignment >= epsilon).sum())
-    return GeneralisationMeasure(n_aligned / P, epsilon, random_maxima, max_alignment, n_aligned, P, k, outside)
+    return GeneralisationMeasure(
+        n_aligned / P, epsilon, random_maxima, max_alignment, n_aligned, P, k, outside
+    )
 
 
 # ---------------------------------------------------------------------------------------------

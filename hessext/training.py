@@ -210,7 +210,9 @@ def train_mlps(
         raise ValueError(f"{fn}: x must be [N, {shapes[0][0][1]}], got {tuple(x.shape)}")
     n = len(x)
     if y.is_floating_point() or y.shape not in ((n,), (S, n)):
-        raise ValueError(f"{fn}: y must be integer labels [N={n}] or [S={S}, N], got {y.dtype} {tuple(y.shape)}")
+        raise ValueError(
+            f"{fn}: y must be integer labels [N={n}] or [S={S}, N], got {y.dtype} {tuple(y.shape)}"
+        )
     Y = y.long().expand(S, n)
 
     # stacked parameters [S, out, in] and [S, out]; written back at the end

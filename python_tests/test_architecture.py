@@ -56,6 +56,9 @@ LAZY = {
     "torch.distributed": "only when a test joins a process group",
     "sklearn.linear_model": "1-3 s of `import hessext` otherwise, needed only by sparse_polynomial_fit",
     "hessext._C": "the compiled core: optional, loaded once by hessext._extension",
+    "sklearn": "scikit-learn (~1 s of import): the paper's circles/moons, bundled digits, t-SNE",
+    "sklearn.datasets": "as above",
+    "sklearn.manifold": "as above",
 }
 
 

@@ -15,7 +15,6 @@ results.json are written from the same values.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +23,6 @@ import torch
 from torch import nn
 
 from hessext import boundary as B
-from hessext._internal.params import num_params
 from hessext.curvature import hessian, range_eigh
 from hessext.datasets import digits, toy2d
 from hessext.models import MNISTCNN3, mlp
@@ -43,6 +41,8 @@ __all__ = [
     "Margin",
     "Maps",
     "maps_of",
+    "plane_grid",
+    "tsne",
 ]
 
 _CE = nn.CrossEntropyLoss(reduction="none")
@@ -83,9 +83,11 @@ class Data:
     label_seed: int
 
 
-def load_data(name: str, *, mnist=None) -> Data:
+def load_data(name: str, *, mnist=None, images_per_class: int | None = None) -> Data:
     """The data set ``name`` of DATASETS, exactly as the paper defines it (hessext.datasets);
-    'mnist017' reads the user's MNIST file ``mnist`` (hessext.datasets.digits.MNIST_FORMAT)."""
+    'mnist017' reads the user's MNIST file ``mnist`` (hessext.datasets.digits.MNIST_FORMAT).
+    images_per_class: for the image sets, the first that many images of each digit (None: the
+    paper's 300 for MNIST, all 178 for the built-in digits)."""
     spec = DATASETS[name]
     if name == "gauss":
         x, y = toy2d.three_gaussians()
@@ -98,18 +100,25 @@ def load_data(name: str, *, mnist=None) -> Data:
     elif name.startswith("checkerboard_"):
         x, y = toy2d.checkerboard(layout=name.split("_", 1)[1])
     elif name == "digits017":
-        x, y = digits.digits017()
+        x, y = digits.digits017(per_class=images_per_class or 178)
     elif name == "mnist017":
         if mnist is None:
             raise ValueError("load_data: 'mnist017' needs the path of an MNIST file (mnist=)")
-        x, y = digits.mnist017(mnist)
+        x, y = digits.mnist017(mnist, per_class=images_per_class or 300)
     elif name == "intro1d":
         x, y = toy2d.intro1d()
     else:
         raise KeyError(name)
     fractions = (1.0, 0.0, 0.0) if name == "intro1d" else (0.5, 0.2, 0.3)
     return Data(
-        name, spec["kind"], spec["classes"], x, y, toy2d.split(x, y, fractions), spec["box"], spec["label_seed"]
+        name,
+        spec["kind"],
+        spec["classes"],
+        x,
+        y,
+        toy2d.split(x, y, fractions),
+        spec["box"],
+        spec["label_seed"],
     )
 
 
@@ -135,7 +144,7 @@ def build_model(architecture: dict, data: Data, seed: int) -> nn.Module:
 
 def parameter_norm(model: nn.Module) -> float:
     """‖θ‖₂ over all parameters."""
-    return float(torch.sqrt(sum((p.detach().double() ** 2).sum() for p in model.parameters())))
+    return float(torch.cat([p.detach().double().reshape(-1) for p in model.parameters()]).norm())
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -320,7 +329,7 @@ def maps_of(
     a = B.alignment(model, x_train, V[:, :m], progress=progress)
     class_mean = torch.stack([a[y_train == c].mean(0) for c in range(C)])
     maps = Maps(class_alignment=class_mean.float(), point_alignment=a.float())
-    if data.kind == "plane":
+    if data.kind == "plane" and data.box is not None:
         g = plane_grid(data.box, resolution)
         n = min(n_maps, V.shape[1])
         ga = B.alignment(model, g.points, V[:, :n], progress=progress)
@@ -337,7 +346,7 @@ def maps_of(
         if margin_steps:
             me = B.margin_estimate(model, x_train, V[:, 0], steps=margin_steps, lr=0.01, seed=margin_seed)
             maps.margin = Margin(me.margin, me.cos2, me.x_b.float(), me.x_max.float(), me.x_min.float())
-    elif data.kind == "line":
+    elif data.kind == "line" and data.box is not None:
         lo, hi = data.box
         xs = torch.linspace(lo, hi, 100, dtype=torch.float64).unsqueeze(1)
         model.eval()
@@ -349,17 +358,13 @@ def maps_of(
     return maps
 
 
-def describe_seconds(seconds: float) -> str:
-    """'12.3 s' or '4.2 min'."""
-    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+def tsne(x_train: torch.Tensor, seed: int = 42) -> torch.Tensor:
+    """The paper's t-SNE of the image set: scikit-learn TSNE (2 components, random_state 42)
+    of the flattened training images x_train [N, ...] → [N, 2] float32."""
+    # scikit-learn: the documented lazy load (python_tests/test_architecture.py, ~1 s import)
+    from sklearn.manifold import TSNE
 
-
-def mean(values) -> float:
-    """The mean of finite numbers (NaN if none)."""
-    v = [float(x) for x in values if x is not None and math.isfinite(float(x))]
-    return sum(v) / len(v) if v else float("nan")
-
-
-def model_params(model: nn.Module) -> int:
-    """P of a model (every parameter that requires grad)."""
-    return num_params(model)
+    flat = x_train.reshape(len(x_train), -1).double().numpy()
+    perplexity = min(30.0, (len(flat) - 1) / 3)
+    emb = TSNE(n_components=2, random_state=seed, perplexity=perplexity).fit_transform(flat)
+    return torch.from_numpy(emb).float()

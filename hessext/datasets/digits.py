@@ -98,7 +98,9 @@ def read_mnist(path) -> tuple[torch.Tensor, torch.Tensor]:
         with np.load(path) as z:
             missing = {"images", "labels"} - set(z.files)
             if missing:
-                raise ValueError(f"--mnist {path}: needs arrays 'images' and 'labels', lacks {sorted(missing)}")
+                raise ValueError(
+                    f"--mnist {path}: needs arrays 'images' and 'labels', lacks {sorted(missing)}"
+                )
             images, labels = z["images"], z["labels"]
     else:
         name = path.name

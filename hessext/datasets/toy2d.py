@@ -5,13 +5,14 @@ Every maker returns (x, y): x [N, D] float32 (D = 2, or 1 for the intro set), y 
 draws from the same generator, with the same default seed and in the same order as the
 original code, so that the default calls give the paper's very points:
 
-| maker | definition | default seed | N | classes |
+| maker | definition | seed | N | C |
 |---|---|---|---|---|
-| three_gaussians | means (2, −1), (−2, 0), (0, 2); per-axis std (0.5, 0.5), (0.5, 1), (0.5, 0.5) | 42 | 300 | 3 |
-| hierarchical | means (2, −1), (2, 1), (−2, 1), (−2, −1); std (0.5, 0.55); classes=2 merges {0,1} and {2,3} | 34 | 300 | 4 (2) |
-| circles | scikit-learn make_circles(noise 0.1, factor 0.5, shuffle) | 28 | 200 | 2 |
-| moons | scikit-learn make_moons(noise 0.1, shuffle) | 28 | 200 | 2 |
-| checkerboard | std (0.3, 0.1); class 0 at (±a, −3), (±a, 1)... see below; layout 'linear' a = 0.8, 'noisy' a = 0.5 | 41 | 400 | 2 |
+| three_gaussians | means (2, −1), (−2, 0), (0, 2); std (0.5, 0.5), (0.5, 1), (0.5, 0.5) | 42 | 300 | 3 |
+| hierarchical | means (2, −1), (2, 1), (−2, 1), (−2, −1); std (0.5, 0.55) | 34 | 300 | 4 |
+| hierarchical(classes=2) | the same points, {0, 1} → 0 and {2, 3} → 1 | 34 | 300 | 2 |
+| circles | scikit-learn make_circles(noise 0.1, factor 0.5, shuffled) | 28 | 200 | 2 |
+| moons | scikit-learn make_moons(noise 0.1, shuffled) | 28 | 200 | 2 |
+| checkerboard | four blobs of std (0.3, 0.1), :func:`checkerboard_means` | 41 | 400 | 2 |
 | intro1d | x = 0.5, 1.0, 1.1, 1.3, 1.4, 1.45; y = 0, 1, 1, 1, 0, 0 | – | 6 | 2 |
 
 The Gaussian sets draw point after point, class after class, each point as
@@ -114,7 +115,9 @@ def hierarchical(n: int = 300, seed: int = 34, *, classes: int = 4):
 def checkerboard_means(layout: str) -> tuple[tuple[float, float], ...]:
     """The four blob centres of a checkerboard layout in drawing order (classes 0, 0, 1, 1)."""
     if layout not in CHECKERBOARD_LAYOUTS:
-        raise ValueError(f"checkerboard: layout must be one of {sorted(CHECKERBOARD_LAYOUTS)}, got {layout!r}")
+        raise ValueError(
+            f"checkerboard: layout must be one of {sorted(CHECKERBOARD_LAYOUTS)}, got {layout!r}"
+        )
     a = CHECKERBOARD_LAYOUTS[layout]
     return ((a, -3.0), (a, 1.0), (-a, -1.0), (-a, 3.0))
 

@@ -19,4 +19,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-PIPELINES: dict[str, ModuleType] = {}
+from hessext.apps.reproduce import boundary
+
+PIPELINES: dict[str, ModuleType] = {boundary.NAME: boundary}
