@@ -425,7 +425,7 @@ def _claims(exps: dict[str, ExperimentResult], seeds: list[int], prefix: str) ->
         "C − 1 for C well-separated classes (abstract); hierarchical: two dominant outliers shown",
     )
     add(
-        "c_minus_1_outliers_digits017",
+        "c_minus_1_outliers_image_set",
         "image set (3 classes), normal training: C − 1 = 2 outliers",
         ["digits017_normal"],
         lambda d: d.outliers == 2,
@@ -439,7 +439,7 @@ def _claims(exps: dict[str, ExperimentResult], seeds: list[int], prefix: str) ->
         "3 outliers vs 2 (histogram figure)",
     )
     add(
-        "more_outliers_after_adversarial_init_digits017",
+        "more_outliers_after_adversarial_init_image_set",
         "image set: more outliers after adversarial initialisation than after normal training",
         ["digits017_adversarial_init", "digits017_normal"],
         lambda a, n: a.outliers > n.outliers,
