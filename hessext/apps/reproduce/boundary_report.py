@@ -138,12 +138,18 @@ def _show(value) -> str:
 
 def _ours(e, key, value) -> str:
     if key == "top_eigenvalues":
-        k = len(value)
-        cols = np.array([s.top_eigenvalues[:k] for s in e.seeds])
+        # a seed's list holds its eigenvalues with λ ≠ 0 only (at most 20): compare the common part
+        k = min([len(value)] + [len(s.top_eigenvalues) for s in e.seeds])
+        cols = np.array([s.top_eigenvalues[:k] for s in e.seeds]).reshape(len(e.seeds), k)
         return ", ".join(_ms(cols[:, i]) for i in range(cols.shape[1]))
     if key in ("outliers", "trace", "train_accuracy", "parameter_norm"):
         return _ms([getattr(s, key) for s in e.seeds])
     return "–"
+
+
+def _pad(values: torch.Tensor, k: int) -> torch.Tensor:
+    """values [≤ k] → [k], NaN after the last."""
+    return torch.cat([values, values.new_full((k - len(values),), float("nan"))])
 
 
 def _figures(rep, results, spectra, maps, data, tsne) -> None:
@@ -155,7 +161,8 @@ def _figures(rep, results, spectra, maps, data, tsne) -> None:
     # spectra
     entries = []
     for name, e in exps.items():
-        vals = torch.stack([spectra[(name, s)].top_values[:20] for s in seeds])
+        # a seed whose Hessian has fewer than 20 eigenvalues with λ ≠ 0 is padded with NaN (gaps)
+        vals = torch.stack([_pad(spectra[(name, s)].top_values[:20], 20) for s in seeds])
         pub = results.published.get(name.replace(img, "digits017"), {}).get("top_eigenvalues")
         entries.append((name, vals, [s.outliers for s in e.seeds], pub))
     rep.heading("Spectra and outliers")
