@@ -53,7 +53,9 @@ def top_spectra(entries, *, title: str):
         v = np.clip(_np(values).astype(float), 1e-12, None)
         k = v.shape[1]
         rank = np.arange(1, k + 1)
-        ax.fill_between(rank, np.nanmin(v, 0), np.nanmax(v, 0), color="tab:blue", alpha=0.2, label="min–max over seeds")
+        ax.fill_between(
+            rank, np.nanmin(v, 0), np.nanmax(v, 0), color="tab:blue", alpha=0.2, label="min–max over seeds"
+        )
         ax.plot(rank, np.nanmean(v, 0), ".-", color="tab:blue", ms=4, lw=1, label="mean over seeds")
         m = int(round(float(np.mean(outliers))))
         if m:
