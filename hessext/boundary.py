@@ -336,8 +336,14 @@ class GeneralisationMeasure:
     random_maxima: [n_random] max_n |cos(g(x_n), r_j)| for seeded random unit directions r_j.
     max_alignment: [k] max_n |a_i(x_n)| for each eigenvector given.
     n_aligned: the count in the numerator; num_params: P; num_eigenvectors: k.
-    complete: k == P. If False, g_theta counts only the k given eigenvectors (still divided by P),
-    so it is a LOWER bound of the full G_θ (the missing eigenvectors could only add to the count).
+    outside: max_n ‖ĝ_n − V Vᵀ ĝ_n‖, how much of the unit training gradients ĝ_n lies outside
+    the span of the k given (orthonormal) eigenvectors.
+    complete: k == P. determined: complete, or outside < epsilon. With k < P, g_theta counts only
+    the k given eigenvectors (still divided by P), a LOWER bound of the full G_θ; but every
+    missing eigenvector v is orthogonal to the given ones, so |ĝ_n · v| ≤ outside for all n: if
+    outside < ε no completion of the basis can add to the count, and g_theta IS the G_θ of every
+    eigenbasis containing the given vectors (e.g. all eigenvectors with λ ≠ 0 from
+    ``hessext.curvature.range_eigh``, the rest spanning the null space).
     """
 
     g_theta: float
@@ -347,10 +353,15 @@ class GeneralisationMeasure:
     n_aligned: int
     num_params: int
     num_eigenvectors: int
+    outside: float = float("nan")
 
     @property
     def complete(self) -> bool:
         return self.num_eigenvectors == self.num_params
+
+    @property
+    def determined(self) -> bool:
+        return self.complete or self.outside < self.epsilon
 
 
 def generalisation_measure(
@@ -369,9 +380,10 @@ def generalisation_measure(
     max-version behind the paper's figures).
 
     x_train: [N, ...] training inputs (their reinforcing gradients are used: no labels).
-    eigenvectors: [P, k], all P eigenvectors of the Hessian for the paper's G_θ (e.g.
-    ``H.eigh()[1]``); with k < P the count runs over the given ones and is still divided by P,
-    which gives a lower bound (see ``GeneralisationMeasure.complete``).
+    eigenvectors: [P, k] orthonormal columns: all P eigenvectors of the Hessian for the paper's
+    G_θ (e.g. ``H.eigh()[1]``), or those with λ ≠ 0 (``range_eigh``); with k < P the count runs
+    over the given ones and is still divided by P: a lower bound, and the exact G_θ whenever
+    ``determined`` (see ``GeneralisationMeasure``).
     ε = mean over ``n_random`` random unit directions r_j (standard normal in R^P, normalised;
     drawn in float64 from torch.Generator().manual_seed(seed)) of max_n |cos(g(x_n), r_j)|.
     eps: the zero-gradient cutoff of ``alignment``. One gradient pass and one product with
@@ -388,13 +400,18 @@ def generalisation_measure(
     R = torch.randn(P, n_random, generator=gen, dtype=torch.float64)
     R = R / torch.linalg.vector_norm(R, dim=0, keepdim=True)
     G = reinforcing_gradient_operator(model, x_train, params=params, dtype=dtype, progress=progress)
+    k = V.shape[1]
     cos, _, _ = _cosines(G, torch.cat([V.to(R.device, torch.float64), R], dim=1), eps)
     best = cos.abs().max(dim=0).values.to(torch.float64).cpu()
-    max_alignment, random_maxima = best[: V.shape[1]], best[V.shape[1] :]
+    max_alignment, random_maxima = best[:k], best[k:]
+    # rows of cos set to 0 (vanishing gradients) have no direction and no part outside V
+    inside = (cos[:, :k].to(torch.float64) ** 2).sum(dim=1)
+    kept = cos.abs().amax(dim=1) > 0
+    outside = float((1 - inside[kept]).clamp_min(0).sqrt().max()) if bool(kept.any()) else 0.0
     epsilon = float(random_maxima.mean())
     n_aligned = int((max_alignment >= epsilon).sum())
     return GeneralisationMeasure(
-        n_aligned / P, epsilon, random_maxima, max_alignment, n_aligned, P, V.shape[1]
+        n_aligned / P, epsilon, random_maxima, max_alignment, n_aligned, P, k, outside
     )
 
 

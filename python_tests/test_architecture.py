@@ -57,7 +57,9 @@ LAZY = {
     "sklearn.linear_model": "1-3 s of `import hessext` otherwise, needed only by sparse_polynomial_fit",
     "hessext._C": "the compiled core: optional, loaded once by hessext._extension",
     "umap": "umap-learn imports numba (seconds) and compiles on first use; only the SSH study's UMAP panels",
-    "sklearn.datasets": "~1 s of import, only for the bundled digits of the SmoothHess study",
+    "sklearn": "scikit-learn (~1 s of import): the paper's circles/moons, bundled digits, t-SNE",
+    "sklearn.datasets": "as above",
+    "sklearn.manifold": "as above",
 }
 
 

@@ -14,6 +14,7 @@ from hessext.curvature.errors import HessianTooLargeError, NotPositiveDefiniteEr
 from hessext.curvature.exact import Hessian, HessianOperator
 from hessext.curvature.kfac import KFAC, KroneckerBlock, ekfac, kfac, last_layer
 from hessext.curvature.lanczos import lanczos
+from hessext.curvature.lowrank import RangeEigh, range_eigh
 from hessext.curvature.solve import SolveInfo
 from hessext.curvature.strips import load_strips
 from hessext.curvature.structured import StructuredCurvature
@@ -44,6 +45,8 @@ __all__ = [
     "HessianTooLargeError",
     "load_strips",
     "lanczos",
+    "range_eigh",
+    "RangeEigh",
     "block_cg",
     "GlobalMean",
     "layer_chain",

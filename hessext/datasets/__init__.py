@@ -2,7 +2,9 @@
 
 - :mod:`hessext.datasets.ssh`: disordered SSH chain images and winding labels.
 - :mod:`hessext.datasets.fermions`: 12-site spinless-fermion ground states, LL vs CDW-I.
-- :mod:`hessext.datasets.toy2d`: the 2-D sets of the decision-boundary study.
+- :mod:`hessext.datasets.toy2d`: the low-dimensional sets of the decision-boundary study.
+- :mod:`hessext.datasets.digits`: its image set (digits 0/1/7: built-in 8×8 digits, or MNIST
+  from a user-supplied file).
 - :mod:`hessext.datasets.kepler`: Kepler orbits (symplectic integrator), pairs of states on
   one orbit.
 - :mod:`hessext.datasets.lorentz`: electromagnetic fields under Lorentz transformations, pairs
@@ -16,16 +18,27 @@
   Onsager's exact results.
 """
 
-from . import fermions, four_quadrant, images, ising2d, kepler, lorentz, regression1d, ssh, toy2d
+from . import digits, fermions, four_quadrant, images, ising2d, kepler, lorentz, regression1d, ssh, toy2d
+from .digits import digits017, mnist017
 from .fermions import ground_states, make_ll_cdw, minmax_normalise
 from .ising2d import IsingSamples, ising
 from .kepler import central_potential_pairs, integrate_kepler, kepler_invariants
 from .lorentz import field_invariants, lorentz_pairs
 from .regression1d import regression_1d, regression_1d_function
 from .ssh import critical_v, make_ssh, ssh_splits
-from .toy2d import checkerboard, circles, hierarchical, moons, split, three_gaussians
+from .toy2d import (
+    checkerboard,
+    circles,
+    hierarchical,
+    intro1d,
+    moons,
+    permuted_labels,
+    split,
+    three_gaussians,
+)
 
 __all__ = [
+    "digits",
     "fermions",
     "four_quadrant",
     "images",
@@ -44,6 +57,8 @@ __all__ = [
     "ising2d",
     "ising",
     "IsingSamples",
+    "digits017",
+    "mnist017",
     "ground_states",
     "make_ll_cdw",
     "minmax_normalise",
@@ -53,7 +68,9 @@ __all__ = [
     "checkerboard",
     "circles",
     "hierarchical",
+    "intro1d",
     "moons",
+    "permuted_labels",
     "split",
     "three_gaussians",
 ]

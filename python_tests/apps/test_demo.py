@@ -141,11 +141,15 @@ def test_boundary_demo_quick(tmp_path):
         "reconstruction.png",
         "report.html",
         "report.md",
+        "results.json",
     ]
     for png in out.glob("*.png"):
         assert png.read_bytes()[:8] == PNG
     md = (out / "report.md").read_text()
     nums = _numbers(md)
+    res = json.loads((out / "results.json").read_text())  # the typed results the report came from
+    assert res["g_theta"] == pytest.approx(nums["G_θ"], rel=1e-3) and res["num_params"] == 371
+    assert res["outliers"] == int(re.search(r"outliers .* \| (\d+) \|", md).group(1))
     assert 0 < nums["G_θ"] <= 1 and nums["margin"] > 0
     assert "All eigenvectors were used." in md  # width 16: dense Hessian, complete G_θ
     assert re.search(r"outliers .* \| \d+ \|", md)

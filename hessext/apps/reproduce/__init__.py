@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from hessext.apps.reproduce import smoothhess, ssh, toolbox, wetzel
+from hessext.apps.reproduce import boundary, smoothhess, ssh, toolbox, wetzel
 
-PIPELINES: dict[str, ModuleType] = {module.NAME: module for module in (smoothhess, ssh, toolbox, wetzel)}
+PIPELINES: dict[str, ModuleType] = {
+    module.NAME: module for module in (boundary, smoothhess, ssh, toolbox, wetzel)
+}
