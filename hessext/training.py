@@ -14,8 +14,8 @@ RNG so that the caller's random state is left as it was.
 architecture at once, with a hand-written forward and backward pass over batched matrices
 [S, B, width]: no autograd graph, no optimizer, one set of kernels for all S models (5-6x
 less CPU per model than :func:`train` for three 2-30-30-3 networks, bench/bench_boundary.py;
-docs/boundary-paper.md), which is what makes the paper's 300,000 random-label epochs affordable; it follows :func:`train`'s arithmetic operation for operation
-(tests check the weights against :func:`train`).
+docs/boundary-paper.md), which is what makes the paper's 300,000 random-label epochs affordable;
+it follows :func:`train`'s arithmetic operation for operation (tests check the weights against :func:`train`).
 """
 
 from __future__ import annotations
