@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["empty_large", "zeros_large", "available_bytes", "fresh_bytes_threshold"]
+__all__ = ["empty_large", "zeros_large", "available_bytes", "fresh_bytes_threshold", "trim_heap"]
 
 _HUGE_PAGE = 1 << 21
 _MADV_HUGEPAGE = 14
@@ -64,6 +64,29 @@ def _libc_madvise():
 
 
 _madvise = _libc_madvise()
+
+
+def _libc_malloc_trim():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        return libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+_malloc_trim = _libc_malloc_trim()
+
+
+def trim_heap() -> None:
+    """Give the heap's free memory back to the system (glibc's malloc_trim). Between the phases
+    of an assembly (and before an eigendecomposition) the temporaries of one phase, freed but
+    still resident, would otherwise add to the next phase's peak: they come in other sizes than
+    the next phase asks for, so the allocator cannot reuse them."""
+    if _malloc_trim is not None:
+        _malloc_trim(0)
 
 
 def _read(path: str) -> str:

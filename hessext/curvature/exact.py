@@ -19,7 +19,7 @@ import numpy as np
 import scipy.linalg
 import torch
 
-from hessext._internal.memory import available_bytes
+from hessext._internal.memory import available_bytes, trim_heap
 from hessext.curvature.base import CurvatureOperator, as_matrix
 from hessext.curvature.cg import block_cg
 from hessext.curvature.density import spectral_density
@@ -166,6 +166,7 @@ class Hessian(CurvatureOperator):
         with the bytes needed instead of running out halfway."""
         if self._eigh is None:
             self._cholesky = None  # 8·P² bytes that the decomposition needs more
+            trim_heap()
             P = self.num_params
             need = 16 * P * P + 64 * P
             avail = available_bytes(self.device)

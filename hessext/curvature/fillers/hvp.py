@@ -28,16 +28,17 @@ class HVPFiller:
         self.prob, self.n = prob, n_total
         per_example = saved_bytes_per_example(prob)
         P, item = prob.num_params, prob.theta.element_size()
-        # a vmapped column of the double backward keeps ~4 copies of the saved activations
-        # plus a few P-vectors
-        per_col_row = 4.0 * per_example
+        # a vmapped column of the double backward holds about two copies of the saved activations
+        # per example and three P-vectors (its unit vector, its result, a gradient; measured)
+        per_col_row = 2.0 * per_example
         max_rows = max([x.shape[0] for x, _ in batches], default=1)
-        rows = max(1, min(max_rows, int(budget / (per_col_row * 4))))
+        rows = max(1, min(max_rows, int(budget / (per_col_row * 8))))
         # split=False: examples that interact (batch statistics) keep their mini-batches whole
         self.batches = split_rows(batches, rows) if split else list(batches)
         rows = max([x.shape[0] for x, _ in self.batches], default=1)
-        self.cols = int(max(1, min(P, strip_width, budget / (per_col_row * rows + 6 * P * item))))
-        self.workspace_bytes = int(self.cols * (per_col_row * rows + 6 * P * item))
+        per_col = per_col_row * rows + 3 * P * item
+        self.cols = int(max(1, min(P, strip_width, budget / per_col)))
+        self.workspace_bytes = int(self.cols * per_col)
 
     def prepare(self, H) -> None:
         """Nothing is computed ahead of the strips."""

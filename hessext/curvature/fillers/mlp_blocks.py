@@ -156,35 +156,40 @@ class MLPBlocks:
             + sum(ins)
             + 2 * sum(widths)
         )
-        # computing them also holds a few per-example products of the backward recursion
-        extra = item * 3 * max(w * v for w in widths for v in ins)
+        # computing them also holds a few per-example [w, w] products of the backward recursion
+        extra = item * 5 * max(w * v for w in widths for v in ins)
         total = sum(x.shape[0] for x, _ in batches)
         n_max = max([x.shape[0] for x, _ in batches], default=1)
-        W = max(1, min(prob.num_params, strip_width))
 
         def block(rows):
-            # one block product, batched over units p of the row layer and columns c: per (p, c) Z
-            # and a gathered operand (rows each) and the output (Q); up to a quarter of the
-            # budget, at most 64 MiB (at least one unit's 64 columns)
-            unit = item * min(W, 64) * (2 * rows + max(ins))
-            return max(unit, min(budget // 4, 64 << 20))
+            # one workspace, reused by every block product: Z [units p, rows, columns] and the
+            # output [units p, Q, columns]; a quarter of the budget up to 64 MiB, at least one
+            # unit p against one unit j
+            least = item * (rows + max(ins)) * max(ins)
+            return max(least, min(budget // 4, 64 << 20))
 
         # the factors of all examples are kept across strips when they fit; else chunks of
-        # examples are recomputed for every strip (two chunks alive while the next is computed)
-        self.cached = total * self.per_example_bytes + max(n_max * extra, block(n_max)) <= budget
+        # examples are recomputed for every strip: two chunks alive while the next is computed,
+        # and (measured) about one more that the allocator holds but cannot reuse
+        self.cached = total * self.per_example_bytes + n_max * extra + block(n_max) <= budget
         if self.cached:
             rows = n_max
-            self.workspace_bytes = total * self.per_example_bytes + max(n_max * extra, block(n_max))
+            self.workspace_bytes = total * self.per_example_bytes + n_max * extra + block(rows)
         else:
-            rows = max(1, int(0.75 * budget) // (2 * self.per_example_bytes + extra))
+            rows = max(1, int(0.75 * budget) // (3 * self.per_example_bytes + extra))
             rows = min(rows, n_max)
-            self.workspace_bytes = rows * (2 * self.per_example_bytes + extra) + block(rows)
+            self.workspace_bytes = rows * (3 * self.per_example_bytes + extra) + block(rows)
         self.chunks = split_rows(batches, rows)
         self.block_bytes = block(rows)
         self.cache: list = []
+        self.ws = torch.empty(0)
 
     def prepare(self, H) -> None:
-        """Compute and keep the per-example factors when they are cached across strips."""
+        """Allocate the products' workspace; compute and keep the per-example factors when they
+        are cached across strips."""
+        self.ws = torch.empty(
+            self.block_bytes // self.prob.theta.element_size(), dtype=self.prob.dtype, device=H.device
+        )
         if self.cached:
             self.cache = [self._factors(x, y) for x, y in self.chunks]
 
@@ -290,8 +295,8 @@ class MLPBlocks:
         a_mT = a_m.T.unsqueeze(0)  # [1, Q, N]
         item = a_m.element_size()
         # whole units j of layer l per product (Z over their columns, cut to c0:c1), and units p of
-        # layer m per batch, so that Z and the output stay within the workspace
-        per_col = (2 * N + Q) * item
+        # layer m per batch, so that Z and the output fit in the workspace
+        per_col = (N + Q) * item
         units = max(1, self.block_bytes // max(1, per_col * kk))
         u_lo, u_hi = c0 // kk, (c1 - 1) // kk + 1
         for v0 in range(u_lo, u_hi, units):
@@ -303,7 +308,9 @@ class MLPBlocks:
             for p0 in range(0, p_hi, pc):
                 p1 = min(p_hi, p0 + pc)
                 Kp = K[p0:p1, :, v0:v1, None]  # [pc, N, J, 1]: K_i[p, j]
-                Z = Kp * a_l[None, :, None, :] if a_l is not None else Kp * scale  # [pc, N, J, kk]
+                nz, no = (p1 - p0) * N * J * kk, (p1 - p0) * Q * (s1 - s0)
+                Z = self.ws[:nz].view(p1 - p0, N, J, kk)
+                torch.mul(Kp, a_l[None, :, None, :] if a_l is not None else scale, out=Z)  # [pc, N, J, kk]
                 if bilinear:
                     if Tt is not None:  # + δ_l,i[j] T_i[k, p]
                         Z.addcmul_(Tt[:, p0:p1, None, :].transpose(0, 1), dg[None, :, :, None])
@@ -312,7 +319,8 @@ class MLPBlocks:
                         rows = torch.arange(p1 - p0, device=a_m.device)
                         Z[rows, :, :, units_p] += fac["d1"][m][:, p0:p1].T[:, :, None] * dg
                 Zc = Z.view(p1 - p0, N, J * kk)[:, :, s0 - v0 * kk : s1 - v0 * kk]
-                out = torch.bmm(a_mT.expand(p1 - p0, Q, N), Zc)  # [pc, Q, s1 - s0]
+                out = self.ws[nz : nz + no].view(p1 - p0, Q, s1 - s0)
+                torch.bmm(a_mT.expand(p1 - p0, Q, N), Zc, out=out)
                 self._put(acc, out, mine, p0, p1, Q - 1, gc.offset + s0 - j0, j1, first)
 
     @staticmethod

@@ -58,6 +58,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hessext._internal.memory import trim_heap
 from hessext._internal.modules import global_hooks, has_hooks, not_stock
 from hessext._internal.progress import progress_bar
 from hessext.curvature.chain import GlobalMean, layer_chain
@@ -778,8 +779,20 @@ class LayerJacobianGGNFiller(GGNFiller):
         super().__init__(prob, batches, n_total, budget, strip_width)
 
     def _jacobian_bytes_per_example(self, prob, C):
-        # the forward's graph (kept for C backward passes) and one backward's temporaries
-        return int(2 * saved_bytes_per_example(prob))
+        """Beside the Jacobian, per example: the forward's graph (kept for the C backward passes)
+        and about as much again for one backward's gradients of the activations (measured), its
+        adjoints of every layer output, the largest layer's receptive fields (the per-example
+        weight gradient's operand) and a row of J being concatenated."""
+        x0 = prob.batches[0][0][:1]
+        with torch.no_grad():
+            a, z, _ = _run(self.mods, self.layers, x0)
+        fields = [
+            L.in_ch * L.K * z_l[0].numel() // L.out_ch if getattr(L, "is_conv", False) else 0
+            for L, z_l in zip(self.layers, z)
+        ]
+        item = prob.theta.element_size()
+        adjoints = sum(z_l[0].numel() for z_l in z)
+        return int(2 * saved_bytes_per_example(prob) + item * (adjoints + max(fields) + 2 * prob.num_params))
 
     def _jacobian(self, x):
         return per_example_jacobian(self.prob, self.mods, self.layers, x)
@@ -805,6 +818,7 @@ class PiecewiseCNNFiller(LayerJacobianGGNFiller):
 
     def prepare(self, H) -> None:
         self.residual.add_into(H)
+        trim_heap()  # the residual pass's temporaries, before the factors' (other sizes)
         super().prepare(H)
 
     def fill(self, acc, j0, j1):
