@@ -76,15 +76,16 @@ def eigh_bytes(P: int) -> int:
     return 16 * P * P + 64 * P
 
 
-def _too_large(who, P, device, need, limit, parts, limited_by_user) -> HessianTooLargeError:
+def _too_large(who, P, device, need, limit, parts, limited_by_user, shrunk) -> HessianTooLargeError:
     detail = ", ".join(f"{what} {nbytes / 2**30:.2f} GiB" for what, nbytes in parts if nbytes)
     return HessianTooLargeError(
         f"{who}: the dense float64 Hessian for P = {P} parameters needs {need:,} bytes "
         f"({need / 2**30:.2f} GiB: {detail}) but only {limit:,} bytes ({limit / 2**30:.2f} GiB) are "
-        f"available{' (max_bytes)' if limited_by_user else ''} on {device}, even with the working "
-        f"memory shrunk. Use the matrix-free path instead: hessext.hessian_operator(model, loss_fn, "
-        f"data) gives H @ V, Lanczos eigenpairs, a Hutchinson trace and CG solves without the dense "
-        f"matrix; or differentiate fewer parameters (params=...)."
+        f"available{' (max_bytes)' if limited_by_user else ''} on {device}"
+        f"{', with the working memory at its minimum' if shrunk else ''}. Use the matrix-free path "
+        f"instead: hessext.hessian_operator(model, loss_fn, data) gives H @ V, Lanczos eigenpairs, a "
+        f"Hutchinson trace and CG solves without the dense matrix; or differentiate fewer "
+        f"parameters (params=...)."
     )
 
 
@@ -234,7 +235,7 @@ def _assemble(
                 break
             budget = max(_MIN_BUDGET, budget // 2)
         if need > limit:
-            raise _too_large(who, P, dev, need, limit, parts, by_user)
+            raise _too_large(who, P, dev, need, limit, parts, by_user, memory_budget is None)
         strips = [(j0, min(P, j0 + W)) for j0 in range(0, P, W)]
         # fresh pages, faulted in up front (hessext/_internal/memory.py); fillers that add into
         # the strips get zeros (the kernel's, no pass of our own)

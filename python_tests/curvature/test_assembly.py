@@ -384,3 +384,56 @@ def test_peak_memory_estimate_is_within_20_percent_of_the_measured_peak(case, n,
     assert path in r["method"]
     assert r["peak"] > 8 * r["P"] ** 2  # the result itself is resident: the measurement sees it
     assert 0.8 <= r["estimate"] / r["peak"] <= 1.2, r
+
+
+def test_size_check_plans_for_the_eigendecomposition_and_refuses_early():
+    """eigh=True counts the eigendecomposition (16·P² bytes beside the matrix) in the size check;
+    a matrix that fits without it but not with it is refused before any assembly work."""
+    torch.manual_seed(8)
+    model = mlp((4, 6, 5, 3), nn.Tanh()).double()
+    x, y, _ = data_for("mlp", 12)
+    P = sum(p.numel() for p in model.parameters())
+    fixed = {"memory_budget": 1 << 20, "progress": False}  # a budget of the user's is never shrunk
+    H = hessext.hessian(model, ce, (x, y), **fixed)
+    need = H.info["peak_estimate_bytes"]
+    with_eigh = hessext.hessian(model, ce, (x, y), eigh=True, **fixed).info["peak_estimate_bytes"]
+    assert with_eigh - need == hessext.curvature.assembly.eigh_bytes(P) >= 16 * P * P
+    with pytest.raises(hessext.curvature.HessianTooLargeError, match="the eigendecomposition"):
+        hessext.hessian(model, ce, (x, y), eigh=True, max_bytes=need, **fixed)
+    # the decomposition itself: LAPACK's dsyevr, against the definition
+    values, vectors = H.eigh()
+    A = H.dense()
+    assert torch.allclose(A @ vectors, vectors * values, atol=1e-10 * float(values.abs().max()))
+    assert torch.allclose(vectors.T @ vectors, torch.eye(P, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(values, torch.linalg.eigvalsh(A), atol=1e-12 * float(values.abs().max()))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="peak RSS from /proc/self/status")
+def test_a_15_gb_cnn_hessian_is_refused_before_anything_is_allocated():
+    """The CNN with P ≈ 44,000 whose Hessian (15.8 GB) was killed at 24 GB before: with a 4 GiB
+    cap it is refused at once, naming the bytes needed (more than the result alone) and what
+    to do instead; the resident set grows only by torch's own first use of these layers."""
+    torch.manual_seed(9)
+    model = nn.Sequential(
+        nn.Conv2d(1, 32, 3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(1600, 16),
+    )
+    P = sum(p.numel() for p in model.parameters())
+    x, y = torch.randn(64, 1, 28, 28), torch.randint(0, 16, (64,))
+    status = lambda key: next(
+        int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith(key)
+    )
+    open("/proc/self/clear_refs", "w").write("5")
+    before = status("VmRSS")
+    with pytest.raises(hessext.curvature.HessianTooLargeError) as err:
+        hessext.hessian(model, ce, (x, y), max_bytes=4 << 30, progress=False)
+    assert status("VmHWM") - before < 512 << 20  # nothing like the 4 GiB cap, let alone 15.8 GB
+    message = str(err.value)
+    need = int(message.split(" needs ")[1].split(" bytes")[0].replace(",", ""))
+    assert need > 8 * P * P > 15e9 and "hessian_operator" in message and "params=" in message
