@@ -40,7 +40,7 @@ from torch.func import grad, jvp, vmap
 
 from hessext._internal.contract import NOT_FINITE_HINT, all_finite, check_finite_result
 from hessext._internal.guard import check_model, grad_mode, preserved
-from hessext._internal.memory import available_bytes, empty_large
+from hessext._internal.memory import available_bytes, empty_large, trim_heap, zeros_large
 from hessext._internal.progress import progress_bar
 from hessext.curvature.distributed import all_reduce, shard
 from hessext.curvature.distributed import context as distributed_context
@@ -52,27 +52,48 @@ from hessext.curvature.fillers.hvp import HVPFiller
 from hessext.curvature.problem import build_problem, regularizer_hessian_add
 from hessext.curvature.strips import StripStore, fingerprint
 
-__all__ = ["hessian", "ggn", "hessian_operator"]
+__all__ = ["hessian", "ggn", "hessian_operator", "default_budget", "eigh_bytes"]
 
 # Tests set this to a callable(strip_index) to inject an interruption after a strip is stored.
 _after_strip_hook = None
 
 
 # --------------------------------------------------------------------------- memory
-def _check_size(who: str, P: int, device, max_bytes, extra: int = 0, what: str = "") -> None:
-    """Raise HessianTooLargeError unless the [P, P] float64 result (+ ``extra`` bytes the chosen
-    path holds beside it, described by ``what``) fits in the memory available."""
-    need = 8 * P * P + extra
+# a budget below this many bytes of working memory is not worth shrinking to: the matrix products
+# degenerate into many tiny ones
+_MIN_BUDGET = 1 << 20
+
+
+def default_budget(P: int) -> int:
+    """memory_budget when none is given: an eighth of the float64 result, at least 64 MiB (the
+    toolbox CNN on 1,000 inputs: the same time as with 256 MiB, a third of the memory)."""
+    return max(P * P, 64 << 20)
+
+
+def eigh_bytes(P: int) -> int:
+    """Memory Hessian.eigh() needs beside the matrix: LAPACK's working copy of it and the
+    eigenvectors (dsyevr; 16·P² bytes + O(P))."""
+    return 16 * P * P + 64 * P
+
+
+def _too_large(who, P, device, need, limit, parts, limited_by_user, shrunk) -> HessianTooLargeError:
+    detail = ", ".join(f"{what} {nbytes / 2**30:.2f} GiB" for what, nbytes in parts if nbytes)
+    return HessianTooLargeError(
+        f"{who}: the dense float64 Hessian for P = {P} parameters needs {need:,} bytes "
+        f"({need / 2**30:.2f} GiB: {detail}) but only {limit:,} bytes ({limit / 2**30:.2f} GiB) are "
+        f"available{' (max_bytes)' if limited_by_user else ''} on {device}"
+        f"{', with the working memory at its minimum' if shrunk else ''}. Use the matrix-free path "
+        f"instead: hessext.hessian_operator(model, loss_fn, data) gives H @ V, Lanczos eigenpairs, a "
+        f"Hutchinson trace and CG solves without the dense matrix; or differentiate fewer "
+        f"parameters (params=...)."
+    )
+
+
+def _limit(device, max_bytes) -> tuple[int, bool]:
     avail = available_bytes(device)
-    limit = avail if max_bytes is None else min(avail, int(max_bytes))
-    if need > limit:
-        raise HessianTooLargeError(
-            f"{who}: the dense float64 Hessian for P = {P} parameters{what} needs {need:,} bytes "
-            f"({need / 2**30:.2f} GiB) but only {limit:,} bytes ({limit / 2**30:.2f} GiB) are available"
-            f"{' (max_bytes)' if max_bytes is not None and max_bytes < avail else ''} on {device}. "
-            f"Use the matrix-free path instead: hessext.hessian_operator(model, loss_fn, data) gives "
-            f"H @ V, Lanczos eigenpairs, a Hutchinson trace and CG solves without the dense matrix."
-        )
+    if max_bytes is None:
+        return avail, False
+    return min(avail, int(max_bytes)), int(max_bytes) < avail
 
 
 def _symmetrize_(D: torch.Tensor, tile: int = 128) -> None:
@@ -88,6 +109,59 @@ def _symmetrize_(D: torch.Tensor, tile: int = 128) -> None:
 
 
 # --------------------------------------------------------------------------- driver
+def _chooser(kind, prob, local, n_total, method, who, progress):
+    """The filler for the path that will run, as a function of (budget, strip width) → (filler,
+    what info['method'] says); building a filler plans its memory and allocates nothing large."""
+    # why each closed form does not apply (None: it does); reported in info['method']
+    mlp_why = mlp_blocks.blocker(prob)
+    structured = mlp_why is None
+    cnn_why = piecewise_cnn.blocker(prob) if not structured else None
+    cnn = not structured and cnn_why is None
+    if prob.interacting:  # neither closed form (both are sums over examples) applies
+        mlp_why = cnn_why = "the examples interact"
+        structured = cnn = False
+    if method == "structured" and not (structured or cnn):
+        raise ValueError(
+            f"{who}: method='structured' needs an nn.Sequential of Linear layers and "
+            f"elementwise activations, or of Conv1d/Conv2d/Linear layers, piecewise-linear "
+            f"activations, Max/AvgPool, global average pools, BatchNorm with running "
+            f"statistics and Flatten, differentiated in all parameters; use 'hvp'"
+        )
+    if structured and method != "hvp":
+        exact = kind == "hessian"
+        how = "closed-form layer blocks (MLP): one product per layer pair" + ("" if exact else ", GGN")
+        return lambda budget, W: (mlp_blocks.MLPBlocks(prob, local, n_total, budget, W, exact=exact), how)
+    if cnn and method != "hvp":
+        if kind == "hessian":
+            how = "GGN factor products + packed-tangent residual (piecewise-linear CNN)"
+            return lambda budget, W: (
+                piecewise_cnn.PiecewiseCNNFiller(prob, local, n_total, budget, W, progress=progress),
+                how,
+            )
+        how = "products of per-example GGN factors (Jacobians from the layer inputs)"
+        return lambda budget, W: (piecewise_cnn.LayerJacobianGGNFiller(prob, local, n_total, budget, W), how)
+    suffix = (
+        f" (no closed form: not an MLP: {mlp_why}; not a piecewise-linear CNN: {cnn_why})"
+        if method == "auto"
+        else ""
+    )
+    if kind == "ggn":
+        how = "products of per-example GGN factors" + suffix
+        return lambda budget, W: (GGNFiller(prob, local, n_total, budget, W), how)
+    how = "vmap(vjp(grad)) column blocks (reverse-over-reverse HVPs)"
+    if prob.interacting:
+        how += (
+            f" of the mean loss over the mini-batches as given, none split ({prob.interacting}: "
+            "the examples of a batch interact)"
+        )
+    how += suffix
+    # examples that interact: the batches as given, none split
+    return lambda budget, W: (
+        HVPFiller(prob, local, n_total, budget, W, split=not prob.interacting),
+        how,
+    )
+
+
 def _assemble(
     kind,
     model,
@@ -104,6 +178,7 @@ def _assemble(
     max_bytes,
     distributed,
     method="auto",
+    eigh=False,
 ):
     who = kind
     t_start = time.perf_counter()
@@ -120,10 +195,12 @@ def _assemble(
             examples_may_interact=kind == "hessian",  # the HVP path needs no per-example terms
         )
         P, dev = prob.num_params, prob.device
-        budget = int(memory_budget) if memory_budget is not None else max(8 * P * P, 256 * 2**20)
-        if budget <= 0:
+        if memory_budget is not None and not memory_budget > 0:
             raise ValueError(f"{who}: memory_budget must be positive, got {memory_budget}")
-        _check_size(who, P, dev, max_bytes)
+        if strip_width is not None and int(strip_width) < 1:
+            raise ValueError(f"{who}: strip_width must be >= 1, got {strip_width}")
+        if method not in ("auto", "structured", "hvp"):
+            raise ValueError(f"{who}: method must be 'auto', 'structured' or 'hvp', got {method!r}")
         rank, world = distributed_context(distributed, who)
         if prob.interacting and world > 1 and len(prob.batches) < world:
             raise ValueError(
@@ -138,72 +215,31 @@ def _assemble(
             if world > 1
             else prob.n
         )
-        if strip_width is None:
-            # wide enough that the strip products are real matrix products, narrow enough that a
-            # strip buffer stays a small fraction of the budget and progress is saved often
-            strip_width = int(max(64, min(P, 1024, budget // max(1, 8 * P * 4))))
-        W = int(strip_width)
-        if W < 1:
-            raise ValueError(f"{who}: strip_width must be >= 1, got {strip_width}")
-        if method not in ("auto", "structured", "hvp"):
-            raise ValueError(f"{who}: method must be 'auto', 'structured' or 'hvp', got {method!r}")
-        # why each closed form does not apply (None: it does); reported in info['method']
-        mlp_why = mlp_blocks.blocker(prob)
-        structured = mlp_why is None
-        cnn_why = piecewise_cnn.blocker(prob) if not structured else None
-        cnn = not structured and cnn_why is None
-        if prob.interacting:  # neither closed form (both are sums over examples) applies
-            mlp_why = cnn_why = "the examples interact"
-            structured = cnn = False
-        if method == "structured" and not (structured or cnn):
-            raise ValueError(
-                f"{who}: method='structured' needs an nn.Sequential of Linear layers and "
-                f"elementwise activations, or of Conv1d/Conv2d/Linear layers, piecewise-linear "
-                f"activations, Max/AvgPool, global average pools, BatchNorm with running "
-                f"statistics and Flatten, differentiated in all parameters; use 'hvp'"
-            )
-        if structured and method != "hvp":
-            exact = kind == "hessian"
-            filler = mlp_blocks.MLPBlocks(prob, local, n_total, budget, exact=exact)
-            how = "closed-form layer blocks (MLP): one product per layer pair" + ("" if exact else ", GGN")
-        elif cnn and method != "hvp":
-            if kind == "hessian":
-                # this path also holds its float64 residual blocks (at most P²/2 entries)
-                _check_size(
-                    who,
-                    P,
-                    dev,
-                    max_bytes,
-                    extra=4 * P * P,
-                    what=" with the packed-tangent residual blocks beside it",
-                )
-                # its residual is computed up front: a bar of its own (rank 0)
-                filler = piecewise_cnn.PiecewiseCNNFiller(
-                    prob, local, n_total, budget, progress=progress if rank == 0 else False
-                )
-                how = "GGN factor products + packed-tangent residual (piecewise-linear CNN)"
-            else:
-                filler = piecewise_cnn.LayerJacobianGGNFiller(prob, local, n_total, budget)
-                how = "products of per-example GGN factors (Jacobians from the layer inputs)"
-        elif kind == "ggn":
-            filler, how = GGNFiller(prob, local, n_total, budget), "products of per-example GGN factors"
-        else:
-            filler, how = (
-                # examples that interact: the batches as given, none split
-                HVPFiller(prob, local, n_total, budget, split=not prob.interacting),
-                "vmap(vjp(grad)) column blocks (reverse-over-reverse HVPs)",
-            )
-            if prob.interacting:
-                how += (
-                    f" of the mean loss over the mini-batches as given, none split ({prob.interacting}: "
-                    "the examples of a batch interact)"
-                )
-
-        if method == "auto" and not (structured or cnn):
-            how += f" (no closed form: not an MLP: {mlp_why}; not a piecewise-linear CNN: {cnn_why})"
+        choose = _chooser(kind, prob, local, n_total, method, who, progress if rank == 0 else False)
+        # the size check counts the peak of the method that will run: the result, the filler's
+        # workspace (cached factors, per-chunk and per-strip buffers) and, if asked, the
+        # eigendecomposition; without a budget of the user's the working memory shrinks to fit
+        limit, by_user = _limit(dev, max_bytes)
+        budget = int(memory_budget) if memory_budget is not None else default_budget(P)
+        while True:
+            W = int(strip_width) if strip_width is not None else min(P, 1024)
+            filler, how = choose(budget, W)
+            parts = [
+                ("the float64 result", 8 * P * P),
+                ("working memory", int(filler.workspace_bytes)),
+                ("storing a strip (out=)", 16 * P * W if out is not None else 0),
+                ("the eigendecomposition", eigh_bytes(P) if eigh else 0),
+            ]
+            need = sum(nbytes for _, nbytes in parts)
+            if need <= limit or memory_budget is not None or budget <= _MIN_BUDGET:
+                break
+            budget = max(_MIN_BUDGET, budget // 2)
+        if need > limit:
+            raise _too_large(who, P, dev, need, limit, parts, by_user, memory_budget is None)
         strips = [(j0, min(P, j0 + W)) for j0 in range(0, P, W)]
-        # huge pages (hessext/_internal/memory.py): benchmark (a) 0.55 -> 0.42 s in fresh processes
-        H = empty_large(P, P, torch.float64, dev)
+        # fresh pages, faulted in up front (hessext/_internal/memory.py); fillers that add into
+        # the strips get zeros (the kernel's, no pass of our own)
+        H = (empty_large if filler.overwrites else zeros_large)(P, P, torch.float64, dev)
         done: set = set()
         info = {
             "kind": kind,
@@ -236,6 +272,11 @@ def _assemble(
             )
             if world > 1:
                 dist.barrier()
+
+        # caches, and the parts computed for all strips at once (the CNN's residual blocks,
+        # written into H's upper triangle), before the finished strips are copied over them
+        filler.prepare(H)
+        if store is not None:
             done = store.load_done(H)
             info["resumed_strips"] = len(done)
 
@@ -250,9 +291,7 @@ def _assemble(
             for idx, (j0, j1) in enumerate(strips):
                 if (j0, j1) in done:
                     continue
-                acc = H[:j1, j0:j1]  # accumulate in place: no extra strip buffer
-                if not getattr(filler, "overwrites", False):
-                    acc.zero_()
+                acc = H[:j1, j0:j1]  # in place: no strip buffer
                 filler.fill(acc, j0, j1)
                 if world > 1:
                     acc.copy_(all_reduce(acc.contiguous(), world))
@@ -278,7 +317,10 @@ def _assemble(
         batched = getattr(filler, "batched", None)
         if batched is not None and batched.looping:
             info["method"] += f"; {batched.how}"
+        del filler
+        trim_heap()  # the filler's temporaries, before what comes next (often an eigendecomposition)
         info["seconds"] = time.perf_counter() - t_start
+        info["peak_estimate_bytes"] = need
         return Hessian(H, info)
 
 
@@ -298,6 +340,7 @@ def hessian(
     max_bytes=None,
     distributed=None,
     method="auto",
+    eigh=False,
 ) -> Hessian:
     """The exact Hessian of the MEAN training loss (1/n) Σ_i ℓ_i(θ) + R(θ), dense float64 [P, P].
 
@@ -311,14 +354,16 @@ def hessian(
     regularizer: e.g. hessext.regularizers.L2.from_weight_decay(λ, n) adds ∇²R = (λ/n) I.
     dtype: precision of the model's products (float64 default; float32 runs the model in float32);
       accumulation across strips and mini-batches is always float64.
-    memory_budget: bytes of working memory beyond the result (default: the result's own size,
-      8·P² bytes, but at least 256 MiB: smaller chunks cost time). A guide for the chunk
-      sizes, not a hard cap: for the toolbox CNN's 4.4 MB Hessian on 1,000 inputs, a 4.4 MB
-      budget peaks at about 40 MB and takes 3.9 s instead of 1.3 s.
+    memory_budget: bytes of working memory beyond the result: cached per-example factors, chunks
+      of examples, per-strip products (default: an eighth of the result, P² bytes, but at least
+      64 MiB: smaller chunks cost time). A guide for the chunk sizes, not a hard cap.
     out: directory; finished strips are written as they complete and a rerun resumes (format in
-      the module docstring). max_bytes: cap for the size check (default: memory available).
+      hessext/curvature/strips.py).
+    max_bytes: cap for the size check (default: the memory available now).
     distributed: None (use torch.distributed when initialised), True or False; each rank sums
       its shard of the mini-batches and strips are all-reduced, every rank gets the matrix.
+    eigh: also plan for the eigendecomposition that will follow (H.eigh(), top_eigenpairs,
+      pinv, local ensembles): the size check then counts its 16·P² bytes as well.
     method: 'auto' (default: 'structured' where it applies, else 'hvp'), 'structured' (closed-form
       layer-pair blocks as matrix products; an nn.Sequential of Linear layers and elementwise
       modules such as ReLU, tanh, softplus, GELU, Dropout; or GGN factor products + a residual
@@ -327,7 +372,10 @@ def hessian(
       and Flatten, e.g. hessext.models.SSHCNN) or 'hvp' (the general path: batched
       reverse-over-reverse Hessian-vector products).
       All give the same matrix (to rounding); info['method'] says which ran.
-    Raises HessianTooLargeError (a MemoryError) before allocating if the matrix would not fit.
+    Before allocating, the size check estimates the peak of the method that will run (the result,
+    its working memory, a strip stored with out=, the eigendecomposition with eigh=True; recorded
+    in info['peak_estimate_bytes']); without memory_budget it shrinks the working memory to fit,
+    and raises HessianTooLargeError (a MemoryError) with the bytes needed if even that does not.
     """
     return _assemble(
         "hessian",
@@ -344,6 +392,7 @@ def hessian(
         max_bytes=max_bytes,
         distributed=distributed,
         method=method,
+        eigh=eigh,
     )
 
 
@@ -363,6 +412,7 @@ def ggn(
     max_bytes=None,
     distributed=None,
     loss=None,
+    eigh=False,
 ) -> Hessian:
     """The generalised Gauss-Newton matrix (1/n) Σ_i J_iᵀ Λ_i J_i + ∇²R, dense float64 [P, P],
     with J_i = ∂f(x_i)/∂θ and Λ_i = ∂²ℓ_i/∂f² taken exactly from loss_fn (so cross-entropy gives
@@ -385,6 +435,7 @@ def ggn(
         strip_width=strip_width,
         max_bytes=max_bytes,
         distributed=distributed,
+        eigh=eigh,
     )
     if loss is not None:
         H.info["loss_kind"] = loss

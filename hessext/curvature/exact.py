@@ -16,12 +16,14 @@ import warnings
 from collections.abc import Callable
 
 import numpy as np
+import scipy.linalg
 import torch
 
+from hessext._internal.memory import available_bytes, trim_heap
 from hessext.curvature.base import CurvatureOperator, as_matrix
 from hessext.curvature.cg import block_cg
 from hessext.curvature.density import spectral_density
-from hessext.curvature.errors import NotPositiveDefiniteError, not_pd_message
+from hessext.curvature.errors import HessianTooLargeError, NotPositiveDefiniteError, not_pd_message
 from hessext.curvature.lanczos import lanczos
 
 __all__ = ["Hessian", "HessianOperator"]
@@ -157,9 +159,32 @@ class Hessian(CurvatureOperator):
     def eigh(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(eigenvalues ascending [P], orthonormal eigenvectors [P, P] as columns), float64.
 
-        Computed once (torch.linalg.eigh) and cached; every spectral method reuses it."""
+        Computed once and cached; every spectral method reuses it. On CPU by LAPACK's dsyevr
+        (scipy): beside the matrix it needs a working copy and the eigenvectors, 16·P² bytes,
+        where torch.linalg.eigh's dsyevd needs about 28·P². Before it starts, a cached Cholesky
+        factor (8·P²) is dropped and the memory is checked: HessianTooLargeError (a MemoryError)
+        with the bytes needed instead of running out halfway."""
         if self._eigh is None:
-            values, vectors = torch.linalg.eigh(self._matrix)
+            self._cholesky = None  # 8·P² bytes that the decomposition needs more
+            trim_heap()
+            P = self.num_params
+            need = 16 * P * P + 64 * P
+            avail = available_bytes(self.device)
+            if need > avail:
+                raise HessianTooLargeError(
+                    f"Hessian.eigh: the eigendecomposition of this P = {P} matrix needs {need:,} "
+                    f"bytes ({need / 2**30:.2f} GiB) beside it, but only {avail:,} are available; "
+                    f"for a few extreme eigenpairs use hessext.hessian_operator(...)"
+                    f".top_eigenpairs(k) (Lanczos), which needs O(P·k)"
+                )
+            if self.device.type == "cpu" and P > 0:
+                # H is symmetric: its C-ordered storage is the Fortran-ordered H as well
+                w, Z = scipy.linalg.eigh(
+                    self._matrix.numpy().T, driver="evr", check_finite=False, overwrite_a=False
+                )
+                values, vectors = torch.from_numpy(w), torch.from_numpy(Z)
+            else:
+                values, vectors = torch.linalg.eigh(self._matrix)
             self._eigh = (values, vectors)
         return self._eigh
 

@@ -30,7 +30,14 @@ from hessext._internal.contract import (
 from hessext._internal.guard import batch_statistics, check_model
 from hessext._internal.params import flat_parameters, unflatten_params, values_fingerprint, working_copy
 
-__all__ = ["Problem", "build_problem", "split_rows", "regularizer_hessian_add", "output_loss_derivatives"]
+__all__ = [
+    "Problem",
+    "build_problem",
+    "split_rows",
+    "regularizer_hessian_add",
+    "output_loss_derivatives",
+    "saved_bytes_per_example",
+]
 
 
 @dataclass
@@ -219,3 +226,21 @@ def regularizer_hessian_add(prob: Problem, acc: torch.Tensor, rows: slice, cols:
         return
     H = torch.func.hessian(lambda t: reg.value(t))(theta64)
     acc += H[rows, cols]
+
+
+def saved_bytes_per_example(prob: Problem) -> float:
+    """Bytes autograd saves for one example's forward+backward (measured on the first batch)."""
+    x, y = prob.batches[0]
+    m = min(x.shape[0], 8)
+    total = 0
+
+    def pack(t):
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    theta = prob.theta.detach().requires_grad_(True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = prob.batch_loss_sum(theta, x[:m], y[:m])
+    del loss
+    return max(total / m, 8.0 * 16)

@@ -175,8 +175,14 @@ def stein_accumulate(
 def gemm_accumulate(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor, alpha: float) -> None:
     """acc += alpha * (aᵀ b), the product at the precision of a and b, the sum in acc's float64.
 
-    acc [R, S] float64; a [K, R], b [K, S] (float32 or float64, same dtype)."""
-    acc.add_(torch.mm(a.t(), b).to(torch.float64), alpha=alpha)
+    acc [R, S] float64; a [K, R], b [K, S] (float32 or float64, same dtype). Like the kernel, no
+    temporary the size of acc: float64 products are added in place, float32 ones in row blocks."""
+    if a.dtype == torch.float64 and acc.stride(-1) == 1:
+        acc.addmm_(a.t(), b, alpha=alpha)
+        return
+    rows = max(1, (1 << 21) // max(1, acc.shape[1]))
+    for r0 in range(0, acc.shape[0], rows):
+        acc[r0 : r0 + rows].add_(torch.mm(a[:, r0 : r0 + rows].t(), b), alpha=alpha)
 
 
 def conv_weight_grad(

@@ -1,6 +1,9 @@
 """hessext.hessian / hessext.ggn against torch.func in float64 (relative error <= 1e-10: both sides
 are float64 sums of O(n·P) terms of size ~1, so the difference is a few ulps times the depth)."""
 
+import json
+import sys
+
 import pytest
 import torch
 from torch import nn
@@ -22,6 +25,7 @@ from hessext.testing import (
     reference_ggn,
     reference_hessian,
     relative_error,
+    run_python,
     uneven,
 )
 
@@ -317,3 +321,119 @@ def test_batch_statistics_hessian_over_the_batches_as_given():
     assert relative_error(H.dense(), want, "max") <= TOL
     with pytest.raises(ValueError, match="no running statistics"):
         hessext.ggn(model, ce, batches, progress=False)
+
+
+_PEAK = r"""
+import json, torch, torch.nn as nn, torch.nn.functional as F
+import hessext
+from hessext._internal.memory import trim_heap
+torch.set_num_threads(1)
+torch.manual_seed(0)
+case, N, budget = {case!r}, {n}, {budget}
+if case == "mlp":
+    model = nn.Sequential(nn.Linear(10, 60), nn.Tanh(), nn.Linear(60, 60), nn.Tanh(), nn.Linear(60, 3))
+    x, C = torch.randn(N, 10), 3
+elif case == "cnn":
+    model = nn.Sequential(nn.Conv1d(1, 8, 9), nn.MaxPool1d(2), nn.ReLU(), nn.Conv1d(8, 16, 5), nn.ReLU(),
+                          nn.AvgPool1d(2), nn.Flatten(), nn.Linear(16 * 28, 6))
+    x, C = torch.randn(N, 1, 128), 6
+else:  # LayerNorm: neither closed form applies (GGN factors from torch.func; HVPs)
+    model = nn.Sequential(nn.Linear(10, 40), nn.LayerNorm(40), nn.Tanh(), nn.Linear(40, 40), nn.Tanh(),
+                          nn.Linear(40, 4))
+    x, C = torch.randn(N, 10), 4
+model, x = model.double(), x.double()  # no dtype copies of the data: the call allocates it all
+y = torch.randint(0, C, (N,))
+ce = lambda o, t: F.cross_entropy(o, t, reduction="none")
+fn = hessext.ggn if case == "ggn" else hessext.hessian
+fn(model, ce, (x[:4], y[:4]), progress=False)  # one-time initialisation, not the call's memory
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+
+trim_heap()
+open("/proc/self/clear_refs", "w").write("5")  # the high-water mark starts again from here
+before = status("VmRSS")
+H = fn(model, ce, (x, y), memory_budget=budget, progress=False)
+print(json.dumps({{"peak": status("VmHWM") - before, "estimate": H.info["peak_estimate_bytes"],
+                  "method": H.info["method"], "P": H.num_params}}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="peak RSS from /proc/self/status")
+@pytest.mark.parametrize(
+    "case, n, budget, path",
+    [
+        ("mlp", 300, 128 << 20, "closed-form"),  # factors cached across strips
+        ("mlp", 1000, 64 << 20, "closed-form"),  # chunks of examples recomputed per strip
+        ("cnn", 300, 64 << 20, "packed-tangent"),
+        ("ggn", 300, 64 << 20, "per-example GGN factors"),
+        ("hvp", 100, 64 << 20, "vjp(grad)"),
+    ],
+)
+def test_peak_memory_estimate_is_within_20_percent_of_the_measured_peak(case, n, budget, path):
+    """The size check's estimate (info['peak_estimate_bytes']: result + the method's working
+    memory) against the resident-set high-water mark of the call in a fresh interpreter, for
+    each way of filling strips. Sizes where the working memory is a large part of the peak
+    (result 41-155 MiB, working memory 40-130 MiB), at the default budget (64 MiB for these P;
+    given explicitly, so that a busy machine's low free memory cannot shrink it) and a larger
+    one."""
+    out = run_python(_PEAK.format(case=case, n=n, budget=budget), disable_ext=False)
+    r = json.loads(out.strip().splitlines()[-1])
+    assert path in r["method"]
+    assert r["peak"] > 8 * r["P"] ** 2  # the result itself is resident: the measurement sees it
+    assert 0.8 <= r["estimate"] / r["peak"] <= 1.2, r
+
+
+def test_size_check_plans_for_the_eigendecomposition_and_refuses_early():
+    """eigh=True counts the eigendecomposition (16·P² bytes beside the matrix) in the size check;
+    a matrix that fits without it but not with it is refused before any assembly work."""
+    torch.manual_seed(8)
+    model = mlp((4, 6, 5, 3), nn.Tanh()).double()
+    x, y, _ = data_for("mlp", 12)
+    P = sum(p.numel() for p in model.parameters())
+    fixed = {"memory_budget": 1 << 20, "progress": False}  # a budget of the user's is never shrunk
+    H = hessext.hessian(model, ce, (x, y), **fixed)
+    need = H.info["peak_estimate_bytes"]
+    with_eigh = hessext.hessian(model, ce, (x, y), eigh=True, **fixed).info["peak_estimate_bytes"]
+    assert with_eigh - need == hessext.curvature.assembly.eigh_bytes(P) >= 16 * P * P
+    with pytest.raises(hessext.curvature.HessianTooLargeError, match="the eigendecomposition"):
+        hessext.hessian(model, ce, (x, y), eigh=True, max_bytes=need, **fixed)
+    # the decomposition itself: LAPACK's dsyevr, against the definition
+    values, vectors = H.eigh()
+    A = H.dense()
+    assert torch.allclose(A @ vectors, vectors * values, atol=1e-10 * float(values.abs().max()))
+    assert torch.allclose(vectors.T @ vectors, torch.eye(P, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(values, torch.linalg.eigvalsh(A), atol=1e-12 * float(values.abs().max()))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="peak RSS from /proc/self/status")
+def test_a_15_gb_cnn_hessian_is_refused_before_anything_is_allocated():
+    """The CNN with P ≈ 44,000 whose Hessian (15.8 GB) was killed at 24 GB before: with a 4 GiB
+    cap it is refused at once, naming the bytes needed (more than the result alone) and what
+    to do instead; the resident set grows only by torch's own first use of these layers."""
+    torch.manual_seed(9)
+    model = nn.Sequential(
+        nn.Conv2d(1, 32, 3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(1600, 16),
+    )
+    P = sum(p.numel() for p in model.parameters())
+    x, y = torch.randn(64, 1, 28, 28), torch.randint(0, 16, (64,))
+    status = lambda key: next(
+        int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith(key)
+    )
+    open("/proc/self/clear_refs", "w").write("5")
+    before = status("VmRSS")
+    with pytest.raises(hessext.curvature.HessianTooLargeError) as err:
+        hessext.hessian(model, ce, (x, y), max_bytes=4 << 30, progress=False)
+    assert status("VmHWM") - before < 512 << 20  # nothing like the 4 GiB cap, let alone 15.8 GB
+    message = str(err.value)
+    need = int(message.split(" needs ")[1].split(" bytes")[0].replace(",", ""))
+    assert need > 8 * P * P > 15e9 and "hessian_operator" in message and "params=" in message

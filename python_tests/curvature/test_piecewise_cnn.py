@@ -208,17 +208,22 @@ def test_tiny_budget_and_method_structured():
     assert "vjp(grad)" in Hh.info["method"] and relative_error(Hh.dense(), ref, "max") <= TOL
 
 
-def test_size_check_counts_the_residual_blocks():
-    """The packed-tangent path holds float64 residual blocks (<= P²/2 entries) beside the result:
-    room for the matrix alone is not enough for it, but is for the GGN (no residual)."""
+def test_size_check_counts_the_method_peak():
+    """The residual blocks are written into the result's upper triangle, so the packed-tangent
+    path needs no room for them (the old bound: P²/2 float64 beside the result); the size check
+    counts the method's own estimate, refuses below it with the bytes needed, and passes at it."""
     model = cnn1d_deep().double()
     x, y, _ = data((2, 23))
     P = sum(p.numel() for p in model.parameters())
-    room = 8 * P * P + 2 * P * P  # the matrix and half the residual bound
-    with pytest.raises(hessext.curvature.HessianTooLargeError, match="packed-tangent residual blocks"):
-        hessext.hessian(model, ce, (x, y), max_bytes=room, progress=False)
-    G = hessext.ggn(model, ce, (x, y), max_bytes=room, progress=False)
-    assert G.dense().shape == (P, P)
+    H = hessext.hessian(model, ce, (x, y), memory_budget=1 << 20, progress=False)
+    need = H.info["peak_estimate_bytes"]
+    assert 8 * P * P < need
+    again = hessext.hessian(model, ce, (x, y), memory_budget=1 << 20, max_bytes=need, progress=False)
+    assert torch.equal(again.dense(), H.dense())
+    with pytest.raises(
+        hessext.curvature.HessianTooLargeError, match=rf"needs {need:,} bytes.*hessian_operator"
+    ):
+        hessext.hessian(model, ce, (x, y), memory_budget=1 << 20, max_bytes=need - 1, progress=False)
 
 
 def test_float32_model():

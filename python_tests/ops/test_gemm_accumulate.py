@@ -65,6 +65,27 @@ def test_errors_name_the_op():
         torch.ops.hessext.gemm_accumulate(acc, torch.ones(2, 3), torch.ones(2, 4, dtype=torch.float64), 1.0)
 
 
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_strip_of_a_large_matrix_in_row_blocks(dtype):
+    """A strip H[:R, j0:j1] of a wider matrix with R·S above the kernel's float32 row block
+    (2**21 entries: three blocks here) and one row block cut short; float64 goes in place. Both
+    against the float64 product (float32: relative error of a K = 6 product, <= 1e-6)."""
+    g = torch.Generator().manual_seed(3)
+    R, S, K = 5000, 1000, 6
+    H = torch.randn(R, S + 300, generator=g, dtype=torch.float64)
+    before = H.clone()
+    a, b = torch.randn(K, R, generator=g, dtype=dtype), torch.randn(K, S, generator=g, dtype=dtype)
+    torch.ops.hessext.gemm_accumulate(H[:, 100 : 100 + S], a, b, 0.5)
+    expect = before[:, 100 : 100 + S] + 0.5 * a.double().t() @ b.double()
+    tol = 1e-13 if dtype == torch.float64 else 1e-6
+    assert torch.allclose(H[:, 100 : 100 + S], expect, rtol=tol, atol=tol * 4)
+    assert torch.equal(H[:, :100], before[:, :100]) and torch.equal(H[:, 100 + S :], before[:, 100 + S :])
+    ref = before[:, 100 : 100 + S].clone()
+    _reference.gemm_accumulate(ref, a, b, 0.5)
+    assert torch.allclose(ref, expect, rtol=tol, atol=tol * 4)
+
+
 def test_symmetric_rank_k_through_python_wrapper():
     a = torch.randn(50, 9, dtype=torch.float32)
     acc = torch.zeros(9, 9, dtype=torch.float64)

@@ -11,45 +11,37 @@ from __future__ import annotations
 import torch
 from torch.func import grad, vjp, vmap
 
-from hessext.curvature.problem import Problem, split_rows
+from hessext.curvature.problem import Problem, saved_bytes_per_example, split_rows
 
 __all__ = ["HVPFiller"]
-
-
-def _saved_bytes_per_example(prob: Problem) -> float:
-    """Bytes autograd saves for one example's forward+backward (measured on the first batch)."""
-    x, y = prob.batches[0]
-    m = min(x.shape[0], 8)
-    total = 0
-
-    def pack(t):
-        nonlocal total
-        total += t.numel() * t.element_size()
-        return t
-
-    theta = prob.theta.detach().requires_grad_(True)
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = prob.batch_loss_sum(theta, x[:m], y[:m])
-    del loss
-    return max(total / m, 8.0 * 16)
 
 
 class HVPFiller:
     """Columns j0:j1 of the loss Hessian from batched Hessian-vector products."""
 
-    def __init__(self, prob: Problem, batches, n_total: int, budget: int, *, split: bool = True):
+    # fill() adds into the strip: the driver hands it zeros
+    overwrites = False
+
+    def __init__(
+        self, prob: Problem, batches, n_total: int, budget: int, strip_width: int, *, split: bool = True
+    ):
         self.prob, self.n = prob, n_total
-        per_example = _saved_bytes_per_example(prob)
-        # a vmapped column of the double backward keeps ~4 copies of the saved activations
-        # plus a few P-vectors
-        per_col_row = 4.0 * per_example
-        max_rows = max(x.shape[0] for x, _ in batches)
-        rows = max(1, min(max_rows, int(budget / (per_col_row * 4))))
+        per_example = saved_bytes_per_example(prob)
+        P, item = prob.num_params, prob.theta.element_size()
+        # a vmapped column of the double backward holds about two copies of the saved activations
+        # per example and three P-vectors (its unit vector, its result, a gradient; measured)
+        per_col_row = 2.0 * per_example
+        max_rows = max([x.shape[0] for x, _ in batches], default=1)
+        rows = max(1, min(max_rows, int(budget / (per_col_row * 8))))
         # split=False: examples that interact (batch statistics) keep their mini-batches whole
         self.batches = split_rows(batches, rows) if split else list(batches)
-        rows = max(x.shape[0] for x, _ in self.batches)
-        P = prob.num_params
-        self.cols = int(max(1, min(P, budget / (per_col_row * rows + 6 * P * prob.theta.element_size()))))
+        rows = max([x.shape[0] for x, _ in self.batches], default=1)
+        per_col = per_col_row * rows + 3 * P * item
+        self.cols = int(max(1, min(P, strip_width, budget / per_col)))
+        self.workspace_bytes = int(self.cols * per_col)
+
+    def prepare(self, H) -> None:
+        """Nothing is computed ahead of the strips."""
 
     def fill(self, acc: torch.Tensor, j0: int, j1: int) -> None:
         P, dtype, dev = self.prob.num_params, self.prob.dtype, self.prob.device

@@ -126,7 +126,7 @@ class MLPBlocks:
     # the first chunk writes every entry of the strip (the driver need not zero it first)
     overwrites = True
 
-    def __init__(self, prob, batches, n_total: int, budget: int, exact: bool = True):
+    def __init__(self, prob, batches, n_total: int, budget: int, strip_width: int, exact: bool = True):
         self.prob, self.n, self.exact = prob, n_total, exact
         model = prob.model
         idx = [i for i, m in enumerate(model) if isinstance(m, nn.Linear)]
@@ -148,25 +148,50 @@ class MLPBlocks:
         widths = [lin.out_features for lin in self.linears]
         ins = [lin.in_features + 1 for lin in self.linears]
         L = len(widths)
-        # bytes per example of the cached factors (K, T for every layer pair, activations) and of
-        # the products' per-example operands (K slice, Kronecker rows); the products' outputs are
-        # strip-sized, not per example
-        per_ex = item * (
+        # bytes per example of the cached factors: K for every layer pair, T for the pairs two or
+        # more layers apart, the inputs ã, δ and φ' of every layer
+        self.per_example_bytes = item * (
             sum(widths[m] * widths[l] for m in range(L) for l in range(m, L))
             + sum(widths[m] * ins[l] for m in range(L) for l in range(m + 2, L))
-            + 2 * sum(ins)
-            + 3 * sum(widths)
+            + sum(ins)
+            + 2 * sum(widths)
         )
-        per_ex_work = per_ex + item * max(
-            widths[m] * widths[l] + ins[m] * (ins[l] + widths[l]) for m in range(L) for l in range(m, L)
-        )
-        rows = max(1, int(budget // (2 * per_ex_work)))
-        strip_bytes = 2 * prob.num_params * 1024 * item  # a strip's product outputs
-        self.chunks = chunks = split_rows(batches, rows)
+        # computing them also holds a few per-example [w, w] products of the backward recursion
+        extra = item * 5 * max(w * v for w in widths for v in ins)
         total = sum(x.shape[0] for x, _ in batches)
-        self.cache = (
-            [self._factors(x, y) for x, y in chunks] if total * per_ex + strip_bytes <= budget else None
+        n_max = max([x.shape[0] for x, _ in batches], default=1)
+
+        def block(rows):
+            # one workspace, reused by every block product: Z [units p, rows, columns] and the
+            # output [units p, Q, columns]; a quarter of the budget up to 64 MiB, at least one
+            # unit p against one unit j
+            least = item * (rows + max(ins)) * max(ins)
+            return max(least, min(budget // 4, 64 << 20))
+
+        # the factors of all examples are kept across strips when they fit; else chunks of
+        # examples are recomputed for every strip: two chunks alive while the next is computed,
+        # and (measured) about one more that the allocator holds but cannot reuse
+        self.cached = total * self.per_example_bytes + n_max * extra + block(n_max) <= budget
+        if self.cached:
+            rows = n_max
+            self.workspace_bytes = total * self.per_example_bytes + n_max * extra + block(rows)
+        else:
+            rows = max(1, int(0.75 * budget) // (3 * self.per_example_bytes + extra))
+            rows = min(rows, n_max)
+            self.workspace_bytes = rows * (3 * self.per_example_bytes + extra) + block(rows)
+        self.chunks = split_rows(batches, rows)
+        self.block_bytes = block(rows)
+        self.cache: list = []
+        self.ws = torch.empty(0)
+
+    def prepare(self, H) -> None:
+        """Allocate the products' workspace; compute and keep the per-example factors when they
+        are cached across strips."""
+        self.ws = torch.empty(
+            self.block_bytes // self.prob.theta.element_size(), dtype=self.prob.dtype, device=H.device
         )
+        if self.cached:
+            self.cache = [self._factors(x, y) for x, y in self.chunks]
 
     # ------------------------------------------------------------------ per-example factors
     def _factors(self, x, y):
@@ -214,7 +239,7 @@ class MLPBlocks:
 
     # ------------------------------------------------------------------ strips
     def fill(self, acc: torch.Tensor, j0: int, j1: int) -> None:
-        chunks = self.cache if self.cache is not None else (self._factors(x, y) for x, y in self.chunks)
+        chunks = iter(self.cache) if self.cached else (self._factors(x, y) for x, y in self.chunks)
         if not self.chunks:  # a rank of a distributed assembly without examples
             acc.zero_()
         for c, fac in enumerate(chunks):
@@ -244,59 +269,80 @@ class MLPBlocks:
 
     def _block(self, acc, fac, m, gc, c0, c1, j0, j1, first):
         """acc[rows of layer m's parameters (< j1), columns c0:c1 of group gc] = (first chunk) or
-        += (later chunks) the block's entries (divided by n) over this chunk's examples, as matrix
-        products with the example count as inner dimension. The layer-pair block, indexed
-        [p, q̃, j, k] (rows: unit p of layer m and its input q̃ (the last one is the bias);
-        columns: unit j of layer l and its
-        input k), is
+        += (later chunks) the block's entries (divided by n) over this chunk's examples. Rows are
+        (unit p of layer m, its input q̃; the last q̃ is the bias), columns (unit j of layer l,
+        its input k) = divmod of the column in the group. Per unit p the block is ONE matrix
+        product with the example count as inner dimension, written in the strip's own layout:
 
-            Σ_i K_i[p, j] ã_m,i[q̃] ã_l,i[k]      = (K as [i, (p, j)])ᵀ @ (ã_m ⊗ ã_l as [i, (q̃, k)])
-          + Σ_i δ_l,i[j] ã_m,i[q̃] T_i[k, p]     = (ã_m ⊗ δ_l as [i, (q̃, j)])ᵀ @ (Tᵀ as [i, (p, k)])
+            block[p, q̃, c] = Σ_i ã_m,i[q̃] Z_p,i[c],
+            Z_p,i[c] = K_i[p, j] ã_l,i[k]  +  [m<l, W_l] δ_l,i[j] T_i[k, p]      ((j, k) of c)
 
-        so the only per-example operands built are small Kronecker rows (never [n, P_m, P_l])."""
+        (the Kronecker term and the bilinear weight × input coupling share the product), batched
+        over p in chunks that fit the workspace; the strip receives the [p, q̃, c] result row by
+        row (contiguous rows: the float32 → float64 conversion streams)."""
         l, a_m = gc.layer, fac["a"][m]
         mine = [g for g in self.groups if g.layer == m and g.offset < j1]
         # rows below j1 only: in the layer's own block that is the upper triangle of the strip
         p_hi = max(min(g.units, -(-(j1 - g.offset) // g.per_unit)) for g in mine)
         N, Q = a_m.shape
-        u0, u1 = c0 // gc.per_unit, (c1 - 1) // gc.per_unit + 1  # units j of the columns
-        J = u1 - u0
-        a_l = fac["a"][l][:, :-1] if gc.kind == "W" else a_m.new_ones(N, 1)  # [N, k]
-        kk = a_l.shape[1]
-        Kmat = fac["K"][m, l][:, :p_hi, u0:u1].reshape(N, p_hi * J)
+        kk = gc.per_unit
         scale = 1.0 / self.n
-        kron = (a_m[:, :, None] * (a_l * scale)[:, None, :]).reshape(N, Q * kk)
-        S = (Kmat.T @ kron).view(p_hi, J, Q, kk).transpose(1, 2)  # [p, q̃, j, k]
-        if self.exact and m < l and gc.kind == "W":
-            ad = (a_m[:, :, None] * (fac["delta"][l][:, None, u0:u1] * scale)).reshape(N, Q * J)
-            Tt = fac["Tt"].get((l, m))
-            if Tt is None:  # adjacent: diag(φ_m')
-                Tt = torch.diag_embed(fac["d1"][m])
-            Tt = Tt[:, :p_hi].reshape(N, -1)  # [N, (p, k)]
-            S = S + (ad.T @ Tt).view(Q, J, p_hi, kk).permute(2, 0, 1, 3)
-        # S into acc: whole units of the columns through a 4-D view, cut units on the edges (the
-        # float64 copy_/add_ converts on the fly: no float64 temporary of S)
-        put = (lambda dst, src: dst.copy_(src)) if first else (lambda dst, src: dst.add_(src))
-        in_m = Q - 1
-        lo = -(-c0 // kk) if c0 % kk else u0  # first whole unit
-        hi = c1 // kk  # end of whole units
+        K = fac["K"][m, l].transpose(0, 1)  # [w_m, N, w_l]
+        weight_cols = gc.kind == "W"
+        bilinear = self.exact and m < l and weight_cols
+        Tt = fac["Tt"].get((l, m))  # [N, w_m, in_l], or None for adjacent layers (diag φ_m')
+        a_l = fac["a"][l][:, :-1] * scale if weight_cols else None  # ã_l / n without the 1, [N, kk]
+        a_mT = a_m.T.unsqueeze(0)  # [1, Q, N]
+        item = a_m.element_size()
+        # whole units j of layer l per product (Z over their columns, cut to c0:c1), and units p of
+        # layer m per batch, so that Z and the output fit in the workspace
+        per_col = (N + Q) * item
+        units = max(1, self.block_bytes // max(1, per_col * kk))
+        u_lo, u_hi = c0 // kk, (c1 - 1) // kk + 1
+        for v0 in range(u_lo, u_hi, units):
+            v1 = min(u_hi, v0 + units)
+            s0, s1 = max(c0, v0 * kk), min(c1, v1 * kk)
+            J = v1 - v0
+            dg = fac["delta"][l][:, v0:v1] * scale if bilinear else None  # δ_l / n, [N, J]
+            pc = max(1, min(p_hi, self.block_bytes // max(1, per_col * J * kk)))
+            for p0 in range(0, p_hi, pc):
+                p1 = min(p_hi, p0 + pc)
+                Kp = K[p0:p1, :, v0:v1, None]  # [pc, N, J, 1]: K_i[p, j]
+                nz, no = (p1 - p0) * N * J * kk, (p1 - p0) * Q * (s1 - s0)
+                Z = self.ws[:nz].view(p1 - p0, N, J, kk)
+                torch.mul(Kp, a_l[None, :, None, :] if a_l is not None else scale, out=Z)  # [pc, N, J, kk]
+                if bilinear:
+                    if Tt is not None:  # + δ_l,i[j] T_i[k, p]
+                        Z.addcmul_(Tt[:, p0:p1, None, :].transpose(0, 1), dg[None, :, :, None])
+                    else:  # T_i[k, p] = φ_m'(z_m,i)[p] [k = p]: only the inputs k = p
+                        units_p = torch.arange(p0, p1, device=a_m.device)
+                        rows = torch.arange(p1 - p0, device=a_m.device)
+                        Z[rows, :, :, units_p] += fac["d1"][m][:, p0:p1].T[:, :, None] * dg
+                Zc = Z.view(p1 - p0, N, J * kk)[:, :, s0 - v0 * kk : s1 - v0 * kk]
+                out = self.ws[nz : nz + no].view(p1 - p0, Q, s1 - s0)
+                torch.bmm(a_mT.expand(p1 - p0, Q, N), Zc, out=out)
+                self._put(acc, out, mine, p0, p1, Q - 1, gc.offset + s0 - j0, j1, first)
+
+    @staticmethod
+    def _put(acc, out, mine, p0, p1, in_m, col, j1, first):
+        """acc[layer m's rows of units p0:p1 (< j1), col : col + nc] = or += out [pc, Q, nc]
+        (the first in_m entries of q̃ are the weight's rows p·in_m + q, the last the bias's)."""
+        nc = out.shape[2]
         for g in mine:
-            part = S[:, :in_m] if g.kind == "W" else S[:, in_m:]  # [p, per_unit, J, kk]
-            rows = min(g.size, j1 - g.offset)
-            full = min(p_hi, rows // g.per_unit)
-            rest = rows - full * g.per_unit
-            for r0, nu, src in (
-                (g.offset, full, part[:full]),
-                (g.offset + full * g.per_unit, 1, part[full : full + 1, :rest]),
-            ):
-                if nu == 0 or src.numel() == 0:
-                    continue
-                nr = src.shape[0] * src.shape[1]
-                if hi > lo:
-                    cw = slice(gc.offset + lo * kk - j0, gc.offset + hi * kk - j0)
-                    dst = acc[r0 : r0 + nr, cw].view(src.shape[0], src.shape[1], hi - lo, kk)
-                    put(dst, src[:, :, lo - u0 : hi - u0])
-                for u in {u0, u1 - 1} - set(range(lo, hi)):  # cut units
-                    k0, k1 = max(c0, u * kk) - u * kk, min(c1, (u + 1) * kk) - u * kk
-                    cw = slice(gc.offset + u * kk + k0 - j0, gc.offset + u * kk + k1 - j0)
-                    put(acc[r0 : r0 + nr, cw], src[:, :, u - u0, k0:k1].reshape(nr, k1 - k0))
+            part = out[:, :in_m] if g.kind == "W" else out[:, in_m:]  # [pc, per_unit, nc]
+            rows = min(g.size, j1 - g.offset)  # rows of this group inside the strip
+            full = max(0, min(p1, rows // g.per_unit) - p0)  # whole units p0 .. p0 + full
+            r0 = g.offset + p0 * g.per_unit
+            pieces = []
+            if full:  # a [units, per_unit, nc] view of the strip's rows: no copy of out
+                view = acc[r0 : r0 + full * g.per_unit, col : col + nc].view(full, g.per_unit, nc)
+                pieces.append((view, part[:full]))
+            rest = rows - (p0 + full) * g.per_unit  # a unit cut by j1
+            if p0 + full < p1 and 0 < rest < g.per_unit:
+                r = r0 + full * g.per_unit
+                pieces.append((acc[r : r + rest, col : col + nc], part[full, :rest]))
+            for dst, src in pieces:
+                if first:
+                    dst.copy_(src)
+                else:
+                    dst.add_(src)

@@ -43,9 +43,9 @@ The per-example Jacobians of the GGN factors come from the same layer machinery 
 pass per output coordinate, per-example weight gradients from the receptive fields), without
 torch.func.
 
-Memory: the blocks (rows θ_<l, columns W_l; at most P²/2 float64 in all, beside the result) are
-held for the whole assembly; the size check before allocating counts them, memory_budget does
-not (it bounds the working set: examples per chunk, packed tangents per pass).
+Memory: the blocks (rows θ_<l, columns W_l) lie in the result's upper triangle, and the pass
+adds into them there (no copy beside the result); memory_budget bounds its working set
+(examples per chunk, packed tangents per pass).
 """
 
 from __future__ import annotations
@@ -58,11 +58,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hessext._internal.memory import trim_heap
 from hessext._internal.modules import global_hooks, has_hooks, not_stock
 from hessext._internal.progress import progress_bar
 from hessext.curvature.chain import GlobalMean, layer_chain
 from hessext.curvature.fillers.ggn import GGNFiller
-from hessext.curvature.problem import split_rows
+from hessext.curvature.problem import saved_bytes_per_example, split_rows
 
 _ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.Identity, nn.Dropout)
 _POOLS = {nn.MaxPool1d: 3, nn.AvgPool1d: 3, nn.MaxPool2d: 4, nn.AvgPool2d: 4}
@@ -623,15 +624,16 @@ def per_example_jacobian(prob, mods, layers, x):
 
 class PackedTangentResidual:
     """The upper-triangular residual blocks ∂²S/∂θ_{<l}∂W_l in float64 for every weight layer l
-    after the first, computed over the given mini-batches in one pass."""
+    after the first, computed over the given mini-batches in one pass and added straight into the
+    result's upper triangle (the blocks H[0:o_l, o_l:o_l + |W_l|] lie above its diagonal)."""
 
     def __init__(self, prob, mods, layers, batches, n_total, r_of, budget, progress=False):
         self.prob, self.n = prob, n_total
         self.mods, self.layers = mods, layers
-        dev = prob.device
-        self.blocks = [None] + [
-            torch.zeros(L.offset, L.w_numel, dtype=torch.float64, device=dev) for L in layers[1:]
-        ]
+        self.batches, self.r_of, self.progress = batches, r_of, progress
+        self.blocks: list = []
+        self.chunks: list = []
+        self.workspace_bytes = 0
         if len(layers) < 2:
             return
         # shapes on one example, for the working-memory estimate
@@ -657,16 +659,27 @@ class PackedTangentResidual:
             + item * layers[k].Q * acts["z"][k][0].numel() // (1 if layers[k].depthwise else self.channels[k])
             for k, q in enumerate(self.per_q)
         )
-        rows = max(1, min(max(x.shape[0] for x, _ in batches), int(budget // per_example)))
+        # and the chunk's forward pass with its graph (the adjoints δ come from its backward)
+        forward = 2 * saved_bytes_per_example(prob)
+        n_max = max([x.shape[0] for x, _ in batches], default=1)
+        rows = max(1, min(n_max, int(budget // (per_example + forward))))
         self.budget = budget
-        chunks = split_rows(batches, rows)
+        self.chunks = split_rows(batches, rows)
+        rows = max([x.shape[0] for x, _ in self.chunks], default=0)
+        self.workspace_bytes = int(rows * (per_example + forward))
+
+    def add_into(self, H) -> None:
+        """H[0:o_l, o_l:o_l + |W_l|] += the residual blocks, over all chunks of examples."""
+        self.blocks = [None] + [H[: L.offset, L.offset : L.offset + L.w_numel] for L in self.layers[1:]]
+        if len(self.layers) < 2:
+            return
         for x, y in progress_bar(
-            chunks,
-            total=len(chunks),
-            progress=progress,
+            self.chunks,
+            total=len(self.chunks),
+            progress=self.progress,
             desc="hessext.hessian: residual blocks (packed tangents)",
         ):
-            self._add_batch(x, r_of(x, y))
+            self._add_batch(x, self.r_of(x, y))
 
     def _forward(self, x, r=None):
         """Inputs a_l and outputs z_l of every weight layer and, given r = ∂ℓ/∂f, the adjoints δ_l."""
@@ -747,15 +760,12 @@ class PackedTangentResidual:
                     if jj + 2 < L_count:
                         D = lin[jj + 1].linear_part(D)
 
-    def add_to_strip(self, acc, j0, j1):
-        """acc (= H[0:j1, j0:j1]) += the residual there: the blocks (rows θ_<l, columns W_l,
-        above the diagonal) and, inside the diagonal tile, their mirror images below it."""
+    def mirror_into_strip(self, acc, j0, j1):
+        """Inside the diagonal tile of acc (= H[0:j1, j0:j1]), add the mirror images of the
+        residual blocks below its diagonal (the tile's upper part holds the residual alone)."""
         for L, block in zip(self.layers[1:], self.blocks[1:]):
             o_l, w_n = L.offset, L.w_numel
             c0, c1 = max(j0, o_l), min(j1, o_l + w_n)
-            if c1 > c0:
-                rows = min(o_l, j1)
-                acc[:rows, c0 - j0 : c1 - j0] += block[:rows, c0 - o_l : c1 - o_l]
             k0, k1 = j0, min(j1, o_l)
             if c1 > c0 and k1 > k0:
                 acc[c0:c1, k0 - j0 : k1 - j0] += block[k0:k1, c0 - o_l : c1 - o_l].T
@@ -764,9 +774,25 @@ class PackedTangentResidual:
 class LayerJacobianGGNFiller(GGNFiller):
     """The GGN filler with per-example Jacobians computed from the layer inputs (no torch.func)."""
 
-    def __init__(self, prob, batches, n_total, budget):
+    def __init__(self, prob, batches, n_total, budget, strip_width):
         self.mods, self.layers = _weight_layers(prob)
-        super().__init__(prob, batches, n_total, budget)
+        super().__init__(prob, batches, n_total, budget, strip_width)
+
+    def _jacobian_bytes_per_example(self, prob, C):
+        """Beside the Jacobian, per example: the forward's graph (kept for the C backward passes)
+        and about as much again for one backward's gradients of the activations (measured), its
+        adjoints of every layer output, the largest layer's receptive fields (the per-example
+        weight gradient's operand) and a row of J being concatenated."""
+        x0 = prob.batches[0][0][:1]
+        with torch.no_grad():
+            a, z, _ = _run(self.mods, self.layers, x0)
+        fields = [
+            L.in_ch * L.K * z_l[0].numel() // L.out_ch if getattr(L, "is_conv", False) else 0
+            for L, z_l in zip(self.layers, z)
+        ]
+        item = prob.theta.element_size()
+        adjoints = sum(z_l[0].numel() for z_l in z)
+        return int(2 * saved_bytes_per_example(prob) + item * (adjoints + max(fields) + 2 * prob.num_params))
 
     def _jacobian(self, x):
         return per_example_jacobian(self.prob, self.mods, self.layers, x)
@@ -774,13 +800,15 @@ class LayerJacobianGGNFiller(GGNFiller):
 
 class PiecewiseCNNFiller(LayerJacobianGGNFiller):
     """Exact Hessian of a piecewise-linear CNN: the GGN's factor products plus the residual blocks
-    from packed tangents."""
+    from packed tangents (computed once, into the result, before the strips)."""
 
-    def __init__(self, prob, batches, n_total, budget, progress=False):
-        super().__init__(prob, batches, n_total, budget)
+    def __init__(self, prob, batches, n_total, budget, strip_width, progress=False):
+        super().__init__(prob, batches, n_total, budget, strip_width)
         self.residual = PackedTangentResidual(
             prob, self.mods, self.layers, batches, n_total, self._loss_adjoint, budget, progress
         )
+        # the residual pass runs before the factors are computed: the larger of the two peaks
+        self.workspace_bytes = max(self.workspace_bytes, self.residual.workspace_bytes)
 
     def _loss_adjoint(self, x, y):
         with torch.enable_grad():
@@ -788,6 +816,11 @@ class PiecewiseCNNFiller(LayerJacobianGGNFiller):
             (r,) = torch.autograd.grad(self.prob.per_example_losses(out, y).sum(), out)
         return r
 
+    def prepare(self, H) -> None:
+        self.residual.add_into(H)
+        trim_heap()  # the residual pass's temporaries, before the factors' (other sizes)
+        super().prepare(H)
+
     def fill(self, acc, j0, j1):
+        self.residual.mirror_into_strip(acc, j0, j1)  # before the GGN is added to the tile
         super().fill(acc, j0, j1)
-        self.residual.add_to_strip(acc, j0, j1)
