@@ -14,22 +14,9 @@ import torch
 
 from hessext import _buildinfo
 from hessext.apps import analyze, demo_boundary, demo_ssh
+from hessext.apps.arguments import int_at_least
 from hessext.apps.reproduce import PIPELINES
 from hessext.reporting.report import UserError
-
-
-def _int_at_least(low: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
-        return value
-
-    parse.__name__ = f"integer >= {low}"
-    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,15 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--quick", action="store_true", help="same as --size small")
     demo.add_argument(
-        "--seed", type=_int_at_least(0), default=0, help="first seed (the ssh demo runs seeds S, S+1, ...)"
+        "--seed", type=int_at_least(0), default=0, help="first seed (the ssh demo runs seeds S, S+1, ...)"
     )
     demo.add_argument(
         "--seeds",
-        type=_int_at_least(1),
+        type=int_at_least(1),
         default=None,
         help="how many seeds the ssh demo repeats the analysis for (default 3)",
     )
-    demo.add_argument("--threads", type=_int_at_least(1), default=1, help="torch threads (default 1)")
+    demo.add_argument("--threads", type=int_at_least(1), default=1, help="torch threads (default 1)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     an = sub.add_parser(
@@ -99,11 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
         "hessext.models:Conv1DToolbox (constructed without arguments)",
     )
     an.add_argument("--out", default="hessext-analysis", help="report folder (default ./hessext-analysis)")
-    an.add_argument("--seed", type=_int_at_least(0), default=0)
+    an.add_argument("--seed", type=int_at_least(0), default=0)
     an.add_argument(
-        "--bootstrap", type=_int_at_least(2), default=50, help="RUE bootstrap models (default 50, at least 2)"
+        "--bootstrap", type=int_at_least(2), default=50, help="RUE bootstrap models (default 50, at least 2)"
     )
-    an.add_argument("--threads", type=_int_at_least(1), default=1)
+    an.add_argument("--threads", type=int_at_least(1), default=1)
     an.add_argument("--no-progress", action="store_true")
 
     if PIPELINES:
@@ -117,8 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
                 default=f"hessext-{name}",
                 help=f"work folder (default ./hessext-{name}; an interrupted run resumes from it)",
             )
-            p.add_argument("--seed", type=_int_at_least(0), default=0)
-            p.add_argument("--threads", type=_int_at_least(1), default=2, help="torch threads (default 2)")
+            p.add_argument("--seed", type=int_at_least(0), default=0)
+            p.add_argument("--threads", type=int_at_least(1), default=2, help="torch threads (default 2)")
             p.add_argument("--no-progress", action="store_true", help="no progress bars")
             module.add_arguments(p)
     return parser

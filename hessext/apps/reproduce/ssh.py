@@ -28,6 +28,7 @@ from hessext._internal.progress import progress_bar
 from hessext._version import __version__
 from hessext.apps import ssh_figures as SF
 from hessext.apps import ssh_study as S
+from hessext.apps.arguments import int_at_least
 from hessext.reporting.report import UserError
 from hessext.reporting.results import write_json
 from hessext.reporting.stats import Correlation
@@ -48,31 +49,17 @@ ANALYSIS_VERSION = 1
 TITLE = "hessext reproduce ssh: out-of-distribution generalisation of SSH phase classifiers"
 
 
-def _at_least(low: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
-        return value
-
-    parse.__name__ = f"integer >= {low}"
-    return parse
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """--models K and --jobs J (the common options are added by hessext/cli.py)."""
     parser.add_argument(
         "--models",
-        type=_at_least(3),
+        type=int_at_least(3),
         default=None,
         help="networks K, seeds S..S+K-1 for --seed S (default 100; 10 with --quick)",
     )
     parser.add_argument(
         "--jobs",
-        type=_at_least(1),
+        type=int_at_least(1),
         default=max(1, min(2, os.cpu_count() or 1)),
         help="networks trained at a time, in worker processes (default: 2, or 1 on one CPU)",
     )
